@@ -1,0 +1,221 @@
+/*
+ * nmq_outbox.h - C ABI of nmq-outbox, a durable SQLite outbox for NanoMQ's MQTT bridge.
+ *
+ * This header is the one contract between C and the Rust library. It is written by hand and
+ * checked against the Rust side at every build (build.rs runs bindgen on it and the build
+ * fails if an export's signature, a struct or a constant disagrees).
+ *
+ * OWNERSHIP (the one place for these rules)
+ *   - nmq_outbox_open() creates a handle; the caller owns it and must pass it to
+ *     nmq_outbox_free() exactly once. nmq_outbox_close() commits and closes but does not free:
+ *     after it every call on the handle returns NMQ_OUTBOX_ECLOSED, which is safe.
+ *   - Every pointer argument is borrowed for the duration of the call only. Message bytes are
+ *     copied; the library never keeps a caller pointer.
+ *   - nmq_outbox_lease() fills an nmq_outbox_item whose `data` the library allocated; the caller
+ *     releases it with nmq_outbox_item_free() (NULL-safe, idempotent).
+ *   - Strings returned by nmq_outbox_strerror() and nmq_outbox_version() are static.
+ *
+ * THREADS
+ *   - A handle is thread-safe: every call except nmq_outbox_free() may run concurrently with any
+ *     other call on the same handle. nmq_outbox_free() must be the last call on a handle.
+ *   - The library runs one writer thread per open handle (group commit); nothing else.
+ *   - The library never calls back into the host except through the log callback. That callback
+ *     may run on any thread, inside any nmq_outbox_* call or on the writer thread, never with a
+ *     library lock held. It must not call nmq_outbox_* and must not take a lock that the host
+ *     holds while calling the library (a logger's own lock is fine). Hence the library may be
+ *     called with the host's locks held (NanoMQ's node->mtx, nng's socket mutex).
+ *   - Calls block at most for one SQLite transaction (group commit, a lease refill or a flush).
+ *
+ * ERRORS
+ *   Every call returns an nmq_outbox_result: 0 is success, > 0 an informational outcome,
+ *   < 0 an error, also written to the log. No call aborts the host: a Rust panic is caught and
+ *   returned as NMQ_OUTBOX_EINTERNAL.
+ *
+ * DURABILITY
+ *   nmq_outbox_append() returns once the message is in the group-commit batch. It is on disk
+ *   after at most group_commit_count further writes or group_commit_ms milliseconds, or after
+ *   nmq_outbox_flush() / nmq_outbox_close() returns OK. A crash can lose only that window;
+ *   stats.committed_seq says which appends are on disk.
+ */
+#ifndef NMQ_OUTBOX_H
+#define NMQ_OUTBOX_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Bumped whenever a struct of this header changes. Set config.abi_version to it. */
+#define NMQ_OUTBOX_ABI_VERSION 1
+
+/* Opaque handle: one bridge in one database file. */
+typedef struct nmq_outbox nmq_outbox;
+
+typedef enum nmq_outbox_result {
+    NMQ_OUTBOX_OK = 0,
+    NMQ_OUTBOX_EMPTY = 1,      /* lease: nothing to hand out (empty, link down or window full) */
+    NMQ_OUTBOX_NOT_OURS = 2,   /* ack: the packet id is not bound to a row of this outbox */
+    NMQ_OUTBOX_EINVAL = -1,    /* NULL pointer, invalid QoS, bad config or argument */
+    NMQ_OUTBOX_EABI = -2,      /* config.abi_version differs from NMQ_OUTBOX_ABI_VERSION */
+    NMQ_OUTBOX_ETOOBIG = -3,   /* message larger than config.max_message_bytes */
+    NMQ_OUTBOX_EFULL = -4,     /* bridge limit reached with NMQ_OUTBOX_REJECT_NEW */
+    NMQ_OUTBOX_ENOSPC = -5,    /* disk full: the message was not accepted */
+    NMQ_OUTBOX_EIO = -6,       /* other I/O or SQLite error */
+    NMQ_OUTBOX_ECORRUPT = -7,  /* database corrupt (at open it is renamed aside instead) */
+    NMQ_OUTBOX_ECLOSED = -8,   /* the handle was closed */
+    NMQ_OUTBOX_EBUSY = -9,     /* this bridge of this file is already open in this process */
+    NMQ_OUTBOX_EINTERNAL = -10 /* bug: a panic was caught; the handle may be unusable */
+} nmq_outbox_result;
+
+typedef enum nmq_outbox_sync {
+    NMQ_OUTBOX_SYNC_NORMAL = 0, /* survives a process crash (WAL) */
+    NMQ_OUTBOX_SYNC_FULL = 1    /* survives a power loss too; slower */
+} nmq_outbox_sync;
+
+typedef enum nmq_outbox_full_policy {
+    NMQ_OUTBOX_DROP_OLDEST = 0, /* NanoMQ's behaviour: oldest queued rows go, counted */
+    NMQ_OUTBOX_REJECT_NEW = 1   /* the new message is refused with NMQ_OUTBOX_EFULL */
+} nmq_outbox_full_policy;
+
+typedef enum nmq_outbox_log_level {
+    NMQ_OUTBOX_LOG_ERROR = 1,
+    NMQ_OUTBOX_LOG_WARN = 2,
+    NMQ_OUTBOX_LOG_INFO = 3,
+    NMQ_OUTBOX_LOG_DEBUG = 4
+} nmq_outbox_log_level;
+
+/* `message` is valid only during the call. See THREADS above for what the callback may do. */
+typedef void (*nmq_outbox_log_fn)(void *ctx, nmq_outbox_log_level level, const char *message);
+
+typedef struct nmq_outbox_config {
+    uint32_t abi_version;        /* NMQ_OUTBOX_ABI_VERSION */
+    const char *path;            /* database file (UTF-8); our own file, not mqtt_client.db */
+    const char *bridge;          /* bridge name (UTF-8), the partition key of every row */
+    uint64_t max_messages;       /* per-bridge limit in messages; 0 = unlimited */
+    uint64_t max_bytes;          /* per-bridge limit in stored bytes; 0 = unlimited */
+    uint32_t max_message_bytes;  /* largest message accepted; 0 = 268435455 (MQTT's maximum) */
+    uint32_t group_commit_count; /* commit after this many writes; 0 = 100, 1 = every write */
+    uint32_t group_commit_ms;    /* commit pending writes after this long; default 20 */
+    uint32_t window;             /* replay in-flight window; 0 = 32; capped by Receive Maximum */
+    nmq_outbox_sync sync;
+    nmq_outbox_full_policy full_policy;
+    nmq_outbox_log_fn log_fn;    /* NULL = log to stderr */
+    void *log_ctx;               /* passed to log_fn as is */
+    nmq_outbox_log_level log_level; /* most verbose level passed to log_fn */
+} nmq_outbox_config;
+
+typedef enum nmq_outbox_decision {
+    NMQ_OUTBOX_SEND_NOW = 0, /* link up, nothing held, window has room: send directly */
+    NMQ_OUTBOX_STORE = 1     /* call nmq_outbox_append(); the outbox will replay it in order */
+} nmq_outbox_decision;
+
+typedef enum nmq_outbox_ack_type {
+    NMQ_OUTBOX_PUBACK = 4,
+    NMQ_OUTBOX_PUBREC = 5,
+    NMQ_OUTBOX_PUBCOMP = 7
+} nmq_outbox_ack_type;
+
+typedef enum nmq_outbox_ack_outcome {
+    NMQ_OUTBOX_ACK_DONE = 0,     /* acknowledged: the row is deleted */
+    NMQ_OUTBOX_ACK_PROGRESS = 1, /* PUBREC of a QoS 2 row: kept until PUBCOMP */
+    NMQ_OUTBOX_ACK_REJECTED = 2  /* reason code >= 0x80: deleted, counted, not retried */
+} nmq_outbox_ack_outcome;
+
+/* A row handed out for sending. `data` belongs to the library until nmq_outbox_item_free(). */
+typedef struct nmq_outbox_item {
+    int64_t seq;           /* position in the bridge's FIFO; pass to bind/unlease */
+    uint8_t qos;
+    uint8_t dup;           /* 1: sent before; set DUP if you reuse packet_id */
+    uint16_t packet_id;    /* packet id of the last send, 0 = never sent */
+    uint32_t expiry_secs;  /* remaining MQTT 5 Message Expiry Interval, 0 = none */
+    uint8_t *data;         /* the bytes given to nmq_outbox_append() */
+    size_t len;
+} nmq_outbox_item;
+
+typedef struct nmq_outbox_stats {
+    uint64_t messages;         /* rows held: queued + in flight */
+    uint64_t bytes;            /* their data bytes */
+    uint64_t inflight;         /* rows handed out, not yet acknowledged */
+    uint64_t enqueued;         /* accepted since open */
+    uint64_t acked;            /* deleted on PUBACK/PUBCOMP since open */
+    uint64_t resent;           /* handed out again after a link loss, unlease or restart */
+    uint64_t dropped_full;     /* dropped by the limit policy (drop_oldest, or refused) */
+    uint64_t dropped_expired;  /* expired before they could be sent */
+    uint64_t dropped_rejected; /* acknowledged with a reason code >= 0x80 */
+    uint64_t oldest_age_ms;    /* age of the oldest held row, 0 when empty */
+    int64_t committed_seq;     /* every append with seq <= this is on disk */
+    uint32_t window;           /* effective window */
+    uint8_t link_up;
+} nmq_outbox_stats;
+
+/* Fills *cfg with the defaults and abi_version. path and bridge stay NULL: set them. */
+void nmq_outbox_config_init(nmq_outbox_config *cfg);
+
+/* Opens (or creates) the file and resumes this bridge's committed rows in order; rows that were
+ * in flight become queued. A corrupt file is renamed to "<path>.corrupt-<unix secs>" and a
+ * fresh one is opened, with an error logged. On success *out is a new handle; on error *out is
+ * set to NULL. */
+nmq_outbox_result nmq_outbox_open(const nmq_outbox_config *cfg, nmq_outbox **out);
+
+/* Commits what is pending and stops the writer thread. Idempotent. NULL gives EINVAL. */
+nmq_outbox_result nmq_outbox_close(nmq_outbox *ob);
+
+/* Closes if needed and frees the handle. NULL is a no-op. Must be the last call on `ob`. */
+void nmq_outbox_free(nmq_outbox *ob);
+
+/* Commits every pending write before returning. */
+nmq_outbox_result nmq_outbox_flush(nmq_outbox *ob);
+
+/* The link came up (successful CONNACK). receive_maximum: the CONNACK's Receive Maximum,
+ * 0 if absent. Replay may start right after. */
+nmq_outbox_result nmq_outbox_link_up(nmq_outbox *ob, uint16_t receive_maximum);
+
+/* The link went down: rows in flight go back to the head of the queue in their order. */
+nmq_outbox_result nmq_outbox_link_down(nmq_outbox *ob);
+
+/* For a new message of QoS `qos`: NMQ_OUTBOX_SEND_NOW only when the link is up, nothing is held
+ * and the window has room; NMQ_OUTBOX_STORE otherwise. */
+nmq_outbox_result nmq_outbox_decide(nmq_outbox *ob, uint8_t qos, nmq_outbox_decision *out);
+
+/* Copies `len` bytes at the tail of the queue. *seq_out (may be NULL) gets the row's seq. */
+nmq_outbox_result nmq_outbox_append(nmq_outbox *ob, uint8_t qos, uint32_t expiry_secs,
+                                    const uint8_t *data, size_t len, int64_t *seq_out);
+
+/* Puts a message that was sent directly and lost its link back at the head of the queue,
+ * before every held row. Call it for such messages newest first, so the oldest ends first. */
+nmq_outbox_result nmq_outbox_requeue_front(nmq_outbox *ob, uint8_t qos, uint32_t expiry_secs,
+                                           const uint8_t *data, size_t len, int64_t *seq_out);
+
+/* Hands out the next row in FIFO order. NMQ_OUTBOX_EMPTY when there is none to send now (empty,
+ * link down or window full). On OK release item->data with nmq_outbox_item_free(). */
+nmq_outbox_result nmq_outbox_lease(nmq_outbox *ob, nmq_outbox_item *item);
+
+/* Frees item->data and zeroes the item. NULL, or an item already freed, is a no-op. */
+void nmq_outbox_item_free(nmq_outbox_item *item);
+
+/* The leased row `seq` was sent with `packet_id` (1..65535). */
+nmq_outbox_result nmq_outbox_bind(nmq_outbox *ob, int64_t seq, uint16_t packet_id);
+
+/* The send of leased row `seq` failed locally: it is queued again at its place. */
+nmq_outbox_result nmq_outbox_unlease(nmq_outbox *ob, int64_t seq);
+
+/* An acknowledgement arrived. *outcome (may be NULL) tells what it did. NMQ_OUTBOX_NOT_OURS when
+ * no row of this outbox is bound to packet_id. */
+nmq_outbox_result nmq_outbox_ack(nmq_outbox *ob, uint16_t packet_id, nmq_outbox_ack_type type,
+                                 uint8_t reason_code, nmq_outbox_ack_outcome *outcome);
+
+nmq_outbox_result nmq_outbox_stats(nmq_outbox *ob, nmq_outbox_stats *out);
+
+/* A static, human-readable string for any result code (unknown codes included). */
+const char *nmq_outbox_strerror(nmq_outbox_result result);
+
+/* The library version, e.g. "0.1.0". */
+const char *nmq_outbox_version(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* NMQ_OUTBOX_H */

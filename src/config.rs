@@ -1,0 +1,94 @@
+//! Configuration of one outbox handle (one bridge in one database file).
+
+use crate::error::{Error, Result};
+use crate::log::Logger;
+use std::path::PathBuf;
+
+/// `PRAGMA synchronous`: NORMAL survives a process crash (WAL), FULL also a power loss.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SyncMode {
+    #[default]
+    Normal,
+    Full,
+}
+
+/// What happens when a bridge reaches `max_messages` or `max_bytes`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FullPolicy {
+    /// Delete the oldest queued rows of this bridge (NanoMQ's behaviour), counted as dropped.
+    #[default]
+    DropOldest,
+    /// Refuse the new message with [`Error::Full`]; the caller keeps it.
+    RejectNew,
+}
+
+pub const DEFAULT_GROUP_COMMIT_COUNT: u32 = 100;
+pub const DEFAULT_GROUP_COMMIT_MS: u32 = 20;
+pub const DEFAULT_WINDOW: u32 = 32;
+/// MQTT's largest packet (variable byte integer limit).
+pub const DEFAULT_MAX_MESSAGE_BYTES: u32 = 268_435_455;
+pub const DEFAULT_BUSY_TIMEOUT_MS: u32 = 5000;
+
+#[derive(Clone)]
+pub struct Config {
+    /// The database file. Ours alone: never NanoMQ's `mqtt_client.db`.
+    pub path: PathBuf,
+    /// The bridge name, the partition key of every row.
+    pub bridge: String,
+    /// Limit in messages for this bridge; 0 = unlimited (`cache.disk_cache_size`).
+    pub max_messages: u64,
+    /// Limit in bytes of stored message data for this bridge; 0 = unlimited.
+    pub max_bytes: u64,
+    /// Largest message accepted, in bytes.
+    pub max_message_bytes: u32,
+    pub full_policy: FullPolicy,
+    pub sync: SyncMode,
+    /// Commit once this many writes are pending (`cache.flush_mem_threshold`); 1 = every write.
+    pub group_commit_count: u32,
+    /// Commit pending writes at the latest this many milliseconds after the first one.
+    pub group_commit_ms: u32,
+    /// In-flight window for replayed rows (capped by the remote's Receive Maximum).
+    pub window: u32,
+    pub logger: Logger,
+}
+
+impl Config {
+    pub fn new(path: impl Into<PathBuf>, bridge: impl Into<String>) -> Self {
+        Config {
+            path: path.into(),
+            bridge: bridge.into(),
+            max_messages: 0,
+            max_bytes: 0,
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            full_policy: FullPolicy::DropOldest,
+            sync: SyncMode::Normal,
+            group_commit_count: DEFAULT_GROUP_COMMIT_COUNT,
+            group_commit_ms: DEFAULT_GROUP_COMMIT_MS,
+            window: DEFAULT_WINDOW,
+            logger: Logger::default(),
+        }
+    }
+
+    /// Checks the config; zero means "default" for the tuning knobs.
+    pub fn validate(mut self) -> Result<Self> {
+        if self.bridge.is_empty() {
+            return Err(Error::Invalid("bridge name is empty".into()));
+        }
+        if self.path.as_os_str().is_empty() {
+            return Err(Error::Invalid("database path is empty".into()));
+        }
+        if self.group_commit_count == 0 {
+            self.group_commit_count = DEFAULT_GROUP_COMMIT_COUNT;
+        }
+        if self.window == 0 {
+            self.window = DEFAULT_WINDOW;
+        }
+        if self.window > 65535 {
+            return Err(Error::Invalid("window above 65535 packet ids".into()));
+        }
+        if self.max_message_bytes == 0 {
+            self.max_message_bytes = DEFAULT_MAX_MESSAGE_BYTES;
+        }
+        Ok(self)
+    }
+}

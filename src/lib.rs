@@ -1,0 +1,16 @@
+//! nmq-outbox: a durable SQLite outbox for NanoMQ's MQTT bridge.
+//!
+//! * [`store`]: SQLite (schema, group commit, quarantine of corrupt files).
+//! * [`outbox`]: the logic (routing, replay window, acks, limits, expiry, counters).
+//! * `ffi`: the C ABI of `include/nmq_outbox.h`, a thin translation layer.
+
+pub mod config;
+pub mod error;
+pub mod log;
+pub mod outbox;
+pub mod store;
+
+pub use config::{Config, FullPolicy, SyncMode};
+pub use error::{Error, Result};
+pub use log::{Level, LogFn, Logger};
+pub use outbox::{AckKind, AckOutcome, Decision, Leased, NewMessage, Outbox, Stats};
