@@ -37,7 +37,9 @@ impl fmt::Display for Error {
             Error::AbiMismatch { expected, got } => {
                 write!(f, "ABI version mismatch: library {expected}, caller {got}")
             }
-            Error::TooBig { len, max } => write!(f, "message of {len} bytes exceeds the limit of {max}"),
+            Error::TooBig { len, max } => {
+                write!(f, "message of {len} bytes exceeds the limit of {max}")
+            }
             Error::Full => write!(f, "outbox full (policy reject_new)"),
             Error::NoSpace => write!(f, "disk full"),
             Error::Io(s) => write!(f, "I/O error: {s}"),
