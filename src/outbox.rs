@@ -153,6 +153,10 @@ impl State {
             self.messages -= 1;
             self.bytes -= f.bytes;
             self.push_delete(seq);
+            // After a replay reset the row may also sit in the read-ahead: it must not go again.
+            if let Ok(i) = self.ahead.binary_search_by_key(&seq, |r| r.seq) {
+                self.ahead.remove(i);
+            }
         }
     }
 
