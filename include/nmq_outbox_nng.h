@@ -1,0 +1,63 @@
+/*
+ * nmq_outbox_nng.h - nng-facing entry points of nmq-outbox, for NanoMQ's bridge (bridge.c) and
+ * NanoNNG's MQTT client (mqtt_client.c). Include <nng/nng.h> first.
+ *
+ * These calls take nng objects and follow nng's ownership rule: a call that returns
+ * NMQ_OUTBOX_OK consumed the message it was given (stored a copy and freed it, or handed it to
+ * nng_send_aio); a call that returns an error left the message with the caller, untouched.
+ * They use only nng API present in both NanoNNG and upstream nng >= 1.5 (nng_msg_header,
+ * nng_msg_header_len, nng_msg_body, nng_msg_len, nng_msg_alloc, nng_msg_header_append,
+ * nng_msg_free, nng_aio_get_msg, nng_aio_set_msg, nng_aio_set_timeout, nng_aio_finish,
+ * nng_send_aio).
+ *
+ * Messages are encoded MQTT PUBLISH packets: the fixed header in the nng header, the variable
+ * header and payload in the body (what nng_mqtt_msg_encode / nng_mqttv5_msg_encode produce).
+ * The QoS is read from the fixed header; `proto_ver` 5 also reads the Message Expiry Interval
+ * property. A message that is not a well-formed PUBLISH gives NMQ_OUTBOX_EINVAL.
+ *
+ * Threads: as in nmq_outbox.h. These calls may run with NanoMQ's node->mtx or the nng socket
+ * mutex held; they never call back into the host except the log callback, nng_send_aio (B2 only)
+ * and nng_aio_finish (the aio's callback then runs on an nng thread, as usual).
+ */
+#ifndef NMQ_OUTBOX_NNG_H
+#define NMQ_OUTBOX_NNG_H
+
+#include "nmq_outbox.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Hook B2 (bridge_pub_handler): route one encoded PUBLISH of this bridge.
+ * SEND_NOW when nmq_outbox_decide() says so and `lane_busy` is 0: the message is sent on `lane`
+ * with `timeout_ms` (cancel_timeout) through nng_send_aio(sock, lane) and is consumed.
+ * STORE otherwise: a copy is appended to the outbox and the message is freed.
+ * *decision (may be NULL) says which. On error the message stays with the caller. */
+nmq_outbox_result nmq_outbox_nng_publish(nmq_outbox *ob, nng_socket sock, nng_aio *lane,
+                                         int lane_busy, nng_duration timeout_ms,
+                                         uint8_t proto_ver, nng_msg *msg,
+                                         nmq_outbox_decision *decision);
+
+/* Hook N1 (mqtt_ctx_send with no pipe): stores the aio's message in the outbox, frees it,
+ * clears the aio's message and finishes the aio with 0, so the lane is never left busy.
+ * On error nothing is changed: the caller finishes the aio with an error as before. */
+nmq_outbox_result nmq_outbox_nng_store_aio(nmq_outbox *ob, nng_aio *aio, uint8_t proto_ver);
+
+/* Hooks N2/N3 (send cancelled, pipe closed): gives back an in-flight PUBLISH that was sent
+ * directly, at the head of the queue (before every stored row). For several, call newest first.
+ * Consumes the message on OK. */
+nmq_outbox_result nmq_outbox_nng_requeue(nmq_outbox *ob, nng_msg *msg, uint8_t proto_ver);
+
+/* Hook N4 (replay): the next row as a new nng_msg (fixed header in the nng header, the rest in
+ * the body), exactly the bytes that were stored. *seq gets the row's seq for nmq_outbox_bind();
+ * *prev_packet_id its last packet id (0 = never sent; nonzero = resend with DUP). The caller owns
+ * *out on OK (it decodes it, sets a packet id, sends it, then calls nmq_outbox_bind()).
+ * NMQ_OUTBOX_EMPTY when there is nothing to send now. */
+nmq_outbox_result nmq_outbox_nng_lease(nmq_outbox *ob, nng_msg **out, int64_t *seq,
+                                       uint16_t *prev_packet_id);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* NMQ_OUTBOX_NNG_H */
