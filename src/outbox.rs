@@ -135,6 +135,8 @@ struct State {
     dropped_full: u64,
     dropped_expired: u64,
     dropped_rejected: u64,
+    /// The last commit failed; the next append commits inline first.
+    write_failed: bool,
 }
 
 impl State {
@@ -285,6 +287,7 @@ impl Outbox {
             dropped_full: 0,
             dropped_expired: 0,
             dropped_rejected: 0,
+            write_failed: false,
         };
         if resume.messages > 0 {
             log.info(&format!(
@@ -615,13 +618,16 @@ impl Shared {
         if len > max {
             return Err(Error::TooBig { len, max });
         }
-        // Backpressure: when the writer cannot keep up (or the disk is full), commit inline
-        // and refuse the message if that fails, so nothing is accepted that cannot be stored.
+        // Backpressure: when the writer cannot keep up, or the last commit failed (disk full),
+        // commit inline and refuse the message if that fails: nothing is accepted that cannot
+        // be stored, and a full disk is reported at once.
         let limit = self.cfg.group_commit_count as usize * BACKPRESSURE;
-        if self.lock_open()?.pending.len() >= limit {
-            self.flush_inner()?;
-        }
         let mut st = self.lock_open()?;
+        if st.write_failed || st.pending.len() >= limit {
+            drop(st);
+            self.flush_inner()?;
+            st = self.lock_open()?;
+        }
         if self.cfg.full_policy == FullPolicy::RejectNew {
             let c = &self.cfg;
             if (c.max_messages > 0 && st.messages >= c.max_messages)
@@ -685,6 +691,7 @@ impl Shared {
         match store.write(&batch, &trim) {
             Ok(dropped) => {
                 let mut st = self.state.lock()?;
+                st.write_failed = false;
                 if let Some(max) = batch.inserts.iter().map(|r| r.seq).max() {
                     st.committed_seq = st.committed_seq.max(max);
                 }
@@ -710,6 +717,7 @@ impl Shared {
             }
             Err(e) => {
                 let mut st = self.state.lock()?;
+                st.write_failed = true;
                 let newer = &mut st.pending;
                 batch.prepend_to(newer);
                 st.pending_since.get_or_insert_with(Instant::now);
