@@ -206,7 +206,8 @@ nmq_outbox_result nmq_outbox_unlease(nmq_outbox *ob, int64_t seq);
 nmq_outbox_result nmq_outbox_ack(nmq_outbox *ob, uint16_t packet_id, nmq_outbox_ack_type type,
                                  uint8_t reason_code, nmq_outbox_ack_outcome *outcome);
 
-nmq_outbox_result nmq_outbox_stats(nmq_outbox *ob, nmq_outbox_stats *out);
+/* Writes the counters of this bridge to *out. */
+nmq_outbox_result nmq_outbox_get_stats(nmq_outbox *ob, nmq_outbox_stats *out);
 
 /* A static, human-readable string for any result code (unknown codes included). */
 const char *nmq_outbox_strerror(nmq_outbox_result result);

@@ -6,8 +6,11 @@
 
 pub mod config;
 pub mod error;
+pub mod ffi;
 pub mod log;
 pub mod mqtt;
+#[cfg(feature = "nng")]
+pub mod nng;
 pub mod outbox;
 pub mod store;
 

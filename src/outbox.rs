@@ -248,19 +248,16 @@ impl Outbox {
         let log = cfg.logger.clone();
         let key = registry_key(&cfg);
         if !registry().lock()?.insert(key.clone()) {
-            let e = Error::Busy(format!(
+            return Err(Error::Busy(format!(
                 "bridge {:?} of {} is already open in this process",
                 cfg.bridge,
                 cfg.path.display()
-            ));
-            log.error(&e.to_string());
-            return Err(e);
+            )));
         }
         let (store, resume) = match Store::open(&cfg, &log) {
             Ok(x) => x,
             Err(e) => {
                 registry().lock()?.remove(&key);
-                log.error(&format!("cannot open {}: {e}", cfg.path.display()));
                 return Err(e);
             }
         };
@@ -400,16 +397,17 @@ impl Outbox {
     }
 
     fn insert(&self, msg: &NewMessage<'_>, front: bool) -> Result<i64> {
-        let sh = &self.shared;
-        let r = sh.insert(msg, front);
-        if let Err(e) = &r {
-            sh.log.warn(&format!(
-                "bridge {:?}: message of {} bytes not accepted: {e}",
-                sh.cfg.bridge,
-                msg.data.len()
-            ));
-        }
-        r
+        self.shared.insert(msg, front)
+    }
+
+    /// The logger of this handle (the C layer logs every error it returns through it).
+    pub fn logger(&self) -> &Logger {
+        &self.shared.log
+    }
+
+    /// The bridge name of this handle.
+    pub fn bridge(&self) -> &str {
+        &self.shared.cfg.bridge
     }
 
     /// The next row in FIFO order, if the link is up and the window has room.

@@ -175,8 +175,7 @@ proptest! {
         ob.link_down().unwrap();
         ob.link_up(0).unwrap();
         let mut got = Vec::new();
-        let mut pid = 1u16;
-        for _ in 0..10_000 {
+        for pid in 1u16..=10_000 {
             let Some(r) = ob.lease().unwrap() else { break };
             got.push(r.seq);
             ob.bind(r.seq, pid).unwrap();
@@ -186,7 +185,6 @@ proptest! {
             } else {
                 prop_assert_eq!(ob.ack(pid, AckKind::PubAck, 0).unwrap(), AckOutcome::Done);
             }
-            pid += 1;
         }
         prop_assert_eq!(got, m.held.keys().copied().collect::<Vec<_>>());
         prop_assert_eq!(ob.stats().unwrap().messages, 0);
