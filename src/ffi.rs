@@ -161,13 +161,19 @@ fn level_from_c(l: nmq_outbox_log_level) -> Result<Level> {
     })
 }
 
-unsafe fn config_from_c(c: &nmq_outbox_config) -> Result<Config> {
-    if c.abi_version != NMQ_OUTBOX_ABI_VERSION {
-        return Err(Error::AbiMismatch {
-            expected: NMQ_OUTBOX_ABI_VERSION,
-            got: c.abi_version,
-        });
-    }
+/// The logger a config asks for. Only read once the ABI version matched (the layout is ours).
+fn logger_from_c(c: &nmq_outbox_config) -> Result<Logger> {
+    let max = level_from_c(c.log_level)?;
+    let sink = c.log_fn.map(|f| {
+        let cl = CLog { f, ctx: c.log_ctx };
+        let sink: crate::log::LogFn =
+            std::sync::Arc::new(move |level: Level, msg: &str| cl.call(level, msg));
+        sink
+    });
+    Ok(Logger::new(sink, max))
+}
+
+unsafe fn config_from_c(c: &nmq_outbox_config, logger: Logger) -> Result<Config> {
     let mut cfg = Config::new(
         utf8(c.path, "config.path")?,
         utf8(c.bridge, "config.bridge")?,
@@ -188,14 +194,7 @@ unsafe fn config_from_c(c: &nmq_outbox_config) -> Result<Config> {
         NMQ_OUTBOX_REJECT_NEW => FullPolicy::RejectNew,
         other => return Err(Error::Invalid(format!("config.full_policy {other}"))),
     };
-    let max = level_from_c(c.log_level)?;
-    let sink = c.log_fn.map(|f| {
-        let cl = CLog { f, ctx: c.log_ctx };
-        let sink: crate::log::LogFn =
-            std::sync::Arc::new(move |level: Level, msg: &str| cl.call(level, msg));
-        sink
-    });
-    cfg.logger = Logger::new(sink, max);
+    cfg.logger = logger;
     Ok(cfg)
 }
 
@@ -236,9 +235,16 @@ pub unsafe extern "C" fn nmq_outbox_open(
         non_null(out, "out")?;
         *out = std::ptr::null_mut();
         non_null(cfg, "cfg")?;
-        let config = config_from_c(&*cfg)?;
-        let logger = config.logger.clone();
-        match Outbox::open(config) {
+        let c = &*cfg;
+        if c.abi_version != NMQ_OUTBOX_ABI_VERSION {
+            return Err(Error::AbiMismatch {
+                expected: NMQ_OUTBOX_ABI_VERSION,
+                got: c.abi_version,
+            });
+        }
+        // From here on errors go to the configured logger (there is no handle yet).
+        let logger = logger_from_c(c)?;
+        match config_from_c(c, logger.clone()).and_then(Outbox::open) {
             Ok(ob) => {
                 *out = Box::into_raw(Box::new(ob)) as *mut nmq_outbox;
                 Ok(NMQ_OUTBOX_OK)

@@ -1,0 +1,369 @@
+/* Every export of nmq_outbox.h, with its error paths, from C. Usage: test_outbox <scratch dir> */
+#include "nmq_outbox.h"
+
+#include <dirent.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "check.h"
+
+static char dir[256];
+
+static void path_in(char *buf, size_t n, const char *name)
+{
+    snprintf(buf, n, "%s/%s", dir, name);
+}
+
+static nmq_outbox_config config(const char *path, const char *bridge)
+{
+    nmq_outbox_config c;
+    nmq_outbox_config_init(&c);
+    c.path = path;
+    c.bridge = bridge;
+    c.group_commit_ms = 2;
+    c.log_fn = capture_log;
+    c.log_level = NMQ_OUTBOX_LOG_DEBUG;
+    return c;
+}
+
+static const uint8_t *u8(const char *s)
+{
+    return (const uint8_t *) s;
+}
+
+static void test_strings(void)
+{
+    int codes[] = {NMQ_OUTBOX_OK, NMQ_OUTBOX_EMPTY, NMQ_OUTBOX_NOT_OURS, NMQ_OUTBOX_EINVAL,
+                   NMQ_OUTBOX_EABI, NMQ_OUTBOX_ETOOBIG, NMQ_OUTBOX_EFULL, NMQ_OUTBOX_ENOSPC,
+                   NMQ_OUTBOX_EIO, NMQ_OUTBOX_ECORRUPT, NMQ_OUTBOX_ECLOSED, NMQ_OUTBOX_EBUSY,
+                   NMQ_OUTBOX_EINTERNAL};
+    for (size_t i = 0; i < sizeof(codes) / sizeof(codes[0]); i++) {
+        const char *s = nmq_outbox_strerror((nmq_outbox_result) codes[i]);
+        CHECK(s != NULL && strcmp(s, "unknown result code") != 0);
+    }
+    CHECK(strcmp(nmq_outbox_strerror((nmq_outbox_result) 99), "unknown result code") == 0);
+    CHECK(strcmp(nmq_outbox_strerror((nmq_outbox_result) -99), "unknown result code") == 0);
+    CHECK(strlen(nmq_outbox_version()) > 0);
+}
+
+static void test_config_errors(void)
+{
+    char p[300];
+    path_in(p, sizeof p, "cfg.db");
+    nmq_outbox *ob = (nmq_outbox *) 0x1;
+    nmq_outbox_config_init(NULL); /* ignored, no crash */
+
+    nmq_outbox_config c = config(p, "b");
+    CHECK(c.abi_version == NMQ_OUTBOX_ABI_VERSION);
+    CHECK(c.window == 32 && c.group_commit_count == 100);
+
+    CHECK_RC(nmq_outbox_open(NULL, &ob), NMQ_OUTBOX_EINVAL);
+    CHECK(ob == NULL);
+    CHECK_RC(nmq_outbox_open(&c, NULL), NMQ_OUTBOX_EINVAL);
+
+    c.abi_version = 999; /* the layout cannot be trusted: logged on stderr */
+    CHECK_RC(nmq_outbox_open(&c, &ob), NMQ_OUTBOX_EABI);
+    CHECK(ob == NULL);
+    c = config(p, "b");
+    c.path = NULL;
+    CHECK_RC(nmq_outbox_open(&c, &ob), NMQ_OUTBOX_EINVAL);
+    c = config(p, NULL);
+    CHECK_RC(nmq_outbox_open(&c, &ob), NMQ_OUTBOX_EINVAL);
+    c = config(p, "");
+    CHECK_RC(nmq_outbox_open(&c, &ob), NMQ_OUTBOX_EINVAL);
+    int before = log_count();
+    c = config(p, "b");
+    c.sync = (nmq_outbox_sync) 7;
+    CHECK_RC(nmq_outbox_open(&c, &ob), NMQ_OUTBOX_EINVAL);
+    CHECK(log_count() > before); /* logged through the configured callback */
+    c = config(p, "b");
+    c.full_policy = (nmq_outbox_full_policy) 5;
+    CHECK_RC(nmq_outbox_open(&c, &ob), NMQ_OUTBOX_EINVAL);
+    c = config(p, "b");
+    c.log_level = (nmq_outbox_log_level) 42;
+    CHECK_RC(nmq_outbox_open(&c, &ob), NMQ_OUTBOX_EINVAL);
+    c = config("/nonexistent-dir/x/y.db", "b");
+    CHECK_RC(nmq_outbox_open(&c, &ob), NMQ_OUTBOX_EIO);
+    CHECK(ob == NULL);
+}
+
+static void test_null_handle(void)
+{
+    nmq_outbox_decision d;
+    nmq_outbox_item it;
+    nmq_outbox_stats st;
+    nmq_outbox_ack_outcome o;
+    CHECK_RC(nmq_outbox_close(NULL), NMQ_OUTBOX_EINVAL);
+    CHECK_RC(nmq_outbox_flush(NULL), NMQ_OUTBOX_EINVAL);
+    CHECK_RC(nmq_outbox_link_up(NULL, 0), NMQ_OUTBOX_EINVAL);
+    CHECK_RC(nmq_outbox_link_down(NULL), NMQ_OUTBOX_EINVAL);
+    CHECK_RC(nmq_outbox_decide(NULL, 1, &d), NMQ_OUTBOX_EINVAL);
+    CHECK_RC(nmq_outbox_append(NULL, 1, 0, u8("x"), 1, NULL), NMQ_OUTBOX_EINVAL);
+    CHECK_RC(nmq_outbox_requeue_front(NULL, 1, 0, u8("x"), 1, NULL), NMQ_OUTBOX_EINVAL);
+    CHECK_RC(nmq_outbox_lease(NULL, &it), NMQ_OUTBOX_EINVAL);
+    CHECK_RC(nmq_outbox_bind(NULL, 1, 1), NMQ_OUTBOX_EINVAL);
+    CHECK_RC(nmq_outbox_unlease(NULL, 1), NMQ_OUTBOX_EINVAL);
+    CHECK_RC(nmq_outbox_ack(NULL, 1, NMQ_OUTBOX_PUBACK, 0, &o), NMQ_OUTBOX_EINVAL);
+    CHECK_RC(nmq_outbox_get_stats(NULL, &st), NMQ_OUTBOX_EINVAL);
+    nmq_outbox_free(NULL);
+    nmq_outbox_item_free(NULL);
+}
+
+static void test_flow(void)
+{
+    char p[300];
+    path_in(p, sizeof p, "flow.db");
+    nmq_outbox_config c = config(p, "bridge1");
+    c.max_message_bytes = 64;
+    c.window = 8;
+    nmq_outbox *ob = NULL;
+    CHECK_RC(nmq_outbox_open(&c, &ob), NMQ_OUTBOX_OK);
+    CHECK(ob != NULL);
+
+    nmq_outbox *dup = NULL;
+    CHECK_RC(nmq_outbox_open(&c, &dup), NMQ_OUTBOX_EBUSY);
+    CHECK(dup == NULL);
+
+    nmq_outbox_decision d = NMQ_OUTBOX_SEND_NOW;
+    CHECK_RC(nmq_outbox_decide(ob, 1, &d), NMQ_OUTBOX_OK);
+    CHECK(d == NMQ_OUTBOX_STORE); /* link down */
+    CHECK_RC(nmq_outbox_decide(ob, 3, &d), NMQ_OUTBOX_EINVAL);
+    CHECK_RC(nmq_outbox_decide(ob, 1, NULL), NMQ_OUTBOX_EINVAL);
+
+    int64_t seq = 0;
+    CHECK_RC(nmq_outbox_append(ob, 1, 0, u8("one"), 3, &seq), NMQ_OUTBOX_OK);
+    CHECK(seq == 1);
+    CHECK_RC(nmq_outbox_append(ob, 2, 0, u8("two"), 3, NULL), NMQ_OUTBOX_OK);
+    CHECK_RC(nmq_outbox_append(ob, 1, 0, u8("three"), 5, NULL), NMQ_OUTBOX_OK);
+    CHECK_RC(nmq_outbox_append(ob, 1, 0, u8("four"), 4, NULL), NMQ_OUTBOX_OK);
+    CHECK_RC(nmq_outbox_append(ob, 3, 0, u8("bad"), 3, NULL), NMQ_OUTBOX_EINVAL);
+    CHECK_RC(nmq_outbox_append(ob, 1, 0, NULL, 3, NULL), NMQ_OUTBOX_EINVAL);
+    uint8_t big[65];
+    memset(big, 'x', sizeof big);
+    CHECK_RC(nmq_outbox_append(ob, 1, 0, big, sizeof big, NULL), NMQ_OUTBOX_ETOOBIG);
+
+    nmq_outbox_item it;
+    CHECK_RC(nmq_outbox_lease(ob, &it), NMQ_OUTBOX_EMPTY); /* link down */
+    CHECK(it.data == NULL);
+    CHECK_RC(nmq_outbox_lease(ob, NULL), NMQ_OUTBOX_EINVAL);
+
+    CHECK_RC(nmq_outbox_link_up(ob, 0), NMQ_OUTBOX_OK);
+    CHECK_RC(nmq_outbox_decide(ob, 1, &d), NMQ_OUTBOX_OK);
+    CHECK(d == NMQ_OUTBOX_STORE); /* backlog first */
+
+    /* QoS 1: PUBACK deletes. */
+    CHECK_RC(nmq_outbox_lease(ob, &it), NMQ_OUTBOX_OK);
+    CHECK(it.len == 3 && memcmp(it.data, "one", 3) == 0 && it.qos == 1 && it.dup == 0);
+    int64_t s1 = it.seq;
+    nmq_outbox_item_free(&it);
+    CHECK(it.data == NULL);
+    nmq_outbox_item_free(&it); /* idempotent */
+    CHECK_RC(nmq_outbox_bind(ob, s1, 0), NMQ_OUTBOX_EINVAL);
+    CHECK_RC(nmq_outbox_bind(ob, 12345, 9), NMQ_OUTBOX_EINVAL);
+    CHECK_RC(nmq_outbox_bind(ob, s1, 10), NMQ_OUTBOX_OK);
+    nmq_outbox_ack_outcome o = NMQ_OUTBOX_ACK_REJECTED;
+    CHECK_RC(nmq_outbox_ack(ob, 10, (nmq_outbox_ack_type) 9, 0, &o), NMQ_OUTBOX_EINVAL);
+    CHECK_RC(nmq_outbox_ack(ob, 10, NMQ_OUTBOX_PUBACK, 0, &o), NMQ_OUTBOX_OK);
+    CHECK(o == NMQ_OUTBOX_ACK_DONE);
+    CHECK_RC(nmq_outbox_ack(ob, 10, NMQ_OUTBOX_PUBACK, 0, &o), NMQ_OUTBOX_NOT_OURS);
+
+    /* QoS 2: PUBREC keeps, PUBCOMP deletes. */
+    CHECK_RC(nmq_outbox_lease(ob, &it), NMQ_OUTBOX_OK);
+    CHECK(it.qos == 2 && memcmp(it.data, "two", 3) == 0);
+    CHECK_RC(nmq_outbox_bind(ob, it.seq, 11), NMQ_OUTBOX_OK);
+    nmq_outbox_item_free(&it);
+    CHECK_RC(nmq_outbox_ack(ob, 11, NMQ_OUTBOX_PUBREC, 0, &o), NMQ_OUTBOX_OK);
+    CHECK(o == NMQ_OUTBOX_ACK_PROGRESS);
+    CHECK_RC(nmq_outbox_ack(ob, 11, NMQ_OUTBOX_PUBCOMP, 0, NULL), NMQ_OUTBOX_OK);
+
+    /* Rejected by the remote: deleted and counted. */
+    CHECK_RC(nmq_outbox_lease(ob, &it), NMQ_OUTBOX_OK);
+    CHECK(memcmp(it.data, "three", 5) == 0);
+    CHECK_RC(nmq_outbox_bind(ob, it.seq, 12), NMQ_OUTBOX_OK);
+    nmq_outbox_item_free(&it);
+    CHECK_RC(nmq_outbox_ack(ob, 12, NMQ_OUTBOX_PUBACK, 0x87, &o), NMQ_OUTBOX_OK);
+    CHECK(o == NMQ_OUTBOX_ACK_REJECTED);
+
+    /* Unlease puts "four" back; a direct send lost at a cut goes before it. */
+    CHECK_RC(nmq_outbox_lease(ob, &it), NMQ_OUTBOX_OK);
+    int64_t s4 = it.seq;
+    nmq_outbox_item_free(&it);
+    CHECK_RC(nmq_outbox_unlease(ob, s4), NMQ_OUTBOX_OK);
+    CHECK_RC(nmq_outbox_unlease(ob, s4), NMQ_OUTBOX_EINVAL);
+    CHECK_RC(nmq_outbox_requeue_front(ob, 1, 0, u8("direct"), 6, &seq), NMQ_OUTBOX_OK);
+    CHECK(seq < s4);
+    CHECK_RC(nmq_outbox_lease(ob, &it), NMQ_OUTBOX_OK);
+    CHECK(it.len == 6 && memcmp(it.data, "direct", 6) == 0);
+    CHECK_RC(nmq_outbox_bind(ob, it.seq, 13), NMQ_OUTBOX_OK);
+    nmq_outbox_item_free(&it);
+
+    nmq_outbox_stats st;
+    CHECK_RC(nmq_outbox_get_stats(ob, NULL), NMQ_OUTBOX_EINVAL);
+    CHECK_RC(nmq_outbox_get_stats(ob, &st), NMQ_OUTBOX_OK);
+    CHECK(st.messages == 2 && st.inflight == 1 && st.acked == 2 && st.dropped_rejected == 1);
+    CHECK(st.enqueued == 5 && st.link_up == 1 && st.window == 8);
+
+    /* Link down: "direct" goes back, and comes again with its packet id and DUP. */
+    CHECK_RC(nmq_outbox_link_down(ob), NMQ_OUTBOX_OK);
+    CHECK_RC(nmq_outbox_lease(ob, &it), NMQ_OUTBOX_EMPTY);
+    CHECK_RC(nmq_outbox_link_up(ob, 1), NMQ_OUTBOX_OK);
+    CHECK_RC(nmq_outbox_lease(ob, &it), NMQ_OUTBOX_OK);
+    CHECK(memcmp(it.data, "direct", 6) == 0 && it.dup == 1 && it.packet_id == 13);
+    nmq_outbox_item_free(&it);
+    CHECK_RC(nmq_outbox_lease(ob, &it), NMQ_OUTBOX_EMPTY); /* Receive Maximum 1 */
+
+    CHECK_RC(nmq_outbox_flush(ob), NMQ_OUTBOX_OK);
+    CHECK_RC(nmq_outbox_close(ob), NMQ_OUTBOX_OK);
+    CHECK_RC(nmq_outbox_close(ob), NMQ_OUTBOX_OK);
+    CHECK_RC(nmq_outbox_append(ob, 1, 0, u8("late"), 4, NULL), NMQ_OUTBOX_ECLOSED);
+    CHECK_RC(nmq_outbox_lease(ob, &it), NMQ_OUTBOX_ECLOSED);
+    CHECK_RC(nmq_outbox_decide(ob, 1, &d), NMQ_OUTBOX_ECLOSED);
+    CHECK_RC(nmq_outbox_get_stats(ob, &st), NMQ_OUTBOX_ECLOSED);
+    CHECK_RC(nmq_outbox_flush(ob), NMQ_OUTBOX_ECLOSED);
+    CHECK_RC(nmq_outbox_link_up(ob, 0), NMQ_OUTBOX_ECLOSED);
+    CHECK_RC(nmq_outbox_ack(ob, 1, NMQ_OUTBOX_PUBACK, 0, &o), NMQ_OUTBOX_ECLOSED);
+    nmq_outbox_free(ob);
+
+    /* Reopen: the two rows left come back in order. */
+    ob = NULL;
+    CHECK_RC(nmq_outbox_open(&c, &ob), NMQ_OUTBOX_OK);
+    CHECK_RC(nmq_outbox_link_up(ob, 0), NMQ_OUTBOX_OK);
+    CHECK_RC(nmq_outbox_lease(ob, &it), NMQ_OUTBOX_OK);
+    CHECK(memcmp(it.data, "direct", 6) == 0);
+    nmq_outbox_item_free(&it);
+    CHECK_RC(nmq_outbox_lease(ob, &it), NMQ_OUTBOX_OK);
+    CHECK(memcmp(it.data, "four", 4) == 0);
+    nmq_outbox_item_free(&it);
+    nmq_outbox_free(ob); /* free without close: closes */
+}
+
+static void test_reject_new(void)
+{
+    char p[300];
+    path_in(p, sizeof p, "full.db");
+    nmq_outbox_config c = config(p, "b");
+    c.max_messages = 2;
+    c.full_policy = NMQ_OUTBOX_REJECT_NEW;
+    nmq_outbox *ob = NULL;
+    CHECK_RC(nmq_outbox_open(&c, &ob), NMQ_OUTBOX_OK);
+    CHECK_RC(nmq_outbox_append(ob, 1, 0, u8("a"), 1, NULL), NMQ_OUTBOX_OK);
+    CHECK_RC(nmq_outbox_append(ob, 1, 0, u8("b"), 1, NULL), NMQ_OUTBOX_OK);
+    CHECK_RC(nmq_outbox_append(ob, 1, 0, u8("c"), 1, NULL), NMQ_OUTBOX_EFULL);
+    nmq_outbox_stats st;
+    CHECK_RC(nmq_outbox_get_stats(ob, &st), NMQ_OUTBOX_OK);
+    CHECK(st.messages == 2 && st.dropped_full == 1);
+    nmq_outbox_free(ob);
+}
+
+static void test_corrupt_file(void)
+{
+    char p[300];
+    path_in(p, sizeof p, "corrupt.db");
+    FILE *f = fopen(p, "wb");
+    CHECK(f != NULL);
+    for (int i = 0; i < 4096; i++) {
+        fputc(0xA5, f);
+    }
+    fclose(f);
+    pthread_mutex_lock(&log_mtx);
+    int errors_before = log_errors;
+    pthread_mutex_unlock(&log_mtx);
+
+    nmq_outbox_config c = config(p, "b");
+    nmq_outbox *ob = NULL;
+    CHECK_RC(nmq_outbox_open(&c, &ob), NMQ_OUTBOX_OK);
+    CHECK_RC(nmq_outbox_append(ob, 1, 0, u8("fresh"), 5, NULL), NMQ_OUTBOX_OK);
+    nmq_outbox_free(ob);
+
+    pthread_mutex_lock(&log_mtx);
+    CHECK(log_errors > errors_before);
+    CHECK(strstr(log_last, "corrupt") != NULL);
+    pthread_mutex_unlock(&log_mtx);
+    int aside = 0;
+    DIR *dp = opendir(dir);
+    struct dirent *e;
+    while (dp && (e = readdir(dp)) != NULL) {
+        if (strncmp(e->d_name, "corrupt.db.corrupt-", 19) == 0) {
+            aside++;
+        }
+    }
+    if (dp) {
+        closedir(dp);
+    }
+    CHECK(aside == 1);
+}
+
+/* Several threads append while one drains: the handle is thread-safe, nothing is lost. */
+#define WRITERS 4
+#define PER_WRITER 500
+
+static void *writer(void *arg)
+{
+    nmq_outbox *ob = arg;
+    char buf[32];
+    for (int i = 0; i < PER_WRITER; i++) {
+        int n = snprintf(buf, sizeof buf, "w%d", i);
+        if (nmq_outbox_append(ob, 1, 0, u8(buf), (size_t) n, NULL) != NMQ_OUTBOX_OK) {
+            return (void *) 1;
+        }
+    }
+    return NULL;
+}
+
+static void test_threads(void)
+{
+    char p[300];
+    path_in(p, sizeof p, "threads.db");
+    nmq_outbox_config c = config(p, "b");
+    nmq_outbox *ob = NULL;
+    CHECK_RC(nmq_outbox_open(&c, &ob), NMQ_OUTBOX_OK);
+    CHECK_RC(nmq_outbox_link_up(ob, 0), NMQ_OUTBOX_OK);
+    pthread_t t[WRITERS];
+    for (int i = 0; i < WRITERS; i++) {
+        pthread_create(&t[i], NULL, writer, ob);
+    }
+    int drained = 0;
+    uint16_t pid = 1;
+    for (int spins = 0; drained < WRITERS * PER_WRITER && spins < 2000000; spins++) {
+        nmq_outbox_item it;
+        if (nmq_outbox_lease(ob, &it) != NMQ_OUTBOX_OK) {
+            continue;
+        }
+        nmq_outbox_bind(ob, it.seq, pid);
+        nmq_outbox_item_free(&it);
+        if (nmq_outbox_ack(ob, pid, NMQ_OUTBOX_PUBACK, 0, NULL) == NMQ_OUTBOX_OK) {
+            drained++;
+        }
+        pid = (uint16_t) (pid % 65535 + 1);
+    }
+    for (int i = 0; i < WRITERS; i++) {
+        void *rv;
+        pthread_join(t[i], &rv);
+        CHECK(rv == NULL);
+    }
+    CHECK(drained == WRITERS * PER_WRITER);
+    nmq_outbox_stats st;
+    CHECK_RC(nmq_outbox_get_stats(ob, &st), NMQ_OUTBOX_OK);
+    CHECK(st.messages == 0 && st.acked == WRITERS * PER_WRITER);
+    nmq_outbox_free(ob);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        fprintf(stderr, "usage: %s <scratch dir>\n", argv[0]);
+        return 2;
+    }
+    snprintf(dir, sizeof dir, "%s", argv[1]);
+    test_strings();
+    test_config_errors();
+    test_null_handle();
+    test_flow();
+    test_reject_new();
+    test_corrupt_file();
+    test_threads();
+    return report("c_tests test_outbox");
+}
