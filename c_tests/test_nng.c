@@ -123,8 +123,9 @@ static void test_publish_store_and_lease(void)
     m = publish(2, "busy", NULL, 0);
     CHECK_RC(nmq_outbox_nng_publish(ob, sock, lane, 1, 50, 4, m, &d), NMQ_OUTBOX_OK);
     CHECK(d == NMQ_OUTBOX_STORE);
-    CHECK_RC(nmq_outbox_nng_lease(ob, &out, &seq, NULL), NMQ_OUTBOX_OK);
+    CHECK_RC(nmq_outbox_nng_lease(ob, &out, &seq, &prev), NMQ_OUTBOX_OK);
     CHECK(memcmp((char *) nng_msg_body(out) + nng_msg_len(out) - 6, "direct", 6) == 0);
+    CHECK(prev == 0x1234); /* the id it was sent with, for a DUP resend */
     nng_msg_free(out);
     CHECK_RC(nmq_outbox_nng_lease(ob, &out, NULL, NULL), NMQ_OUTBOX_OK);
     CHECK(memcmp((char *) nng_msg_body(out) + nng_msg_len(out) - 4, "busy", 4) == 0);

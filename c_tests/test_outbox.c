@@ -102,7 +102,7 @@ static void test_null_handle(void)
     CHECK_RC(nmq_outbox_link_down(NULL), NMQ_OUTBOX_EINVAL);
     CHECK_RC(nmq_outbox_decide(NULL, 1, &d), NMQ_OUTBOX_EINVAL);
     CHECK_RC(nmq_outbox_append(NULL, 1, 0, u8("x"), 1, NULL), NMQ_OUTBOX_EINVAL);
-    CHECK_RC(nmq_outbox_requeue_front(NULL, 1, 0, u8("x"), 1, NULL), NMQ_OUTBOX_EINVAL);
+    CHECK_RC(nmq_outbox_requeue_front(NULL, 1, 0, 0, u8("x"), 1, NULL), NMQ_OUTBOX_EINVAL);
     CHECK_RC(nmq_outbox_lease(NULL, &it), NMQ_OUTBOX_EINVAL);
     CHECK_RC(nmq_outbox_bind(NULL, 1, 1), NMQ_OUTBOX_EINVAL);
     CHECK_RC(nmq_outbox_unlease(NULL, 1), NMQ_OUTBOX_EINVAL);
@@ -193,10 +193,11 @@ static void test_flow(void)
     nmq_outbox_item_free(&it);
     CHECK_RC(nmq_outbox_unlease(ob, s4), NMQ_OUTBOX_OK);
     CHECK_RC(nmq_outbox_unlease(ob, s4), NMQ_OUTBOX_EINVAL);
-    CHECK_RC(nmq_outbox_requeue_front(ob, 1, 0, u8("direct"), 6, &seq), NMQ_OUTBOX_OK);
+    CHECK_RC(nmq_outbox_requeue_front(ob, 1, 0, 21, u8("direct"), 6, &seq), NMQ_OUTBOX_OK);
     CHECK(seq < s4);
     CHECK_RC(nmq_outbox_lease(ob, &it), NMQ_OUTBOX_OK);
     CHECK(it.len == 6 && memcmp(it.data, "direct", 6) == 0);
+    CHECK(it.packet_id == 21 && it.dup == 1);
     CHECK_RC(nmq_outbox_bind(ob, it.seq, 13), NMQ_OUTBOX_OK);
     nmq_outbox_item_free(&it);
 

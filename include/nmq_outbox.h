@@ -184,9 +184,12 @@ nmq_outbox_result nmq_outbox_append(nmq_outbox *ob, uint8_t qos, uint32_t expiry
                                     const uint8_t *data, size_t len, int64_t *seq_out);
 
 /* Puts a message that was sent directly and lost its link back at the head of the queue,
- * before every held row. Call it for such messages newest first, so the oldest ends first. */
+ * before every held row. Call it for such messages newest first, so the oldest ends first.
+ * packet_id: the id it was sent with (0 = none). The replay hands it out again with dup = 1, so
+ * a remote session that still holds the id (QoS 2) sees a duplicate, never a new message. */
 nmq_outbox_result nmq_outbox_requeue_front(nmq_outbox *ob, uint8_t qos, uint32_t expiry_secs,
-                                           const uint8_t *data, size_t len, int64_t *seq_out);
+                                           uint16_t packet_id, const uint8_t *data, size_t len,
+                                           int64_t *seq_out);
 
 /* Hands out the next row in FIFO order. NMQ_OUTBOX_EMPTY when there is none to send now (empty,
  * link down or window full). On OK release item->data with nmq_outbox_item_free(). */

@@ -45,6 +45,7 @@ nmq_outbox_result nmq_outbox_nng_store_aio(nmq_outbox *ob, nng_aio *aio, uint8_t
 
 /* Hooks N2/N3 (send cancelled, pipe closed): gives back an in-flight PUBLISH that was sent
  * directly, at the head of the queue (before every stored row). For several, call newest first.
+ * Its packet id is kept: the replay hands it out as prev_packet_id, to resend with DUP.
  * Consumes the message on OK. */
 nmq_outbox_result nmq_outbox_nng_requeue(nmq_outbox *ob, nng_msg *msg, uint8_t proto_ver);
 

@@ -32,7 +32,7 @@ cargo clippy --all-targets -- -D warnings
 cargo clippy --all-targets --features nng -- -D warnings
 
 step "Rust tests"
-cargo test --all-targets
+cargo test
 
 step "C tests (static library under ASan/UBSan, shared library under valgrind, real libnng)"
 cargo build --features nng

@@ -321,14 +321,14 @@ pub unsafe extern "C" fn nmq_outbox_decide(
 
 unsafe fn insert(
     ob: *mut nmq_outbox,
-    front: bool,
+    front: Option<u16>,
     qos: u8,
     expiry_secs: u32,
     data: *const u8,
     len: usize,
     seq_out: *mut i64,
 ) -> nmq_outbox_result {
-    let what = if front {
+    let what = if front.is_some() {
         "nmq_outbox_requeue_front"
     } else {
         "nmq_outbox_append"
@@ -339,10 +339,9 @@ unsafe fn insert(
             expiry_secs,
             data: bytes(data, len)?,
         };
-        let seq = if front {
-            h.requeue_front(&msg)?
-        } else {
-            h.append(&msg)?
+        let seq = match front {
+            Some(pid) => h.requeue_front(&msg, pid)?,
+            None => h.append(&msg)?,
         };
         if !seq_out.is_null() {
             *seq_out = seq;
@@ -361,7 +360,7 @@ pub unsafe extern "C" fn nmq_outbox_append(
     len: usize,
     seq_out: *mut i64,
 ) -> nmq_outbox_result {
-    insert(ob, false, qos, expiry_secs, data, len, seq_out)
+    insert(ob, None, qos, expiry_secs, data, len, seq_out)
 }
 
 /// Copies `len` bytes at `data` (borrowed) to the head. `seq_out` may be NULL. Thread-safe.
@@ -370,11 +369,12 @@ pub unsafe extern "C" fn nmq_outbox_requeue_front(
     ob: *mut nmq_outbox,
     qos: u8,
     expiry_secs: u32,
+    packet_id: u16,
     data: *const u8,
     len: usize,
     seq_out: *mut i64,
 ) -> nmq_outbox_result {
-    insert(ob, true, qos, expiry_secs, data, len, seq_out)
+    insert(ob, Some(packet_id), qos, expiry_secs, data, len, seq_out)
 }
 
 /// Fills `*item`; on OK the caller owns `item->data` until `nmq_outbox_item_free`. EMPTY when

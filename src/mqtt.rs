@@ -8,6 +8,8 @@ use crate::error::{Error, Result};
 pub struct PublishInfo {
     pub qos: u8,
     pub dup: bool,
+    /// The packet id in the variable header (0 for QoS 0).
+    pub packet_id: u16,
     /// Message Expiry Interval in seconds (MQTT 5 property 0x02), 0 = none.
     pub expiry_secs: u32,
     /// Length of the fixed header (type byte and Remaining Length).
@@ -89,9 +91,7 @@ pub fn parse_publish(header: &[u8], body: &[u8], proto_ver: u8) -> Result<Publis
     }
     let mut r = Reader { b: body };
     r.string()?; // topic
-    if qos > 0 {
-        r.u16()?; // packet id
-    }
+    let packet_id = if qos > 0 { r.u16()? } else { 0 };
     let mut expiry_secs = 0;
     if proto_ver == 5 {
         let plen = r.varint()?;
@@ -122,6 +122,7 @@ pub fn parse_publish(header: &[u8], body: &[u8], proto_ver: u8) -> Result<Publis
     Ok(PublishInfo {
         qos,
         dup: first & 0x08 != 0,
+        packet_id,
         expiry_secs,
         header_len: header.len(),
     })
@@ -183,6 +184,7 @@ mod tests {
         let (h, b) = publish(2, None, &[9u8; 300]);
         let info = parse_publish(&h, &b, 4).unwrap();
         assert_eq!(info.qos, 2);
+        assert_eq!(info.packet_id, 0x1234);
         assert_eq!(info.expiry_secs, 0);
         assert_eq!(
             info.header_len, 3,

@@ -60,7 +60,7 @@ unsafe fn store_copy(ob: &Outbox, msg: *mut nng_msg, proto_ver: u8, front: bool)
         data: &data,
     };
     if front {
-        ob.requeue_front(&m)?;
+        ob.requeue_front(&m, info.packet_id)?;
     } else {
         ob.append(&m)?;
     }

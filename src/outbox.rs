@@ -387,17 +387,15 @@ impl Outbox {
 
     /// Appends at the tail. Returns the row's seq. Durable after the next group commit.
     pub fn append(&self, msg: &NewMessage<'_>) -> Result<i64> {
-        self.insert(msg, false)
+        self.shared.insert(msg, None)
     }
 
     /// Puts a message that was sent directly and lost its link back at the head, before every
-    /// held row. For several such messages call it newest first. Returns its seq.
-    pub fn requeue_front(&self, msg: &NewMessage<'_>) -> Result<i64> {
-        self.insert(msg, true)
-    }
-
-    fn insert(&self, msg: &NewMessage<'_>, front: bool) -> Result<i64> {
-        self.shared.insert(msg, front)
+    /// held row. For several such messages call it newest first. `packet_id` is the id it was
+    /// sent with (0 if none): the replay hands it out again with DUP, so a remote session that
+    /// still holds that id (QoS 2) sees a duplicate, not a new message. Returns its seq.
+    pub fn requeue_front(&self, msg: &NewMessage<'_>, packet_id: u16) -> Result<i64> {
+        self.shared.insert(msg, Some(packet_id))
     }
 
     /// The logger of this handle (the C layer logs every error it returns through it).
@@ -609,7 +607,8 @@ impl Shared {
         self.lock_open().map(drop)
     }
 
-    fn insert(&self, msg: &NewMessage<'_>, front: bool) -> Result<i64> {
+    /// Appends (`front` None) or puts at the head with the packet id it was sent with.
+    fn insert(&self, msg: &NewMessage<'_>, front: Option<u16>) -> Result<i64> {
         check_qos(msg.qos)?;
         let len = msg.data.len();
         let max = self.cfg.max_message_bytes as usize;
@@ -636,7 +635,7 @@ impl Shared {
             }
         }
         let now = now_ms();
-        let seq = if front {
+        let seq = if front.is_some() {
             st.front_seq -= 1;
             let s = st.front_seq;
             st.reset_cursor(s);
@@ -655,7 +654,7 @@ impl Shared {
                 now + msg.expiry_secs as i64 * 1000
             },
             enqueued_at: now,
-            packet_id: 0,
+            packet_id: front.unwrap_or(0),
             data: msg.data.to_vec(),
         });
         st.pending_since.get_or_insert_with(Instant::now);

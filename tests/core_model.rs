@@ -91,7 +91,7 @@ proptest! {
                     let seq = if matches!(op, Op::Append(_)) {
                         ob.append(&msg).unwrap()
                     } else {
-                        let s = ob.requeue_front(&msg).unwrap();
+                        let s = ob.requeue_front(&msg, 0).unwrap();
                         prop_assert!(m.held.keys().all(|&k| s < k), "requeue goes first");
                         // The replay restarts at the new head.
                         m.last_leased = None;

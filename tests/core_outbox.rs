@@ -228,9 +228,16 @@ fn requeue_front_goes_before_the_backlog_in_order() {
     let ob = Outbox::open(cfg(&dir.path().join("o.db"), "b")).unwrap();
     append_n(&ob, 1, 10..13);
     // Direct sends d0, d1 lost at the cut: given back newest first.
-    ob.requeue_front(&msg(1, b"d1")).unwrap();
-    ob.requeue_front(&msg(1, b"d0")).unwrap();
+    ob.requeue_front(&msg(1, b"d1"), 41).unwrap();
+    ob.requeue_front(&msg(1, b"d0"), 40).unwrap();
     ob.link_up(0).unwrap();
+    let first = ob.lease().unwrap().unwrap();
+    assert_eq!(
+        (first.packet_id, first.dup),
+        (40, true),
+        "resent with its id and DUP"
+    );
+    ob.unlease(first.seq).unwrap();
     let got = drain(&ob);
     assert_eq!(got, vec!["d0", "d1", "m10", "m11", "m12"]);
 }
