@@ -1,0 +1,398 @@
+//! Outage suite against a real mosquitto (DESIGN.md section 2): the driver plays the NanoNNG
+//! client through the outbox while a fault-injecting proxy cuts, blackholes, flaps or slows the
+//! link, or the broker restarts, or the driver process is SIGKILLed. Every message carries a
+//! per-topic sequence number; each scenario asserts 0 lost, in order, and duplicates only for
+//! messages in flight at a cut (at most the in-flight window per link loss).
+
+#[path = "harness/mod.rs"]
+mod harness;
+
+use harness::*;
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The reported forwards: test1..test5 at QoS 1,1,2,2,2; test1 five times the others' rate.
+pub const TOPICS: [(&str, u8, u32); 5] = [
+    ("test/test1", 1, 5),
+    ("test/test2", 1, 1),
+    ("test/test3", 2, 1),
+    ("test/test4", 2, 1),
+    ("test/test5", 2, 1),
+];
+
+#[derive(Clone, Copy, Debug)]
+enum Fault {
+    Cut,
+    Blackhole,
+    Flap,
+    SlowAcks,
+    BrokerRestart,
+    /// A second cut while the backlog drains.
+    CutDuringDrain,
+}
+
+struct Outcome {
+    report: Report,
+    drain_secs: f64,
+    link_losses: u64,
+    refused: u64,
+    dropped: u64,
+}
+
+/// Publishes at `scale` x the reported rates (test1 at 5*scale msg/s) until `stop` is set.
+fn spawn_publisher(
+    driver: Arc<Driver>,
+    scale: u32,
+    sent: Arc<Mutex<HashMap<String, u64>>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let start = tokio::time::Instant::now();
+        let mut tick = tokio::time::interval(Duration::from_millis(10));
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            tick.tick().await;
+            let elapsed = start.elapsed().as_secs_f64();
+            for (topic, qos, rate) in TOPICS {
+                let due = (elapsed * (rate * scale) as f64) as u64;
+                let mut s = sent.lock().unwrap();
+                let n = s.entry(topic.to_string()).or_insert(0);
+                while *n < due {
+                    *n += 1;
+                    driver.publish(topic, qos, payload(topic, *n));
+                }
+            }
+        }
+    })
+}
+
+async fn scenario(fault: Fault, scale: u32, outage: Duration) -> Outcome {
+    let mut broker = Mosquitto::start();
+    let proxy = Proxy::start(broker.addr()).await;
+    let sub = Subscriber::start(broker.addr(), "subscriber").await;
+    let dir = tempfile::tempdir().unwrap();
+    let keepalive = Duration::from_secs(1);
+    let driver = Arc::new(Driver::start(DriverConfig {
+        broker: proxy.addr,
+        client_id: "bridge".into(),
+        keepalive,
+        db: dir.path().join("outbox.db"),
+        window: 32,
+    }));
+    let sent = Arc::new(Mutex::new(HashMap::new()));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let publisher = spawn_publisher(Arc::clone(&driver), scale, Arc::clone(&sent), stop.clone());
+
+    // Normal, outage, restore, more traffic, stop, drain (the reported timeline, compressed).
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    match fault {
+        Fault::Cut | Fault::CutDuringDrain => proxy.cut(),
+        Fault::Blackhole => proxy.blackhole(),
+        Fault::SlowAcks => proxy.set(Mode::SlowAcks(Duration::from_millis(150))),
+        Fault::BrokerRestart => broker.stop(),
+        Fault::Flap => {}
+    }
+    let outage_end = Instant::now() + outage;
+    if let Fault::Flap = fault {
+        let mut up = true;
+        while Instant::now() < outage_end {
+            up = !up;
+            if up {
+                proxy.restore()
+            } else {
+                proxy.cut()
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    } else {
+        tokio::time::sleep(outage).await;
+    }
+    let backlog_sent: HashMap<String, u64> = sent.lock().unwrap().clone();
+    let restored = Instant::now();
+    match fault {
+        Fault::BrokerRestart => broker.restart(),
+        _ => proxy.restore(),
+    }
+    if let Fault::CutDuringDrain = fault {
+        // Cut again as soon as the drain is under way, then restore.
+        let started = sub
+            .wait_for(Duration::from_secs(10), |r| {
+                r.iter().any(|(t, _)| *t > restored)
+            })
+            .await;
+        assert!(started, "the drain did not start");
+        proxy.cut();
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        proxy.restore();
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    publisher.await.unwrap();
+
+    let sent_now: HashMap<String, u64> = sent.lock().unwrap().clone();
+    let total: u64 = sent_now.values().sum();
+    assert!(
+        driver.wait_empty(Duration::from_secs(60)).await,
+        "{fault:?}: the outbox did not drain: {:?}",
+        driver.outbox.stats().unwrap()
+    );
+    let all = sub
+        .wait_for(Duration::from_secs(30), |r| {
+            tally(&sent_now, r).lost == 0 || r.len() as u64 >= total * 2
+        })
+        .await;
+    let received = sub.received.lock().unwrap().clone();
+    let report = tally(&sent_now, &received);
+    // Seconds from restore to the first arrival of the last backlog message.
+    let mut last_backlog = restored;
+    for (t, p) in &received {
+        let s = String::from_utf8_lossy(p);
+        if let Some((topic, n)) = s.rsplit_once(':') {
+            let n: u64 = n.parse().unwrap_or(0);
+            if backlog_sent.get(topic).is_some_and(|&b| n <= b) && *t > last_backlog {
+                last_backlog = *t;
+            }
+        }
+    }
+    let st = driver.outbox.stats().unwrap();
+    let counters = driver.counters.lock().unwrap().clone();
+    sub.stop();
+    Arc::try_unwrap(driver).ok().unwrap().stop().await;
+    let _ = all;
+    Outcome {
+        report,
+        drain_secs: last_backlog.duration_since(restored).as_secs_f64(),
+        link_losses: counters.link_losses,
+        refused: counters.refused,
+        dropped: st.dropped_full + st.dropped_expired + st.dropped_rejected,
+    }
+}
+
+fn check(name: &str, o: &Outcome, max_inflight: u64) {
+    println!(
+        "{name:<18} {} | drain {:.2} s | link losses {} | refused {} | dropped {}",
+        o.report, o.drain_secs, o.link_losses, o.refused, o.dropped
+    );
+    assert!(o.report.sent > 0);
+    assert_eq!(o.report.lost, 0, "{name}: lost messages");
+    assert_eq!(o.report.out_of_order, 0, "{name}: out of order");
+    assert_eq!(
+        o.refused + o.dropped,
+        0,
+        "{name}: nothing refused or dropped"
+    );
+    assert!(
+        o.report.duplicated <= o.link_losses.max(1) * max_inflight,
+        "{name}: {} duplicates for {} link losses",
+        o.report.duplicated,
+        o.link_losses
+    );
+}
+
+// The broker announces Receive Maximum 64 (max_inflight_messages); the window is 32 and direct
+// sends are bounded by Receive Maximum, so at most 64 messages are in flight at a cut.
+const MAX_INFLIGHT: u64 = 64;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn link_cut_with_rst() {
+    let o = scenario(Fault::Cut, 10, Duration::from_secs(5)).await;
+    assert!(o.link_losses >= 1);
+    check("cut (RST)", &o, MAX_INFLIGHT);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_blackhole() {
+    let o = scenario(Fault::Blackhole, 10, Duration::from_secs(5)).await;
+    assert!(o.link_losses >= 1, "keepalive must detect the silent link");
+    check("silent blackhole", &o, MAX_INFLIGHT);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flapping_link() {
+    let o = scenario(Fault::Flap, 10, Duration::from_secs(5)).await;
+    check("flapping link", &o, MAX_INFLIGHT);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_acks() {
+    let o = scenario(Fault::SlowAcks, 10, Duration::from_secs(4)).await;
+    check("slow acks", &o, MAX_INFLIGHT);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_broker_restart() {
+    let o = scenario(Fault::BrokerRestart, 10, Duration::from_secs(3)).await;
+    check("broker restart", &o, MAX_INFLIGHT);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn second_cut_while_draining() {
+    let o = scenario(Fault::CutDuringDrain, 10, Duration::from_secs(5)).await;
+    assert!(o.link_losses >= 2);
+    check("cut during drain", &o, MAX_INFLIGHT);
+}
+
+// ---- SIGKILL of the driver process ----------------------------------------------------------
+
+const CHILD_ENV: &str = "NMQ_OUTAGE_CHILD";
+
+/// The child: a driver on the given database. Mode "publish": publishes test/k:1.. and prints
+/// "DURABLE n" once message n and all before it are committed. Mode "drain": publishes nothing
+/// and prints "EMPTY" once every stored message is acknowledged. A no-op as a plain test.
+#[test]
+fn driver_child() {
+    let Ok(spec) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let parts: Vec<&str> = spec.split('|').collect();
+    let (mode, broker, db) = (parts[0], parts[1].parse().unwrap(), parts[2]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let driver = Driver::start(DriverConfig {
+            broker,
+            client_id: "bridge".into(),
+            keepalive: Duration::from_secs(1),
+            db: db.into(),
+            window: 32,
+        });
+        if mode == "publish" {
+            let start = std::time::Instant::now();
+            let mut n = 0u64;
+            while start.elapsed() < Duration::from_secs(60) {
+                for _ in 0..20 {
+                    n += 1;
+                    driver.publish("test/k", 1, payload("test/k", n));
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                // The commands are processed in order: once the outbox holds n rows (link down,
+                // so every message is stored) a flush makes them durable.
+                let deadline = std::time::Instant::now() + Duration::from_secs(5);
+                while driver.outbox.stats().unwrap().enqueued < n {
+                    assert!(std::time::Instant::now() < deadline);
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                driver.outbox.flush().unwrap();
+                println!("DURABLE {n}");
+            }
+        } else {
+            assert!(driver.wait_empty(Duration::from_secs(60)).await);
+            println!("EMPTY");
+        }
+        driver.stop().await;
+    });
+}
+
+fn spawn_child(
+    mode: &str,
+    broker: std::net::SocketAddr,
+    db: &std::path::Path,
+) -> std::process::Child {
+    Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "driver_child", "--nocapture", "--test-threads=1"])
+        .env(CHILD_ENV, format!("{mode}|{broker}|{}", db.display()))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// The number after "DURABLE " in a child's line (libtest may print "test ... " before it).
+fn durable_of(line: &str) -> Option<u64> {
+    line.split("DURABLE ").nth(1)?.trim().parse().ok()
+}
+
+/// Reads the child's stdout until `until` matches a line (bounded by the child's own limits).
+fn read_until(child: &mut std::process::Child, until: impl Fn(&str) -> bool) -> Option<String> {
+    let out = child.stdout.as_mut().unwrap();
+    let mut last = None;
+    for line in BufReader::new(out).lines() {
+        let line = line.ok()?;
+        if until(&line) {
+            return Some(line);
+        }
+        last = Some(line);
+    }
+    last
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_while_offline_then_restart() {
+    let broker = Mosquitto::start();
+    let proxy = Proxy::start(broker.addr()).await;
+    let sub = Subscriber::start(broker.addr(), "subscriber").await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("outbox.db");
+    proxy.cut(); // offline from the start
+    let mut child = spawn_child("publish", proxy.addr, &db);
+    let line = read_until(&mut child, |l| durable_of(l).is_some_and(|n| n >= 1000)).unwrap();
+    child.kill().unwrap(); // SIGKILL, while publishing offline
+    child.wait().unwrap();
+    let durable = durable_of(&line).expect("a DURABLE line");
+
+    proxy.restore();
+    let mut child = spawn_child("drain", proxy.addr, &db);
+    let done = read_until(&mut child, |l| l.contains("EMPTY"));
+    assert!(
+        done.is_some_and(|l| l.contains("EMPTY")),
+        "the drain child did not empty the outbox"
+    );
+    child.wait().unwrap();
+    let sent = HashMap::from([("test/k".to_string(), durable)]);
+    assert!(
+        sub.wait_for(Duration::from_secs(30), |r| tally(&sent, r).lost == 0)
+            .await
+    );
+    let r = tally(&sent, &sub.received.lock().unwrap());
+    println!("kill while offline  {r} (durable when killed: {durable})");
+    assert_eq!(r.lost, 0);
+    assert_eq!(r.out_of_order, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_while_draining_then_restart() {
+    let broker = Mosquitto::start();
+    let proxy = Proxy::start(broker.addr()).await;
+    let sub = Subscriber::start(broker.addr(), "subscriber").await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("outbox.db");
+    proxy.cut();
+    let mut child = spawn_child("publish", proxy.addr, &db);
+    let line = read_until(&mut child, |l| durable_of(l).is_some_and(|n| n >= 3000)).unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let durable = durable_of(&line).expect("a DURABLE line");
+
+    // Drain slowly, kill the drainer in the middle, drain again.
+    proxy.set(Mode::SlowAcks(Duration::from_millis(5)));
+    let mut child = spawn_child("drain", proxy.addr, &db);
+    assert!(
+        sub.wait_for(Duration::from_secs(30), |r| r.len() >= 500)
+            .await
+    );
+    child.kill().unwrap(); // SIGKILL while draining
+    child.wait().unwrap();
+    let mid = sub.count();
+    proxy.restore();
+    let mut child = spawn_child("drain", proxy.addr, &db);
+    let done = read_until(&mut child, |l| l.contains("EMPTY"));
+    assert!(
+        done.is_some_and(|l| l.contains("EMPTY")),
+        "the drain child did not empty the outbox"
+    );
+    child.wait().unwrap();
+    let sent = HashMap::from([("test/k".to_string(), durable)]);
+    assert!(
+        sub.wait_for(Duration::from_secs(30), |r| tally(&sent, r).lost == 0)
+            .await
+    );
+    let r = tally(&sent, &sub.received.lock().unwrap());
+    println!("kill while draining {r} (killed after {mid} received)");
+    assert_eq!(r.lost, 0);
+    assert_eq!(r.out_of_order, 0);
+    assert!(
+        r.duplicated <= MAX_INFLIGHT,
+        "duplicates only for the in-flight window"
+    );
+}
