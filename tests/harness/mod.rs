@@ -833,6 +833,44 @@ async fn run_subscriber(
     }
 }
 
+// ---- publisher ------------------------------------------------------------------------------
+
+/// The reported forwards: test1..test5 at QoS 1,1,2,2,2; test1 five times the others' rate.
+pub const TOPICS: [(&str, u8, u32); 5] = [
+    ("test/test1", 1, 5),
+    ("test/test2", 1, 1),
+    ("test/test3", 2, 1),
+    ("test/test4", 2, 1),
+    ("test/test5", 2, 1),
+];
+
+/// Publishes at `scale` x the reported rates (test1 at 5*scale msg/s, the others at
+/// 1*scale) until `stop` is set; `sent` counts per topic.
+pub fn spawn_publisher(
+    driver: Arc<Driver>,
+    scale: u32,
+    sent: Arc<Mutex<HashMap<String, u64>>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let start = tokio::time::Instant::now();
+        let mut tick = tokio::time::interval(Duration::from_millis(10));
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            tick.tick().await;
+            let elapsed = start.elapsed().as_secs_f64();
+            for (topic, qos, rate) in TOPICS {
+                let due = (elapsed * (rate * scale) as f64) as u64;
+                let mut s = sent.lock().unwrap();
+                let n = s.entry(topic.to_string()).or_insert(0);
+                while *n < due {
+                    *n += 1;
+                    driver.publish(topic, qos, payload(topic, *n));
+                }
+            }
+        }
+    })
+}
+
 // ---- counting -------------------------------------------------------------------------------
 
 /// Payload "<topic>:<n>".
