@@ -64,14 +64,13 @@ fn main() {
                 .layout_tests(true)
                 .blocklist_type("nmq_outbox.*")
                 .blocklist_var("NMQ_OUTBOX.*")
-                .allowlist_type("nng_socket|nng_aio|nng_msg|nng_duration")
+                .allowlist_type("nng_aio|nng_msg|nng_duration")
                 .raw_line("#[allow(unused_imports)] use crate::ffi::sys::*;")
         };
         // The nng functions we call, as foreign declarations.
         let nng_fns = "nng_msg_header|nng_msg_header_len|nng_msg_body|nng_msg_len|\
                        nng_msg_alloc|nng_msg_header_append|nng_msg_append|nng_msg_free|\
-                       nng_aio_get_msg|nng_aio_set_msg|nng_aio_set_timeout|nng_aio_finish|\
-                       nng_send_aio";
+                       nng_aio_get_msg|nng_aio_set_msg|nng_aio_set_timeout|nng_aio_finish";
         nng_base()
             .allowlist_function(nng_fns)
             .generate()

@@ -70,7 +70,7 @@ static void test_publish_store_and_lease(void)
     nng_msg *m = publish(1, "hello", NULL, 0);
     nng_msg *orig = publish(1, "hello", NULL, 0);
     nmq_outbox_decision d = NMQ_OUTBOX_SEND_NOW;
-    CHECK_RC(nmq_outbox_nng_publish(ob, sock, lane, 0, 1000, 4, m, &d), NMQ_OUTBOX_OK);
+    CHECK_RC(nmq_outbox_nng_publish(ob, lane, 0, 1000, 4, m, &d), NMQ_OUTBOX_OK);
     CHECK(d == NMQ_OUTBOX_STORE);
 
     /* Not a PUBLISH: EINVAL, and the message stays ours (freed below, no double free). */
@@ -79,11 +79,11 @@ static void test_publish_store_and_lease(void)
     uint8_t puback[2] = {0x40, 2};
     nng_msg_header_append(bad, puback, 2);
     nng_msg_append(bad, "\x00\x01", 2);
-    CHECK_RC(nmq_outbox_nng_publish(ob, sock, lane, 0, 1000, 4, bad, &d), NMQ_OUTBOX_EINVAL);
+    CHECK_RC(nmq_outbox_nng_publish(ob, lane, 0, 1000, 4, bad, &d), NMQ_OUTBOX_EINVAL);
     CHECK_RC(nmq_outbox_nng_requeue(ob, bad, 4), NMQ_OUTBOX_EINVAL);
     nng_msg_free(bad);
-    CHECK_RC(nmq_outbox_nng_publish(ob, sock, lane, 0, 1000, 4, NULL, &d), NMQ_OUTBOX_EINVAL);
-    CHECK_RC(nmq_outbox_nng_publish(NULL, sock, lane, 0, 1000, 4, orig, &d), NMQ_OUTBOX_EINVAL);
+    CHECK_RC(nmq_outbox_nng_publish(ob, lane, 0, 1000, 4, NULL, &d), NMQ_OUTBOX_EINVAL);
+    CHECK_RC(nmq_outbox_nng_publish(NULL, lane, 0, 1000, 4, orig, &d), NMQ_OUTBOX_EINVAL);
 
     /* Replay: the lease rebuilds exactly the bytes that were stored. */
     nng_msg *out = NULL;
@@ -105,12 +105,15 @@ static void test_publish_store_and_lease(void)
     CHECK_RC(nmq_outbox_nng_lease(ob, &out, &seq, &prev), NMQ_OUTBOX_EMPTY);
     CHECK_RC(nmq_outbox_nng_lease(ob, NULL, &seq, &prev), NMQ_OUTBOX_EINVAL);
 
-    /* Link up, nothing held, lane free: SEND_NOW through nng_send_aio on the lane. The pair
-     * socket has no peer, so the send times out and, by nng's rule, the message is back in
-     * the aio for the caller. */
+    /* Link up, nothing held, lane free: SEND_NOW puts the message on the lane and the caller
+     * sends it. The pair socket has no peer, so the send times out and, by nng's rule, the
+     * message is back in the aio for the caller. */
     m = publish(1, "direct", NULL, 0);
-    CHECK_RC(nmq_outbox_nng_publish(ob, sock, lane, 0, 50, 4, m, &d), NMQ_OUTBOX_OK);
+    CHECK_RC(nmq_outbox_nng_publish(ob, lane, 0, 50, 4, m, NULL), NMQ_OUTBOX_EINVAL);
+    CHECK_RC(nmq_outbox_nng_publish(ob, lane, 0, 50, 4, m, &d), NMQ_OUTBOX_OK);
     CHECK(d == NMQ_OUTBOX_SEND_NOW);
+    CHECK(nng_aio_get_msg(lane) == m);
+    nng_send_aio(sock, lane);
     nng_aio_wait(lane);
     CHECK(nng_aio_result(lane) == NNG_ETIMEDOUT);
     nng_msg *back = nng_aio_get_msg(lane);
@@ -121,7 +124,7 @@ static void test_publish_store_and_lease(void)
 
     /* Lane busy: STORE even with the link up. */
     m = publish(2, "busy", NULL, 0);
-    CHECK_RC(nmq_outbox_nng_publish(ob, sock, lane, 1, 50, 4, m, &d), NMQ_OUTBOX_OK);
+    CHECK_RC(nmq_outbox_nng_publish(ob, lane, 1, 50, 4, m, &d), NMQ_OUTBOX_OK);
     CHECK(d == NMQ_OUTBOX_STORE);
     CHECK_RC(nmq_outbox_nng_lease(ob, &out, &seq, &prev), NMQ_OUTBOX_OK);
     CHECK(memcmp((char *) nng_msg_body(out) + nng_msg_len(out) - 6, "direct", 6) == 0);

@@ -7,8 +7,8 @@
  * nng_send_aio); a call that returns an error left the message with the caller, untouched.
  * They use only nng API present in both NanoNNG and upstream nng >= 1.5 (nng_msg_header,
  * nng_msg_header_len, nng_msg_body, nng_msg_len, nng_msg_alloc, nng_msg_header_append,
- * nng_msg_free, nng_aio_get_msg, nng_aio_set_msg, nng_aio_set_timeout, nng_aio_finish,
- * nng_send_aio).
+ * nng_msg_free, nng_aio_get_msg, nng_aio_set_msg, nng_aio_set_timeout, nng_aio_finish), all of
+ * them through pointers only, so the library does not depend on the layout of nng's structs.
  *
  * Messages are encoded MQTT PUBLISH packets: the fixed header in the nng header, the variable
  * header and payload in the body (what nng_mqtt_msg_encode / nng_mqttv5_msg_encode produce).
@@ -16,8 +16,8 @@
  * property. A message that is not a well-formed PUBLISH gives NMQ_OUTBOX_EINVAL.
  *
  * Threads: as in nmq_outbox.h. These calls may run with NanoMQ's node->mtx or the nng socket
- * mutex held; they never call back into the host except the log callback, nng_send_aio (B2 only)
- * and nng_aio_finish (the aio's callback then runs on an nng thread, as usual).
+ * mutex held; they never call back into the host except the log callback and nng_aio_finish
+ * (N1; the aio's callback then runs on an nng thread, as usual).
  */
 #ifndef NMQ_OUTBOX_NNG_H
 #define NMQ_OUTBOX_NNG_H
@@ -29,14 +29,15 @@ extern "C" {
 #endif
 
 /* Hook B2 (bridge_pub_handler): route one encoded PUBLISH of this bridge.
- * SEND_NOW when nmq_outbox_decide() says so and `lane_busy` is 0: the message is sent on `lane`
- * with `timeout_ms` (cancel_timeout) through nng_send_aio(sock, lane) and is consumed.
+ * SEND_NOW when nmq_outbox_decide() says so and `lane_busy` is 0: the message is put on `lane`
+ * (nng_aio_set_msg) with `timeout_ms` (cancel_timeout); the caller then calls
+ * nng_send_aio(sock, lane) itself. (No nng_socket crosses this ABI: its layout differs between
+ * NanoNNG and upstream nng.)
  * STORE otherwise: a copy is appended to the outbox and the message is freed.
- * *decision (may be NULL) says which. On error the message stays with the caller. */
-nmq_outbox_result nmq_outbox_nng_publish(nmq_outbox *ob, nng_socket sock, nng_aio *lane,
-                                         int lane_busy, nng_duration timeout_ms,
-                                         uint8_t proto_ver, nng_msg *msg,
-                                         nmq_outbox_decision *decision);
+ * *decision must not be NULL. On error the message stays with the caller, off the lane. */
+nmq_outbox_result nmq_outbox_nng_publish(nmq_outbox *ob, nng_aio *lane, int lane_busy,
+                                         nng_duration timeout_ms, uint8_t proto_ver,
+                                         nng_msg *msg, nmq_outbox_decision *decision);
 
 /* Hook N1 (mqtt_ctx_send with no pipe): stores the aio's message in the outbox, frees it,
  * clears the aio's message and finishes the aio with 0, so the lane is never left busy.

@@ -24,7 +24,7 @@ pub mod sys {
     include!(concat!(env!("OUT_DIR"), "/nng_bindings.rs"));
 }
 
-use sys::{nng_aio, nng_msg, nng_socket};
+use sys::{nng_aio, nng_msg};
 
 /// The encoded PUBLISH in `msg`, as (fixed header, rest).
 ///
@@ -67,13 +67,13 @@ unsafe fn store_copy(ob: &Outbox, msg: *mut nng_msg, proto_ver: u8, front: bool)
     Ok(info.qos)
 }
 
-/// B2. Returns what was done; on error `msg` is untouched.
+/// B2. Returns what was done: SendNow puts `msg` on `lane` for the caller to send; Store
+/// consumes it. On error `msg` is untouched.
 ///
 /// # Safety
 /// `lane` and `msg` must be valid nng objects; `lane` must not be in use when `lane_busy` is 0.
 pub unsafe fn publish(
     ob: &Outbox,
-    sock: nng_socket,
     lane: *mut nng_aio,
     lane_busy: bool,
     timeout_ms: sys::nng_duration,
@@ -85,7 +85,6 @@ pub unsafe fn publish(
     if !lane_busy && ob.decide(info.qos)? == Decision::SendNow {
         sys::nng_aio_set_timeout(lane, timeout_ms);
         sys::nng_aio_set_msg(lane, msg);
-        sys::nng_send_aio(sock, lane);
         return Ok(Decision::SendNow);
     }
     store_copy(ob, msg, proto_ver, false)?;
@@ -176,12 +175,12 @@ fn non_null<T>(p: *const T, name: &str) -> Result<()> {
     Ok(())
 }
 
-/// Hook B2. `lane` and `msg` are borrowed, except that OK consumes `msg` (sent on `lane`, or
-/// copied and freed). On error `msg` stays with the caller. Thread-safe.
+/// Hook B2. `lane` is borrowed. On OK `msg` is either on `lane` (SEND_NOW: the caller sends
+/// it with nng_send_aio) or stored and freed (STORE). On error `msg` stays with the caller.
+/// Thread-safe.
 #[no_mangle]
 pub unsafe extern "C" fn nmq_outbox_nng_publish(
     ob: *mut nmq_outbox,
-    sock: nng_socket,
     lane: *mut nng_aio,
     lane_busy: std::os::raw::c_int,
     timeout_ms: nng_duration,
@@ -192,13 +191,12 @@ pub unsafe extern "C" fn nmq_outbox_nng_publish(
     with_handle("nmq_outbox_nng_publish", ob, |h| {
         non_null(lane, "lane")?;
         non_null(msg, "msg")?;
-        let d = publish(h, sock, lane, lane_busy != 0, timeout_ms, proto_ver, msg)?;
-        if !decision.is_null() {
-            *decision = match d {
-                Decision::SendNow => NMQ_OUTBOX_SEND_NOW,
-                Decision::Store => NMQ_OUTBOX_STORE,
-            };
-        }
+        non_null(decision, "decision")?;
+        let d = publish(h, lane, lane_busy != 0, timeout_ms, proto_ver, msg)?;
+        *decision = match d {
+            Decision::SendNow => NMQ_OUTBOX_SEND_NOW,
+            Decision::Store => NMQ_OUTBOX_STORE,
+        };
         Ok(NMQ_OUTBOX_OK)
     })
 }
