@@ -137,6 +137,8 @@ struct State {
     dropped_rejected: u64,
     /// The last commit failed; the next append commits inline first.
     write_failed: bool,
+    /// A batch taken from `pending` is being written (not yet visible as committed).
+    writing: bool,
 }
 
 impl State {
@@ -154,12 +156,39 @@ impl State {
             }
             self.messages -= 1;
             self.bytes -= f.bytes;
-            self.push_delete(seq);
+            // Acked before its insert was committed: it never needs to touch the disk.
+            if !self.remove_pending_insert(seq) {
+                self.push_delete(seq);
+            }
             // After a replay reset the row may also sit in the read-ahead: it must not go again.
             if let Ok(i) = self.ahead.binary_search_by_key(&seq, |r| r.seq) {
                 self.ahead.remove(i);
             }
         }
+    }
+
+    /// Drops a not yet committed insert; false when it is not pending.
+    fn remove_pending_insert(&mut self, seq: i64) -> bool {
+        match self.pending.inserts.iter().position(|r| r.seq == seq) {
+            Some(i) => {
+                self.pending.inserts.remove(i);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The next row to replay when it can only be in the pending batch: every committed row
+    /// was handed out (the cursor is past `committed_seq`) and no batch is being written.
+    fn next_pending(&self) -> Option<Row> {
+        if self.writing || self.cursor <= self.committed_seq {
+            return None;
+        }
+        self.pending
+            .inserts
+            .iter()
+            .find(|r| r.seq >= self.cursor && !self.inflight.contains_key(&r.seq))
+            .cloned()
     }
 
     fn push_delete(&mut self, seq: i64) {
@@ -285,6 +314,7 @@ impl Outbox {
             dropped_expired: 0,
             dropped_rejected: 0,
             write_failed: false,
+            writing: false,
         };
         if resume.messages > 0 {
             log.info(&format!(
@@ -421,7 +451,10 @@ impl Outbox {
                     return Ok(None);
                 }
                 let now = now_ms();
-                while let Some(row) = st.ahead.pop_front() {
+                loop {
+                    let Some(row) = st.ahead.pop_front().or_else(|| st.next_pending()) else {
+                        break;
+                    };
                     st.cursor = row.seq + 1;
                     if st.inflight.contains_key(&row.seq) {
                         continue;
@@ -430,7 +463,9 @@ impl Outbox {
                         st.messages -= 1;
                         st.bytes -= row.data.len() as u64;
                         st.dropped_expired += 1;
-                        st.push_delete(row.seq);
+                        if !st.remove_pending_insert(row.seq) {
+                            st.push_delete(row.seq);
+                        }
                         continue;
                     }
                     let dup = row.packet_id != 0;
@@ -489,7 +524,10 @@ impl Outbox {
             st.by_pid.remove(&old);
         }
         st.by_pid.insert(packet_id, seq);
-        st.pending.binds.push((seq, packet_id));
+        match st.pending.inserts.iter_mut().find(|r| r.seq == seq) {
+            Some(r) => r.packet_id = packet_id,
+            None => st.pending.binds.push((seq, packet_id)),
+        }
         st.pending_since.get_or_insert_with(Instant::now);
         drop(st);
         self.shared.wake.notify_one();
@@ -683,12 +721,14 @@ impl Shared {
                 return Ok(());
             }
             st.pending_since = None;
+            st.writing = true;
             (std::mem::take(&mut st.pending), trim)
         };
         match store.write(&batch, &trim) {
             Ok(dropped) => {
                 let mut st = self.state.lock()?;
                 st.write_failed = false;
+                st.writing = false;
                 if let Some(max) = batch.inserts.iter().map(|r| r.seq).max() {
                     st.committed_seq = st.committed_seq.max(max);
                 }
@@ -715,6 +755,7 @@ impl Shared {
             Err(e) => {
                 let mut st = self.state.lock()?;
                 st.write_failed = true;
+                st.writing = false;
                 let newer = &mut st.pending;
                 batch.prepend_to(newer);
                 st.pending_since.get_or_insert_with(Instant::now);
