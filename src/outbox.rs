@@ -451,10 +451,7 @@ impl Outbox {
                     return Ok(None);
                 }
                 let now = now_ms();
-                loop {
-                    let Some(row) = st.ahead.pop_front().or_else(|| st.next_pending()) else {
-                        break;
-                    };
+                while let Some(row) = st.ahead.pop_front().or_else(|| st.next_pending()) {
                     st.cursor = row.seq + 1;
                     if st.inflight.contains_key(&row.seq) {
                         continue;
