@@ -97,7 +97,9 @@ pub struct Stats {
     pub window: u32,
 }
 
-/// Most rows read ahead from disk at once for the replay (bounds memory during a drain).
+/// Rows read ahead from disk at once for the replay: at least this many...
+const READ_AHEAD_MIN: usize = 256;
+/// ...and at most this many (bounds memory during a drain).
 const READ_AHEAD_MAX: usize = 512;
 /// Pending writes beyond `group_commit_count * BACKPRESSURE` make `append` commit inline.
 const BACKPRESSURE: usize = 8;
@@ -194,6 +196,13 @@ impl State {
     fn push_delete(&mut self, seq: i64) {
         self.pending.deletes.push(seq);
         self.pending_since.get_or_insert_with(Instant::now);
+    }
+
+    /// Whether the writer thread must be woken after a write was added: it starts a batch
+    /// (the writer then arms its timer) or fills one. Other writes wake nobody.
+    fn writer_due(&self, count: u32) -> bool {
+        let n = self.pending.len();
+        n == 1 || n >= count as usize
     }
 
     fn take_trim(&self, cfg: &Config) -> Trim {
@@ -526,8 +535,11 @@ impl Outbox {
             None => st.pending.binds.push((seq, packet_id)),
         }
         st.pending_since.get_or_insert_with(Instant::now);
+        let wake = st.writer_due(self.shared.cfg.group_commit_count);
         drop(st);
-        self.shared.wake.notify_one();
+        if wake {
+            self.shared.wake.notify_one();
+        }
         Ok(())
     }
 
@@ -575,7 +587,7 @@ impl Outbox {
             st.acked += 1;
             AckOutcome::Done
         };
-        let wake = st.pending.len() >= sh.cfg.group_commit_count as usize;
+        let wake = st.writer_due(sh.cfg.group_commit_count);
         drop(st);
         if wake {
             sh.wake.notify_one();
@@ -696,8 +708,7 @@ impl Shared {
         st.messages += 1;
         st.bytes += len as u64;
         st.enqueued += 1;
-        let wake =
-            st.pending.len() >= self.cfg.group_commit_count as usize || st.pending.len() == 1;
+        let wake = st.writer_due(self.cfg.group_commit_count);
         drop(st);
         if wake {
             self.wake.notify_one();
@@ -770,7 +781,11 @@ impl Shared {
 
     /// Commits, then reads the next rows after the cursor. False when there is nothing to read.
     fn refill(&self, generation: u64) -> Result<bool> {
-        self.flush_inner()?;
+        // Rows still in the pending batch must be on disk before the read. Acked rows whose
+        // delete is still pending need no commit: they are filtered out below.
+        if !self.lock_open()?.pending.inserts.is_empty() {
+            self.flush_inner()?;
+        }
         let mut db = self.db.lock()?;
         let Some(store) = db.as_mut() else {
             return Err(Error::Closed);
@@ -780,17 +795,31 @@ impl Shared {
             if st.generation != generation {
                 return Ok(true);
             }
-            let want = (st.window as usize * 2).clamp(64, READ_AHEAD_MAX);
+            let want = (st.window as usize * 4).clamp(READ_AHEAD_MIN, READ_AHEAD_MAX);
             (st.cursor, want)
         };
-        let rows = store.read_from(cursor, want)?;
-        drop(db);
+        let mut rows = store.read_from(cursor, want)?;
+        // Installed with the db lock still held: no commit can slip in between.
         let mut st = self.lock_open()?;
         if st.generation != generation || !st.ahead.is_empty() || st.cursor != cursor {
             return Ok(true);
         }
         if rows.is_empty() {
-            return Ok(!st.pending.is_empty());
+            return Ok(!st.pending.inserts.is_empty());
+        }
+        // Writes still pending apply to what was read: deletes hide acked rows, binds give
+        // the packet id a resend must reuse.
+        if !st.pending.deletes.is_empty() {
+            let gone: HashSet<i64> = st.pending.deletes.iter().copied().collect();
+            rows.retain(|r| !gone.contains(&r.seq));
+        }
+        if !st.pending.binds.is_empty() {
+            let pids: HashMap<i64, u16> = st.pending.binds.iter().copied().collect();
+            for r in rows.iter_mut() {
+                if let Some(&pid) = pids.get(&r.seq) {
+                    r.packet_id = pid;
+                }
+            }
         }
         st.ahead = rows.into();
         st.generation += 1;

@@ -46,6 +46,8 @@ struct Model {
     last_leased: Option<i64>,
     next_pid: u16,
     counter: u32,
+    /// seq -> packet id of the last send: a row handed out again must carry it, with DUP.
+    last_pid: BTreeMap<i64, u16>,
 }
 
 fn open(path: &std::path::Path) -> Outbox {
@@ -80,6 +82,7 @@ proptest! {
             last_leased: None,
             next_pid: 1,
             counter: 0,
+            last_pid: BTreeMap::new(),
         };
         let mut link = false;
         for op in ops {
@@ -106,6 +109,8 @@ proptest! {
                         prop_assert_eq!(r.qos, q);
                         prop_assert_eq!(r.data, d.into_bytes());
                         prop_assert!(!m.bound.contains_key(&r.seq));
+                        let want = m.last_pid.get(&r.seq).copied().unwrap_or(0);
+                        prop_assert_eq!((r.packet_id, r.dup), (want, want != 0));
                         if let Some(last) = m.last_leased {
                             prop_assert!(r.seq > last, "FIFO: {} after {}", r.seq, last);
                         }
@@ -115,6 +120,7 @@ proptest! {
                         m.next_pid = m.next_pid % 65535 + 1;
                         ob.bind(r.seq, pid).unwrap();
                         m.bound.insert(r.seq, (pid, q, false));
+                        m.last_pid.insert(r.seq, pid);
                     }
                 }
                 Op::Ack(i, reject) => {
@@ -137,6 +143,8 @@ proptest! {
                             prop_assert_eq!(out == AckOutcome::Rejected, reject);
                             m.bound.remove(&seq);
                             m.held.remove(&seq);
+                            // The row is gone; a later requeue may reuse its seq.
+                            m.last_pid.remove(&seq);
                         }
                         AckOutcome::NotOurs => prop_assert!(false, "ack of a bound row not ours"),
                     }
