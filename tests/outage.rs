@@ -361,3 +361,136 @@ async fn sigkill_while_draining_then_restart() {
         "duplicates only for the in-flight window"
     );
 }
+
+// ---- disk full and a corrupt database ---------------------------------------------------
+
+struct Tmpfs(std::path::PathBuf);
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disk_full_during_outage() {
+    let broker = Mosquitto::start();
+    let proxy = Proxy::start(broker.addr()).await;
+    let sub = Subscriber::start(broker.addr(), "subscriber").await;
+    let dir = tempfile::tempdir().unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"])
+        .arg(dir.path())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        mounted,
+        "mounting a tmpfs needs root (scripts/test.sh runs as root)"
+    );
+    let _mount = Tmpfs(dir.path().to_path_buf());
+    let filler = dir.path().join("filler");
+    std::fs::write(&filler, vec![0u8; 3 * 1024 * 1024]).unwrap();
+    let driver = Arc::new(Driver::start(DriverConfig {
+        broker: proxy.addr,
+        client_id: "bridge".into(),
+        keepalive: Duration::from_secs(1),
+        db: dir.path().join("outbox.db"),
+        window: 32,
+    }));
+    proxy.cut();
+    let sent = Arc::new(Mutex::new(HashMap::new()));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let publisher = spawn_publisher(Arc::clone(&driver), 40, Arc::clone(&sent), stop.clone());
+    // Offline until the disk is full and the outbox refuses messages (bounded).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while driver.counters.lock().unwrap().refused < 50 {
+        assert!(Instant::now() < deadline, "the disk never filled");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Space comes back, then the link.
+    std::fs::remove_file(&filler).unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    proxy.restore();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    publisher.await.unwrap();
+    assert!(
+        driver.wait_empty(Duration::from_secs(60)).await,
+        "not drained"
+    );
+    let sent_now = sent.lock().unwrap().clone();
+    let refused = driver.counters.lock().unwrap().refused;
+    let total: u64 = sent_now.values().sum();
+    sub.wait_for(Duration::from_secs(30), |r| {
+        tally(&sent_now, r).lost <= refused || r.len() as u64 >= total
+    })
+    .await;
+    let r = tally(&sent_now, &sub.received.lock().unwrap());
+    println!("disk full          {r} | refused (told to the publisher) {refused}");
+    // G1: every message not delivered was refused at once, with an error, never silently.
+    assert_eq!(r.lost, refused);
+    assert_eq!(r.out_of_order, 0);
+    sub.stop();
+    Arc::try_unwrap(driver).ok().unwrap().stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn database_corrupted_between_runs() {
+    let broker = Mosquitto::start();
+    let proxy = Proxy::start(broker.addr()).await;
+    let sub = Subscriber::start(broker.addr(), "subscriber").await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("outbox.db");
+    let config = || DriverConfig {
+        broker: proxy.addr,
+        client_id: "bridge".into(),
+        keepalive: Duration::from_secs(1),
+        db: db.clone(),
+        window: 32,
+    };
+    // First run: 100 messages stored offline, then a clean stop.
+    proxy.cut();
+    let driver = Driver::start(config());
+    for n in 1..=100 {
+        driver.publish("test/old", 1, payload("test/old", n));
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while driver.outbox.stats().unwrap().messages < 100 {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    driver.stop().await;
+    // Between runs the file is damaged: its header page overwritten.
+    let mut bytes = std::fs::read(&db).unwrap();
+    let head = 4096.min(bytes.len());
+    bytes[..head].fill(0xA5);
+    std::fs::write(&db, &bytes).unwrap();
+    let _ = std::fs::remove_file(dir.path().join("outbox.db-wal"));
+
+    // Second run: the outbox renames the file aside and starts fresh; new traffic flows.
+    proxy.restore();
+    let driver = Driver::start(config());
+    let aside: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with("outbox.db.corrupt-"))
+        .collect();
+    assert_eq!(aside.len(), 1, "the corrupt file is kept aside: {aside:?}");
+    for n in 1..=50 {
+        driver.publish("test/new", 1, payload("test/new", n));
+    }
+    assert!(driver.wait_empty(Duration::from_secs(30)).await);
+    let sent = HashMap::from([("test/new".to_string(), 50)]);
+    assert!(
+        sub.wait_for(Duration::from_secs(30), |r| tally(&sent, r).lost == 0)
+            .await
+    );
+    let r = tally(&sent, &sub.received.lock().unwrap());
+    println!(
+        "corrupt database   {r} (new traffic after quarantine of {})",
+        aside[0]
+    );
+    assert_eq!(r.out_of_order, 0);
+    sub.stop();
+    driver.stop().await;
+}
