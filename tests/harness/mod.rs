@@ -48,6 +48,10 @@ pub fn free_port() -> u16 {
 impl Mosquitto {
     pub fn start() -> Mosquitto {
         let dir = tempfile::tempdir().unwrap();
+        // Run as root, mosquitto drops to the `mosquitto` user: it must be able to write its
+        // log and its persistence file here, or sessions do not survive a restart.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
         let mut m = Mosquitto {
             port: free_port(),
             dir,
@@ -775,6 +779,8 @@ async fn run_subscriber(
             continue;
         };
         if !ack.session_present {
+            // A new session: QoS 2 state of the old one is gone with it.
+            awaiting_rel.clear();
             let mut sub = Subscribe::new(Filter::new("test/#", QoS::ExactlyOnce), None);
             sub.pkid = 1;
             if conn.send(&Packet::Subscribe(sub)).await.is_err() {
