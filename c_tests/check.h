@@ -33,7 +33,8 @@ static int checks_passed, checks_failed;
 /* Log lines received through the callback (from any thread). */
 static pthread_mutex_t log_mtx = PTHREAD_MUTEX_INITIALIZER;
 static int log_errors, log_lines;
-static char log_last[512];
+static char log_last[512];       /* the last line, any level */
+static char log_last_error[512]; /* the last NMQ_OUTBOX_LOG_ERROR line */
 
 static inline void capture_log(void *ctx, nmq_outbox_log_level level, const char *msg)
 {
@@ -42,6 +43,7 @@ static inline void capture_log(void *ctx, nmq_outbox_log_level level, const char
     log_lines++;
     if (level == NMQ_OUTBOX_LOG_ERROR) {
         log_errors++;
+        snprintf(log_last_error, sizeof(log_last_error), "%s", msg);
     }
     snprintf(log_last, sizeof(log_last), "%s", msg);
     pthread_mutex_unlock(&log_mtx);
@@ -55,8 +57,11 @@ static inline int log_count(void)
     return n;
 }
 
-static inline int report(const char *name)
+/* The closing line, "<program>: N passed, M failed"; the exit status of main. */
+static inline int report(const char *argv0)
 {
+    const char *name = strrchr(argv0, '/');
+    name = name ? name + 1 : argv0;
     printf("%s: %d passed, %d failed\n", name, checks_passed, checks_failed);
     return checks_failed == 0 ? 0 : 1;
 }

@@ -201,5 +201,5 @@ int main(int argc, char **argv)
     test_publish_store_and_lease();
     test_store_aio();
     nng_fini(); /* joins nng's own threads, so valgrind sees no stack of theirs */
-    return report("c_tests test_nng");
+    return report(argv[0]);
 }

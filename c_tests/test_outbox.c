@@ -3,9 +3,12 @@
 
 #include <dirent.h>
 #include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "check.h"
@@ -144,6 +147,12 @@ static void test_flow(void)
     uint8_t big[65];
     memset(big, 'x', sizeof big);
     CHECK_RC(nmq_outbox_append(ob, 1, 0, big, sizeof big, NULL), NMQ_OUTBOX_ETOOBIG);
+    CHECK_RC(nmq_outbox_requeue_front(ob, 3, 0, 5, u8("bad"), 3, NULL), NMQ_OUTBOX_EINVAL);
+    CHECK_RC(nmq_outbox_requeue_front(ob, 1, 0, 5, NULL, 3, NULL), NMQ_OUTBOX_EINVAL);
+    CHECK_RC(nmq_outbox_requeue_front(ob, 1, 0, 5, big, sizeof big, NULL), NMQ_OUTBOX_ETOOBIG);
+    seq = -1;
+    CHECK_RC(nmq_outbox_append(ob, 3, 0, u8("bad"), 3, &seq), NMQ_OUTBOX_EINVAL);
+    CHECK(seq == -1); /* an error writes no seq */
 
     nmq_outbox_item it;
     CHECK_RC(nmq_outbox_lease(ob, &it), NMQ_OUTBOX_EMPTY); /* link down */
@@ -226,6 +235,12 @@ static void test_flow(void)
     CHECK_RC(nmq_outbox_flush(ob), NMQ_OUTBOX_ECLOSED);
     CHECK_RC(nmq_outbox_link_up(ob, 0), NMQ_OUTBOX_ECLOSED);
     CHECK_RC(nmq_outbox_ack(ob, 1, NMQ_OUTBOX_PUBACK, 0, &o), NMQ_OUTBOX_ECLOSED);
+    CHECK_RC(nmq_outbox_link_down(ob), NMQ_OUTBOX_ECLOSED);
+    CHECK_RC(nmq_outbox_requeue_front(ob, 1, 0, 7, u8("late"), 4, NULL), NMQ_OUTBOX_ECLOSED);
+    CHECK_RC(nmq_outbox_bind(ob, s4, 30), NMQ_OUTBOX_ECLOSED);
+    CHECK_RC(nmq_outbox_unlease(ob, s4), NMQ_OUTBOX_ECLOSED);
+    CHECK(it.data == NULL && it.len == 0); /* a failed lease leaves a zeroed item */
+    nmq_outbox_item_free(&it);             /* freeing a zeroed item is a no-op */
     nmq_outbox_free(ob);
 
     /* Reopen: the two rows left come back in order. */
@@ -281,7 +296,7 @@ static void test_corrupt_file(void)
 
     pthread_mutex_lock(&log_mtx);
     CHECK(log_errors > errors_before);
-    CHECK(strstr(log_last, "corrupt") != NULL);
+    CHECK(strstr(log_last_error, "corrupt") != NULL);
     pthread_mutex_unlock(&log_mtx);
     int aside = 0;
     DIR *dp = opendir(dir);
@@ -297,21 +312,110 @@ static void test_corrupt_file(void)
     CHECK(aside == 1);
 }
 
+/* An empty payload is a message like any other: it is stored, leased and acked. */
+static void test_empty_message(void)
+{
+    char p[300];
+    path_in(p, sizeof p, "empty.db");
+    nmq_outbox_config c = config(p, "b");
+    nmq_outbox *ob = NULL;
+    CHECK_RC(nmq_outbox_open(&c, &ob), NMQ_OUTBOX_OK);
+    int64_t seq = 0;
+    CHECK_RC(nmq_outbox_append(ob, 1, 0, NULL, 0, &seq), NMQ_OUTBOX_OK);
+    CHECK(seq > 0);
+    CHECK_RC(nmq_outbox_link_up(ob, 0), NMQ_OUTBOX_OK);
+    nmq_outbox_item it;
+    CHECK_RC(nmq_outbox_lease(ob, &it), NMQ_OUTBOX_OK);
+    CHECK(it.seq == seq && it.len == 0);
+    nmq_outbox_item_free(&it);
+    CHECK(it.data == NULL && it.len == 0 && it.seq == 0);
+    nmq_outbox_item_free(&it);
+    CHECK_RC(nmq_outbox_bind(ob, seq, 1), NMQ_OUTBOX_OK);
+    nmq_outbox_ack_outcome o = NMQ_OUTBOX_ACK_REJECTED;
+    CHECK_RC(nmq_outbox_ack(ob, 1, NMQ_OUTBOX_PUBACK, 0, &o), NMQ_OUTBOX_OK);
+    CHECK(o == NMQ_OUTBOX_ACK_DONE);
+    nmq_outbox_free(ob);
+}
+
+/* Integers outside every enum the library reads from C give EINVAL (never UB), and leave the
+ * handle usable. */
+static void test_bad_enums(void)
+{
+    char p[300];
+    path_in(p, sizeof p, "enums.db");
+    nmq_outbox_config c = config(p, "b");
+    nmq_outbox *ob = NULL;
+    int bad[] = {-1, 0, 1, 2, 3, 6, 8, 255, 0x7fffffff};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        nmq_outbox_config b = config(p, "b");
+        b.sync = (nmq_outbox_sync) bad[i];
+        if (bad[i] != NMQ_OUTBOX_SYNC_NORMAL && bad[i] != NMQ_OUTBOX_SYNC_FULL) {
+            CHECK_RC(nmq_outbox_open(&b, &ob), NMQ_OUTBOX_EINVAL);
+            CHECK(ob == NULL);
+        }
+        b = config(p, "b");
+        b.full_policy = (nmq_outbox_full_policy) bad[i];
+        if (bad[i] != NMQ_OUTBOX_DROP_OLDEST && bad[i] != NMQ_OUTBOX_REJECT_NEW) {
+            CHECK_RC(nmq_outbox_open(&b, &ob), NMQ_OUTBOX_EINVAL);
+            CHECK(ob == NULL);
+        }
+        b = config(p, "b");
+        b.log_level = (nmq_outbox_log_level) bad[i];
+        if (bad[i] < NMQ_OUTBOX_LOG_ERROR || bad[i] > NMQ_OUTBOX_LOG_DEBUG) {
+            CHECK_RC(nmq_outbox_open(&b, &ob), NMQ_OUTBOX_EINVAL);
+            CHECK(ob == NULL);
+        }
+    }
+    CHECK_RC(nmq_outbox_open(&c, &ob), NMQ_OUTBOX_OK);
+    CHECK_RC(nmq_outbox_append(ob, 1, 0, u8("x"), 1, NULL), NMQ_OUTBOX_OK);
+    CHECK_RC(nmq_outbox_link_up(ob, 0), NMQ_OUTBOX_OK);
+    nmq_outbox_item it;
+    CHECK_RC(nmq_outbox_lease(ob, &it), NMQ_OUTBOX_OK);
+    CHECK_RC(nmq_outbox_bind(ob, it.seq, 40), NMQ_OUTBOX_OK);
+    nmq_outbox_item_free(&it);
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        nmq_outbox_ack_outcome o = NMQ_OUTBOX_ACK_REJECTED;
+        CHECK_RC(nmq_outbox_ack(ob, 40, (nmq_outbox_ack_type) bad[i], 0, &o), NMQ_OUTBOX_EINVAL);
+        CHECK(o == NMQ_OUTBOX_ACK_REJECTED); /* not written on error */
+    }
+    nmq_outbox_decision d;
+    for (int q = 3; q <= 255; q += 84) {
+        CHECK_RC(nmq_outbox_decide(ob, (uint8_t) q, &d), NMQ_OUTBOX_EINVAL);
+    }
+    nmq_outbox_stats st;
+    CHECK_RC(nmq_outbox_get_stats(ob, &st), NMQ_OUTBOX_OK);
+    CHECK(st.messages == 1 && st.inflight == 1);
+    CHECK_RC(nmq_outbox_ack(ob, 40, NMQ_OUTBOX_PUBACK, 0, NULL), NMQ_OUTBOX_OK);
+    nmq_outbox_free(ob);
+}
+
 /* Several threads append while one drains: the handle is thread-safe, nothing is lost. */
 #define WRITERS 4
 #define PER_WRITER 500
+
+static atomic_int writers_done;
 
 static void *writer(void *arg)
 {
     nmq_outbox *ob = arg;
     char buf[32];
+    void *rv = NULL;
     for (int i = 0; i < PER_WRITER; i++) {
         int n = snprintf(buf, sizeof buf, "w%d", i);
         if (nmq_outbox_append(ob, 1, 0, u8(buf), (size_t) n, NULL) != NMQ_OUTBOX_OK) {
-            return (void *) 1;
+            rv = (void *) 1;
+            break;
         }
     }
-    return NULL;
+    atomic_fetch_add(&writers_done, 1);
+    return rv;
+}
+
+static double now_secs(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double) ts.tv_sec + (double) ts.tv_nsec / 1e9;
 }
 
 static void test_threads(void)
@@ -328,9 +432,18 @@ static void test_threads(void)
     }
     int drained = 0;
     uint16_t pid = 1;
-    for (int spins = 0; drained < WRITERS * PER_WRITER && spins < 2000000; spins++) {
+    /* Drain while the writers append. Once every writer has returned, all their rows are in
+     * the outbox, so the first EMPTY after that means all is drained. The deadline only bounds
+     * the loop if something hangs (valgrind runs the threads one at a time: slow, not stuck). */
+    double deadline = now_secs() + 300;
+    while (drained < WRITERS * PER_WRITER && now_secs() < deadline) {
+        int done = atomic_load(&writers_done) == WRITERS; /* read before the lease */
         nmq_outbox_item it;
         if (nmq_outbox_lease(ob, &it) != NMQ_OUTBOX_OK) {
+            if (done) {
+                break;
+            }
+            sched_yield();
             continue;
         }
         nmq_outbox_bind(ob, it.seq, pid);
@@ -365,6 +478,8 @@ int main(int argc, char **argv)
     test_flow();
     test_reject_new();
     test_corrupt_file();
+    test_empty_message();
+    test_bad_enums();
     test_threads();
-    return report("c_tests test_outbox");
+    return report(argv[0]);
 }

@@ -198,7 +198,8 @@ unsafe fn config_from_c(c: &nmq_outbox_config, logger: Logger) -> Result<Config>
     Ok(cfg)
 }
 
-/// Fills `*cfg` with the defaults. Borrowed for the call. NULL is ignored.
+/// Fills `*cfg` (borrowed for the call) with the defaults. NULL is ignored (logged).
+/// Thread-safe: it touches nothing but `*cfg`.
 #[no_mangle]
 pub unsafe extern "C" fn nmq_outbox_config_init(cfg: *mut nmq_outbox_config) {
     let _ = guard("nmq_outbox_config_init", None, || {
@@ -224,8 +225,10 @@ pub unsafe extern "C" fn nmq_outbox_config_init(cfg: *mut nmq_outbox_config) {
     });
 }
 
-/// Opens a handle. `cfg` and its strings are borrowed for the call; `*out` receives a handle
-/// the caller owns (free it with `nmq_outbox_free`), or NULL on error.
+/// Opens a handle. `cfg` and its strings are borrowed for the call (copied, never kept);
+/// `*out` receives a handle the caller owns (free it with `nmq_outbox_free`), or NULL on error.
+/// `cfg.log_fn`/`cfg.log_ctx` are kept until the handle is freed. Thread-safe; a second open of
+/// the same bridge of the same file in this process gives EBUSY.
 #[no_mangle]
 pub unsafe extern "C" fn nmq_outbox_open(
     cfg: *const nmq_outbox_config,
@@ -258,32 +261,38 @@ pub unsafe extern "C" fn nmq_outbox_open(
     })
 }
 
-/// Commits and closes; the handle stays allocated (later calls give ECLOSED). Thread-safe.
+/// Commits and closes; the handle stays allocated (later calls give ECLOSED) and the caller
+/// still owns it. `ob` is borrowed (NULL gives EINVAL). Thread-safe.
 #[no_mangle]
 pub unsafe extern "C" fn nmq_outbox_close(ob: *mut nmq_outbox) -> nmq_outbox_result {
     with_handle("nmq_outbox_close", ob, |h| h.close().map(|_| NMQ_OUTBOX_OK))
 }
 
 /// Closes if needed and frees the handle, which the caller gives up. NULL is a no-op. Must be
-/// the last call on `ob`.
+/// the last call on `ob`: not thread-safe with any other call on the same handle.
 #[no_mangle]
 pub unsafe extern "C" fn nmq_outbox_free(ob: *mut nmq_outbox) {
     if ob.is_null() {
         return;
     }
-    let _ = guard("nmq_outbox_free", None, || {
-        drop(Box::from_raw(ob as *mut Outbox));
+    // SAFETY: `ob` came from `Box::into_raw` in `nmq_outbox_open` and is freed only here.
+    let ob = Box::from_raw(ob as *mut Outbox);
+    let log = ob.logger().clone();
+    let _ = guard("nmq_outbox_free", Some(&log), move || {
+        // A failed final commit is logged by close() itself; free has no result to return.
+        let _ = ob.close();
+        drop(ob);
         Ok(NMQ_OUTBOX_OK)
     });
 }
 
-/// Commits every pending write. Thread-safe.
+/// Commits every pending write. `ob` is borrowed (NULL gives EINVAL). Thread-safe.
 #[no_mangle]
 pub unsafe extern "C" fn nmq_outbox_flush(ob: *mut nmq_outbox) -> nmq_outbox_result {
     with_handle("nmq_outbox_flush", ob, |h| h.flush().map(|_| NMQ_OUTBOX_OK))
 }
 
-/// The link is up. Thread-safe.
+/// The link is up. `ob` is borrowed (NULL gives EINVAL). Thread-safe.
 #[no_mangle]
 pub unsafe extern "C" fn nmq_outbox_link_up(
     ob: *mut nmq_outbox,
@@ -294,7 +303,7 @@ pub unsafe extern "C" fn nmq_outbox_link_up(
     })
 }
 
-/// The link is down. Thread-safe.
+/// The link is down. `ob` is borrowed (NULL gives EINVAL). Thread-safe.
 #[no_mangle]
 pub unsafe extern "C" fn nmq_outbox_link_down(ob: *mut nmq_outbox) -> nmq_outbox_result {
     with_handle("nmq_outbox_link_down", ob, |h| {
@@ -302,7 +311,7 @@ pub unsafe extern "C" fn nmq_outbox_link_down(ob: *mut nmq_outbox) -> nmq_outbox
     })
 }
 
-/// Send now or store. `*out` is written on OK. Thread-safe.
+/// Send now or store. `ob` is borrowed (NULL gives EINVAL). `out` is borrowed and written on OK. Thread-safe.
 #[no_mangle]
 pub unsafe extern "C" fn nmq_outbox_decide(
     ob: *mut nmq_outbox,
@@ -350,7 +359,8 @@ unsafe fn insert(
     })
 }
 
-/// Copies `len` bytes at `data` (borrowed) to the tail. `seq_out` may be NULL. Thread-safe.
+/// Copies `len` bytes at `data` (borrowed, NULL only with `len` 0) to the tail. `ob` is borrowed (NULL gives EINVAL).
+/// `seq_out` (borrowed) may be NULL. Thread-safe.
 #[no_mangle]
 pub unsafe extern "C" fn nmq_outbox_append(
     ob: *mut nmq_outbox,
@@ -363,7 +373,8 @@ pub unsafe extern "C" fn nmq_outbox_append(
     insert(ob, None, qos, expiry_secs, data, len, seq_out)
 }
 
-/// Copies `len` bytes at `data` (borrowed) to the head. `seq_out` may be NULL. Thread-safe.
+/// Copies `len` bytes at `data` (borrowed, NULL only with `len` 0) to the head. `ob` is borrowed (NULL gives EINVAL).
+/// `seq_out` (borrowed) may be NULL. Thread-safe.
 #[no_mangle]
 pub unsafe extern "C" fn nmq_outbox_requeue_front(
     ob: *mut nmq_outbox,
@@ -377,8 +388,8 @@ pub unsafe extern "C" fn nmq_outbox_requeue_front(
     insert(ob, Some(packet_id), qos, expiry_secs, data, len, seq_out)
 }
 
-/// Fills `*item`; on OK the caller owns `item->data` until `nmq_outbox_item_free`. EMPTY when
-/// there is nothing to send now (the item is zeroed). Thread-safe.
+/// Fills `*item` (borrowed); on OK the caller owns `item->data` until `nmq_outbox_item_free`.
+/// EMPTY when there is nothing to send now (the item is zeroed). `ob` is borrowed (NULL gives EINVAL). Thread-safe.
 #[no_mangle]
 pub unsafe extern "C" fn nmq_outbox_lease(
     ob: *mut nmq_outbox,
@@ -405,8 +416,8 @@ pub unsafe extern "C" fn nmq_outbox_lease(
     })
 }
 
-/// Frees `item->data` (allocated by `nmq_outbox_lease`) and zeroes the item. NULL-safe and
-/// idempotent. Thread-safe.
+/// Frees `item->data` (allocated by `nmq_outbox_lease`, given back here) and zeroes the item,
+/// which stays the caller's. NULL-safe and idempotent. Thread-safe (for different items).
 #[no_mangle]
 pub unsafe extern "C" fn nmq_outbox_item_free(item: *mut nmq_outbox_item) {
     if item.is_null() {
@@ -424,7 +435,7 @@ pub unsafe extern "C" fn nmq_outbox_item_free(item: *mut nmq_outbox_item) {
     });
 }
 
-/// Binds a packet id to a leased row. Thread-safe.
+/// Binds a packet id to a leased row. `ob` is borrowed (NULL gives EINVAL). Thread-safe.
 #[no_mangle]
 pub unsafe extern "C" fn nmq_outbox_bind(
     ob: *mut nmq_outbox,
@@ -436,7 +447,7 @@ pub unsafe extern "C" fn nmq_outbox_bind(
     })
 }
 
-/// Returns a leased row to the queue. Thread-safe.
+/// Returns a leased row to the queue. `ob` is borrowed (NULL gives EINVAL). Thread-safe.
 #[no_mangle]
 pub unsafe extern "C" fn nmq_outbox_unlease(ob: *mut nmq_outbox, seq: i64) -> nmq_outbox_result {
     with_handle("nmq_outbox_unlease", ob, |h| {
@@ -444,7 +455,7 @@ pub unsafe extern "C" fn nmq_outbox_unlease(ob: *mut nmq_outbox, seq: i64) -> nm
     })
 }
 
-/// An acknowledgement. `outcome` may be NULL. Thread-safe.
+/// An acknowledgement. `ob` is borrowed (NULL gives EINVAL). `outcome` (borrowed) may be NULL. Thread-safe.
 #[no_mangle]
 pub unsafe extern "C" fn nmq_outbox_ack(
     ob: *mut nmq_outbox,
@@ -473,7 +484,7 @@ pub unsafe extern "C" fn nmq_outbox_ack(
     })
 }
 
-/// Writes the counters to `*out` (borrowed). Thread-safe.
+/// Writes the counters to `*out` (borrowed). `ob` is borrowed (NULL gives EINVAL). Thread-safe.
 #[no_mangle]
 pub unsafe extern "C" fn nmq_outbox_get_stats(
     ob: *mut nmq_outbox,
@@ -501,7 +512,7 @@ pub unsafe extern "C" fn nmq_outbox_get_stats(
     })
 }
 
-/// A static string for any code. Never NULL; the caller must not free it.
+/// A static string for any code. Never NULL; the caller must not free it. Thread-safe.
 #[no_mangle]
 pub extern "C" fn nmq_outbox_strerror(result: nmq_outbox_result) -> *const c_char {
     let s: &'static CStr = match result {
@@ -523,7 +534,7 @@ pub extern "C" fn nmq_outbox_strerror(result: nmq_outbox_result) -> *const c_cha
     s.as_ptr()
 }
 
-/// The library version, static.
+/// The library version: a static string, never NULL, not to be freed. Thread-safe.
 #[no_mangle]
 pub extern "C" fn nmq_outbox_version() -> *const c_char {
     concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr() as *const c_char
@@ -574,5 +585,36 @@ mod tests {
     fn a_panic_becomes_einternal() {
         let rc = guard("test", None, || panic!("boom"));
         assert_eq!(rc, NMQ_OUTBOX_EINTERNAL);
+    }
+
+    #[test]
+    fn a_panic_and_an_error_are_logged_on_the_given_logger() {
+        use std::sync::{Arc, Mutex};
+        let lines = Arc::new(Mutex::new(Vec::<(Level, String)>::new()));
+        let sink = lines.clone();
+        let log = Logger::new(
+            Some(Arc::new(move |l: Level, m: &str| {
+                sink.lock().unwrap().push((l, m.to_string()))
+            })),
+            Level::Debug,
+        );
+        let rc = guard(
+            "nmq_outbox_x",
+            Some(&log),
+            || -> Result<nmq_outbox_result> { panic!("boom {}", 7) },
+        );
+        assert_eq!(rc, NMQ_OUTBOX_EINTERNAL);
+        let rc = guard("nmq_outbox_y", Some(&log), || Err(Error::Closed));
+        assert_eq!(rc, NMQ_OUTBOX_ECLOSED);
+        assert_eq!(
+            guard("nmq_outbox_z", Some(&log), || Ok(NMQ_OUTBOX_EMPTY)),
+            1
+        );
+        let lines = lines.lock().unwrap();
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert_eq!(lines[0].0, Level::Error);
+        assert!(lines[0].1.starts_with("nmq_outbox_x: ") && lines[0].1.contains("boom 7"));
+        assert_eq!(lines[1].0, Level::Warn);
+        assert!(lines[1].1.starts_with("nmq_outbox_y: "));
     }
 }
