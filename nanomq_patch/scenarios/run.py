@@ -1,0 +1,528 @@
+#!/usr/bin/env python3
+"""Outage scenarios for NanoMQ's MQTT bridge, stock versus patched with nmq-outbox.
+
+It builds nothing: it takes a built `nanomq` binary. Run as root (network namespaces):
+
+    run.py run --nanomq /path/to/nanomq --label stock --scenario linkdown --out results/
+    run.py report results/            # markdown tables of every result.json below results/
+    run.py analyse results/           # recompute the result.json files from the logs
+
+Topology, created by this script and removed on exit (also on Ctrl-C / SIGTERM):
+    netns <prefix>a: NanoMQ (listener 127.0.0.1:1883) + the publisher, veth 10.99.1.1/24
+    netns <prefix>b: mosquitto (the remote, 10.99.1.2:1883) + the subscriber, veth 10.99.1.2/24
+No address outside 10.99.1.0/24 and the namespaces' own loopback is used.
+
+The bridge uses the reported configuration (MQTT 5, clean_start false, keepalive 3 s,
+forwards test1..test5 at QoS 1,1,2,2,2, max_send_queue_len 256, max_parallel_processes 32,
+cancel_timeout 5000, resend_interval 50, resend_wait 65000, cache disk_cache_size 102400 and
+flush_mem_threshold 100). The publisher sends test1 at 5 msg/s and test2..test5 at 1 msg/s
+(QoS 1,1,2,2,2), payload "topic|seq|publish time". Timeline: 10 s normal, 100 s outage,
+20 s more, publisher stops, 60 s drain.
+
+Scenarios:
+    linkdown   the NanoMQ side of the veth goes down (like `docker network disconnect`)
+    blackhole  every packet between the two namespaces is dropped (iptables DROP, no RST)
+    drain-cut  linkdown; after the restore, as soon as the first backlog message reaches the
+               subscriber, a second 20 s linkdown cut hits the drain
+    kill       linkdown; 50 s into the outage NanoMQ gets SIGKILL and is restarted 2 s later
+
+"sent" counts the messages NanoMQ acknowledged to the publisher (PUBACK / PUBCOMP): from then
+on they are NanoMQ's responsibility. Needs: iproute2, iptables, mosquitto, paho-mqtt (pip).
+"""
+import argparse
+import atexit
+import bisect
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+TOPICS = {"test1": (1, 0.2), "test2": (1, 1.0), "test3": (2, 1.0), "test4": (2, 1.0),
+          "test5": (2, 1.0)}  # topic: (QoS, interval)
+A_ADDR, B_ADDR = "10.99.1.1", "10.99.1.2"
+SCENARIOS = ("linkdown", "blackhole", "drain-cut", "kill")
+
+NANOMQ_CONF = """\
+mqtt {{
+    max_packet_size = 1MB
+}}
+listeners.tcp {{
+    bind = "127.0.0.1:1883"
+}}
+log {{
+    to = [file]
+    level = {log_level}
+    dir = "{dir}"
+    file = "nanomq.log"
+}}
+bridges.mqtt.remote {{
+    server = "mqtt-tcp://{remote}:1883"
+    proto_ver = 5
+    clientid = "bridge_client_123"
+    clean_start = false
+    keepalive = 3s
+    backoff_max = 10s
+    forwards = [
+        {{ remote_topic = "test1", local_topic = "test1", qos = 1 }}
+        {{ remote_topic = "test2", local_topic = "test2", qos = 1 }}
+        {{ remote_topic = "test3", local_topic = "test3", qos = 2 }}
+        {{ remote_topic = "test4", local_topic = "test4", qos = 2 }}
+        {{ remote_topic = "test5", local_topic = "test5", qos = 2 }}
+    ]
+    subscription = [
+        {{ remote_topic = "test6", local_topic = "test6", qos = 2 }}
+    ]
+    max_parallel_processes = 32
+    max_send_queue_len = 256
+    max_recv_queue_len = 256
+    resend_interval = 50
+    resend_wait = 65000
+    cancel_timeout = 5000
+    retry_qos_0 = true
+}}
+bridges.mqtt.cache {{
+    disk_cache_size = 102400
+    mounted_file_path = "{dir}/cache/"
+    flush_mem_threshold = 100
+    resend_interval = 5000
+}}
+"""
+
+MOSQUITTO_CONF = """\
+listener 1883 0.0.0.0
+user root
+allow_anonymous true
+persistence false
+max_queued_messages 1000000
+log_dest file {dir}/mosquitto.log
+log_type error
+log_type warning
+log_type notice
+log_type information
+connection_messages true
+{extra}"""
+
+
+def sh(*cmd, check=True):
+    r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if check and r.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)}: {r.stdout.strip()}")
+    return r
+
+
+def paho():
+    try:
+        import paho.mqtt.client as mqtt
+    except ImportError:
+        sys.exit("paho-mqtt is missing: pip install paho-mqtt")
+    return mqtt
+
+
+# ---------------------------------------------------------------------------------------------
+# Roles run inside a namespace (ip netns exec ... run.py pub|sub)
+
+def role_pub(args):
+    """Publishes the schedule for args.duration seconds; logs publish calls and acks."""
+    mqtt = paho()
+    out = open(args.out, "a", buffering=1)
+    lock = threading.Lock()  # never held while calling paho (its callbacks hold its own locks)
+    pending = {}  # mid -> (topic, seq)
+    early = {}  # mid -> ack time, for an ack that beat the bookkeeping below
+
+    def on_publish(client, userdata, mid, reason_code=None, properties=None):
+        now = time.time()
+        with lock:
+            ts = pending.pop(mid, None)
+            if ts is None:
+                early[mid] = now
+        if ts:
+            out.write(f"A {now:.3f} {ts[0]} {ts[1]}\n")
+
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="scenario_pub",
+                    protocol=mqtt.MQTTv311, clean_session=True)
+    c.on_publish = on_publish
+    c.max_inflight_messages_set(1000)
+    c.max_queued_messages_set(0)
+    c.reconnect_delay_set(1, 2)
+    c.connect_async(args.host, args.port, keepalive=10)
+    c.loop_start()
+    seq = {t: 0 for t in TOPICS}
+    start = time.monotonic()
+    tick = 0
+    while True:
+        due = start + tick * 0.2
+        now = time.monotonic()
+        if due - start >= args.duration:
+            break
+        if due > now:
+            time.sleep(due - now)
+        for topic, (qos, every) in TOPICS.items():
+            if tick % round(every / 0.2) == 0:
+                seq[topic] += 1
+                t = time.time()
+                out.write(f"P {t:.3f} {topic} {seq[topic]}\n")
+                info = c.publish(topic, f"{topic}|{seq[topic]}|{t:.3f}", qos=qos)
+                with lock:
+                    acked = early.pop(info.mid, None)
+                    if acked is None:
+                        pending[info.mid] = (topic, seq[topic])
+                if acked is not None:
+                    out.write(f"A {acked:.3f} {topic} {seq[topic]}\n")
+        tick += 1
+    time.sleep(args.linger)  # late acks (e.g. after NanoMQ restarted)
+    c.loop_stop()
+    c.disconnect()
+    out.write(f"END {time.time():.3f}\n")
+
+
+def role_sub(args):
+    """Subscribes to test1..test5 at QoS 2 on the remote; logs every delivery."""
+    mqtt = paho()
+    out = open(args.out, "a", buffering=1)
+
+    def on_connect(client, userdata, flags, reason_code, properties=None):
+        client.subscribe([(t, 2) for t in TOPICS])
+        out.write(f"C {time.time():.3f}\n")
+
+    def on_message(client, userdata, msg):
+        try:
+            topic, seq, tpub = msg.payload.decode().split("|")
+        except ValueError:
+            return
+        out.write(f"R {time.time():.3f} {topic} {seq} {tpub} {int(msg.dup)} {msg.mid}\n")
+
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="scenario_sub",
+                    protocol=mqtt.MQTTv5)
+    c.on_connect = on_connect
+    c.on_message = on_message
+    c.reconnect_delay_set(1, 2)
+    c.connect_async(args.host, args.port, keepalive=30)
+    c.loop_start()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *a: stop.set())
+    stop.wait(args.duration)
+    c.loop_stop()
+
+
+# ---------------------------------------------------------------------------------------------
+# The orchestrator
+
+class Lab:
+    def __init__(self, out, prefix):
+        self.out = out
+        self.a, self.b = prefix + "a", prefix + "b"
+        self.procs = {}
+        self.events = open(os.path.join(out, "events.log"), "a", buffering=1)
+        self.cut_kind = None
+
+    def event(self, what):
+        self.events.write(f"{time.time():.3f} {what}\n")
+        print(f"[{time.strftime('%H:%M:%S')}] {what}", flush=True)
+
+    def up(self):
+        self.down()
+        sh("ip", "netns", "add", self.a)
+        sh("ip", "netns", "add", self.b)
+        sh("ip", "link", "add", "nmqsc0", "netns", self.a, "type", "veth",
+           "peer", "name", "nmqsc1", "netns", self.b)
+        for ns, dev, addr in ((self.a, "nmqsc0", A_ADDR), (self.b, "nmqsc1", B_ADDR)):
+            sh("ip", "-n", ns, "addr", "add", addr + "/24", "dev", dev)
+            sh("ip", "-n", ns, "link", "set", dev, "up")
+            sh("ip", "-n", ns, "link", "set", "lo", "up")
+
+    def down(self):
+        for name in list(self.procs):
+            self.stop(name, signal.SIGKILL)
+        for ns in (self.a, self.b):
+            sh("ip", "netns", "del", ns, check=False)
+
+    def start(self, name, ns, cmd, cwd=None, env=None):
+        log = open(os.path.join(self.out, name + ".out"), "a")
+        e = dict(os.environ)
+        e.update(env or {})
+        self.procs[name] = subprocess.Popen(["ip", "netns", "exec", ns] + cmd, cwd=cwd,
+                                            stdout=log, stderr=subprocess.STDOUT, env=e,
+                                            start_new_session=True)
+        return self.procs[name]
+
+    def stop(self, name, sig=signal.SIGTERM, wait=10):
+        p = self.procs.pop(name, None)
+        if p is None or p.poll() is not None:
+            return
+        try:
+            os.killpg(p.pid, sig)
+            p.wait(timeout=wait)
+        except (subprocess.TimeoutExpired, ProcessLookupError):
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            p.wait(timeout=5)
+
+    def cut(self, kind):
+        self.cut_kind = kind
+        if kind == "blackhole":
+            sh("ip", "netns", "exec", self.a, "iptables", "-I", "INPUT", "-s", B_ADDR, "-j", "DROP")
+            sh("ip", "netns", "exec", self.a, "iptables", "-I", "OUTPUT", "-d", B_ADDR, "-j", "DROP")
+        else:
+            sh("ip", "-n", self.a, "link", "set", "nmqsc0", "down")
+        self.event(f"cut {kind}")
+
+    def restore(self):
+        if self.cut_kind == "blackhole":
+            sh("ip", "netns", "exec", self.a, "iptables", "-D", "INPUT", "-s", B_ADDR, "-j", "DROP")
+            sh("ip", "netns", "exec", self.a, "iptables", "-D", "OUTPUT", "-d", B_ADDR, "-j", "DROP")
+        else:
+            sh("ip", "-n", self.a, "link", "set", "nmqsc0", "up")
+        self.cut_kind = None
+        self.event("restore")
+
+
+def wait_for(pred, timeout, step=0.05):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pred():
+            return True
+        time.sleep(step)
+    return False
+
+
+def read_lines(path, tag):
+    try:
+        with open(path) as f:
+            return [l.split() for l in f if l.startswith(tag + " ")]
+    except FileNotFoundError:
+        return []
+
+
+def cmd_run(args):
+    if os.geteuid() != 0:
+        sys.exit("run needs root (network namespaces)")
+    nanomq = os.path.abspath(args.nanomq)
+    out = os.path.abspath(os.path.join(args.out, f"{args.label}-{args.scenario}"))
+    os.makedirs(os.path.join(out, "cache"), exist_ok=True)
+    for f in os.listdir(out):
+        if f.endswith((".log", ".out", ".json", ".db", ".db-wal", ".db-shm")):
+            os.remove(os.path.join(out, f))
+    k = args.scale
+    normal, outage, after, drain = 10 * k, 100 * k, 20 * k, 60 * k
+    lab = Lab(out, args.prefix)
+    atexit.register(lab.down)
+    for s in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(s, lambda *a: sys.exit(f"stopped by signal"))
+    me = os.path.abspath(__file__)
+    py = sys.executable
+    with open(os.path.join(out, "nanomq.conf"), "w") as f:
+        f.write(NANOMQ_CONF.format(dir=out, remote=B_ADDR, log_level=args.log_level))
+    with open(os.path.join(out, "mosquitto.conf"), "w") as f:
+        f.write(MOSQUITTO_CONF.format(dir=out, extra="".join(l + "\n" for l in args.mosquitto)))
+    nmq_env = {"NANOMQ_PID_FILE": os.path.join(out, "nanomq.pid")}
+    nmq_cmd = [nanomq, "start", "--conf", os.path.join(out, "nanomq.conf")]
+
+    lab.up()
+    lab.event(f"setup {args.label} {args.scenario} nanomq={nanomq}")
+    lab.start("mosquitto", lab.b, ["mosquitto", "-c", os.path.join(out, "mosquitto.conf")])
+    time.sleep(0.5)
+    total = normal + outage + after + drain + 120
+    lab.start("sub", lab.b, [py, me, "sub", "--host", "127.0.0.1", "--port", "1883",
+                             "--out", os.path.join(out, "sub.log"), "--duration", str(total)])
+    if not wait_for(lambda: read_lines(os.path.join(out, "sub.log"), "C"), 15):
+        sys.exit("the subscriber did not connect to mosquitto")
+    lab.start("nanomq", lab.a, nmq_cmd, cwd=out, env=nmq_env)
+    mlog = os.path.join(out, "mosquitto.log")
+    def bridge_in_log():
+        return os.path.exists(mlog) and "bridge_client_123" in open(mlog).read()
+    if not wait_for(bridge_in_log, 30):
+        sys.exit("the NanoMQ bridge did not connect to mosquitto")
+    lab.event("bridge connected")
+    time.sleep(1)
+    pub_dur = normal + outage + after
+    lab.start("pub", lab.a, [py, me, "pub", "--host", "127.0.0.1", "--port", "1883",
+                             "--out", os.path.join(out, "pub.log"), "--duration", str(pub_dur),
+                             "--linger", "5"])
+    t0 = time.monotonic()
+    lab.event("publisher started")
+
+    def until(t):
+        time.sleep(max(0.0, t0 + t - time.monotonic()))
+
+    until(normal)
+    lab.cut("blackhole" if args.scenario == "blackhole" else "linkdown")
+    if args.scenario == "kill":
+        until(normal + outage / 2)
+        lab.stop("nanomq", signal.SIGKILL)
+        lab.event("nanomq SIGKILL")
+        time.sleep(2)
+        lab.start("nanomq", lab.a, nmq_cmd, cwd=out, env=nmq_env)
+        lab.event("nanomq restarted")
+    until(normal + outage)
+    lab.restore()
+    if args.scenario == "drain-cut":
+        restore_t = time.time()
+
+        def backlog_seen():
+            return any(float(r[1]) > restore_t and float(r[4]) < restore_t
+                       for r in read_lines(os.path.join(out, "sub.log"), "R")[-50:])
+        seen = wait_for(backlog_seen, 30 * max(k, 0.34), step=0.02)
+        lab.event("first backlog delivery" if seen else "no backlog delivery within 30 s")
+        lab.cut("linkdown")
+        time.sleep(20 * k)
+        lab.restore()
+    lab.procs["pub"].wait(timeout=pub_dur + 120)
+    lab.event("publisher stopped")
+    time.sleep(drain)
+    lab.event("drain over")
+    lab.stop("sub")
+    lab.stop("nanomq")
+    lab.stop("mosquitto")
+    lab.down()
+    res = analyse(out, args.label, args.scenario)
+    with open(os.path.join(out, "result.json"), "w") as f:
+        json.dump(res, f, indent=1)
+    print(json.dumps(res["total"]))
+
+
+# ---------------------------------------------------------------------------------------------
+# Analysis
+
+def longest_increasing(seq):
+    tails = []
+    for x in seq:
+        i = bisect.bisect_left(tails, x)
+        tails[i:i + 1] = [x]
+    return len(tails)
+
+
+def analyse(out, label, scenario):
+    ev = [l.rstrip("\n").split(" ", 1) for l in open(os.path.join(out, "events.log"))]
+    ev = [(float(t), what) for t, what in ev]
+    cuts = [t for t, w in ev if w.startswith("cut")]
+    restores = [t for t, w in ev if w == "restore"]
+    pub = read_lines(os.path.join(out, "pub.log"), "P")
+    acked = {(r[2], int(r[3])) for r in read_lines(os.path.join(out, "pub.log"), "A")}
+    published = {(r[2], int(r[3])): float(r[1]) for r in pub}
+    recv = read_lines(os.path.join(out, "sub.log"), "R")
+    res = {"label": label, "scenario": scenario, "topics": {}}
+    tot = dict(published=0, sent=0, received=0, unique=0, lost=0, duplicated=0,
+               out_of_order=0, lost_unacked=0)
+    first_cut, last_restore = (cuts[0] if cuts else 0), (restores[-1] if restores else 0)
+    backlog_first, backlog_last, remote = None, None, []
+    for topic in TOPICS:
+        sent = {s for (t, s) in acked if t == topic}
+        pubd = {s for (t, s) in published if t == topic}
+        seen, order, intake, dup = set(), [], [], 0
+        for r in recv:
+            if r[2] != topic:
+                continue
+            s = int(r[3])
+            if s in seen:
+                dup += 1
+                continue
+            seen.add(s)
+            order.append(s)
+            if len(r) > 6:
+                intake.append((int(r[6]), s))
+            tpub = float(r[4])
+            if first_cut <= tpub < last_restore:
+                trecv = float(r[1])
+                backlog_last = trecv if backlog_last is None else max(backlog_last, trecv)
+                if trecv >= last_restore:
+                    backlog_first = (trecv if backlog_first is None
+                                     else min(backlog_first, trecv))
+        # out of order: the fewest deliveries to take away for the rest to be in order
+        # (first deliveries only; length minus the longest increasing subsequence)
+        ooo = len(order) - longest_increasing(order)
+        # The same, in the order mosquitto took the messages in: it numbers the PUBLISHes to
+        # the subscriber when it queues them, so sorting by that packet id undoes its own
+        # delivery reordering (a new message may overtake older ones still queued for the
+        # subscriber when max_inflight_messages is reached). None without packet ids.
+        intake.sort()
+        ooo_remote = (len(intake) - longest_increasing([x for _, x in intake])
+                      if len(intake) == len(order) and len(intake) < 65000 else None)
+        d = dict(published=len(pubd), sent=len(sent), received=len(seen) + dup,
+                 unique=len(seen), lost=len(sent - seen), duplicated=dup, out_of_order=ooo,
+                 lost_unacked=len((pubd - sent) - seen))
+        res["topics"][topic] = d
+        for key in tot:
+            tot[key] += d[key]
+        d["out_of_order_at_remote"] = ooo_remote
+        remote.append(ooo_remote)
+    tot["out_of_order_at_remote"] = None if None in remote else sum(remote)
+    tot["drain_s"] = round(backlog_last - last_restore, 1) if backlog_last else None
+    # the first backlog message after the (last) restore marks the reconnect, whose delay is
+    # the transport's (reconnect backoff, SYN retries after a silent drop), not the cache's
+    tot["first_backlog_s"] = round(backlog_first - last_restore, 1) if backlog_first else None
+    log = os.path.join(out, "nanomq.log")
+    text = open(log, errors="replace").read() if os.path.exists(log) else ""
+    tot["ctx_msgs_lost_lines"] = text.count("Cached Message in ctx_msgs is lost")
+    res["total"] = tot
+    return res
+
+
+def cmd_analyse(args):
+    for d in args.dirs:
+        for root, _, files in os.walk(d):
+            if "result.json" in files and "events.log" in files:
+                old = json.load(open(os.path.join(root, "result.json")))
+                res = analyse(root, old["label"], old["scenario"])
+                with open(os.path.join(root, "result.json"), "w") as f:
+                    json.dump(res, f, indent=1)
+
+
+def cmd_report(args):
+    rows = []
+    for d in args.dirs:
+        for root, _, files in os.walk(d):
+            if "result.json" in files:
+                rows.append(json.load(open(os.path.join(root, "result.json"))))
+    order = {s: i for i, s in enumerate(SCENARIOS)}
+    rows.sort(key=lambda r: (order.get(r["scenario"], 9), r["label"]))
+    print("| scenario | build | sent (acked by NanoMQ) | received | lost | duplicated | "
+          "out of order at the subscriber | out of order as mosquitto took them in | "
+          "restore to first / last backlog msg (s) | 'ctx_msgs is lost' log lines |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        t = r["total"]
+        drain = "-" if t["drain_s"] is None else f"{t.get('first_backlog_s')} / {t['drain_s']}"
+        remote = t.get("out_of_order_at_remote")
+        print(f"| {r['scenario']} | {r['label']} | {t['sent']} | {t['received']} | {t['lost']} | "
+              f"{t['duplicated']} | {t['out_of_order']} | {'-' if remote is None else remote} | "
+              f"{drain} | {t['ctx_msgs_lost_lines']} |")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run")
+    r.add_argument("--nanomq", required=True, help="the nanomq binary to test")
+    r.add_argument("--label", required=True, help="e.g. stock or patched")
+    r.add_argument("--scenario", required=True, choices=SCENARIOS)
+    r.add_argument("--out", required=True)
+    r.add_argument("--scale", type=float, default=1.0, help="time scale (1 = the full timeline)")
+    r.add_argument("--prefix", default="nmqsc", help="namespace name prefix")
+    r.add_argument("--log-level", default="warn")
+    r.add_argument("--mosquitto", action="append", default=[],
+                   help="an extra mosquitto.conf line, e.g. 'max_inflight_messages 0'")
+    p = sub.add_parser("pub")
+    s = sub.add_parser("sub")
+    for x in (p, s):
+        x.add_argument("--host", required=True)
+        x.add_argument("--port", type=int, required=True)
+        x.add_argument("--out", required=True)
+        x.add_argument("--duration", type=float, required=True)
+    p.add_argument("--linger", type=float, default=5)
+    rep = sub.add_parser("report")
+    rep.add_argument("dirs", nargs="+")
+    ana = sub.add_parser("analyse", help="recompute result.json from the logs")
+    ana.add_argument("dirs", nargs="+")
+    args = ap.parse_args()
+    {"run": cmd_run, "pub": role_pub, "sub": role_sub, "report": cmd_report,
+     "analyse": cmd_analyse}[args.cmd](args)
+
+
+if __name__ == "__main__":
+    main()
