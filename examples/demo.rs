@@ -1,51 +1,69 @@
 //! The main job: the outage of the original report, through the outbox, against a real broker.
 //!
-//! Forwards test1..test5 at QoS 1,1,2,2,2 (test1 at 5 msg/s, the others at 1 msg/s), 10 s
-//! normal, 100 s link down, 20 s more, stop, up to 60 s drain; then the table. By default the
-//! timeline is compressed 10x with 10x the rates (the same ~1170 messages) and runs against a
-//! mosquitto started here on loopback.
+//! Forwards test1..test5 at QoS 1,1,2,2,2 (test1 at 5 msg/s, the others at 1 msg/s): 10 s
+//! normal, 100 s with the link cut, 20 s more, stop, drain (at most 60 s); then the table. By
+//! default the timeline is compressed 10x with 10x the rates (the same ~1170 messages, about
+//! 15 s) against a mosquitto started here on 127.0.0.1, behind a fault proxy also started here.
 //!
 //!   cargo run --release --example demo                    # compressed, embedded mosquitto
 //!   cargo run --release --example demo -- --full          # the real 100 s timeline
+//!   cargo run --release --example demo -- --silent        # a silent blackhole, not a cut
 //!   cargo run --release --example demo -- --broker 127.0.0.1:1883   # an external broker
+//!
+//! Exit status 0 when nothing was lost, nothing out of order, and the outbox drained.
 
 #[path = "../tests/harness/mod.rs"]
 mod harness;
 
-use harness::*;
-use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use harness::scenario::run;
+use harness::{Fault, Plan};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::Duration;
+
+const USAGE: &str = "usage: demo [--full] [--silent] [--broker HOST:PORT]
+  --full               the real timeline: 10 s normal, 100 s outage, 20 s more, 60 s drain
+                       (default: compressed 10x with 10x the rates, same message count)
+  --silent             the outage is a silent blackhole (no RST; found by keepalive)
+                       instead of a cut with RST
+  --broker HOST:PORT   use this broker instead of a mosquitto started here";
 
 struct Args {
     full: bool,
+    silent: bool,
     broker: Option<SocketAddr>,
 }
 
 fn args() -> Args {
     let mut a = Args {
         full: false,
+        silent: false,
         broker: None,
     };
     let mut it = std::env::args().skip(1);
+    let fail = |m: String| -> ! {
+        eprintln!("demo: {m}\n{USAGE}");
+        std::process::exit(2)
+    };
     while let Some(x) = it.next() {
         match x.as_str() {
             "--full" => a.full = true,
+            "--silent" => a.silent = true,
             "--broker" => {
-                let v = it.next().expect("--broker HOST:PORT");
-                let addr = std::net::ToSocketAddrs::to_socket_addrs(&v)
-                    .expect("--broker HOST:PORT")
+                let v = it
                     .next()
-                    .expect("--broker HOST:PORT");
+                    .unwrap_or_else(|| fail("--broker needs HOST:PORT".into()));
+                let addr = v
+                    .to_socket_addrs()
+                    .ok()
+                    .and_then(|mut i| i.next())
+                    .unwrap_or_else(|| fail(format!("cannot resolve {v:?}")));
                 a.broker = Some(addr);
             }
             "-h" | "--help" => {
-                println!("usage: demo [--full] [--broker HOST:PORT]");
+                println!("{USAGE}");
                 std::process::exit(0);
             }
-            other => panic!("unknown option {other} (try --help)"),
+            other => fail(format!("unknown option {other}")),
         }
     }
     a
@@ -59,140 +77,93 @@ async fn main() {
     } else {
         (10, Duration::from_millis(100))
     };
-    let secs = |n: u64| unit * n as u32;
-    let (normal, outage, after, drain_max) = (secs(10), secs(100), secs(20), secs(60));
-
-    let _broker_guard;
-    let broker = match a.broker {
-        Some(b) => b,
-        None => {
-            let m = Mosquitto::start();
-            let b = m.addr();
-            _broker_guard = m;
-            b
-        }
+    let fault = if a.silent {
+        Fault::Blackhole
+    } else {
+        Fault::Cut
     };
-    let proxy = Proxy::start(broker).await;
-    let sub = Subscriber::start(broker, &format!("nmq-demo-sub-{}", std::process::id())).await;
-    let dir = tempfile::tempdir().unwrap();
-    let driver = Arc::new(Driver::start(DriverConfig {
-        broker: proxy.addr,
-        client_id: format!("nmq-demo-bridge-{}", std::process::id()),
-        keepalive: Duration::from_secs(3),
-        db: dir.path().join("nmq_outbox.db"),
-        window: 32,
-    }));
+    let what = if a.silent {
+        "silent blackhole"
+    } else {
+        "link cut (RST)"
+    };
+    let mut plan = Plan::compressed(&format!("100 s {what}"), fault, unit * 100);
+    plan.scale = scale;
+    plan.normal = unit * 10;
+    plan.after = unit * 20;
+    plan.drain_max = unit * 600; // 60 s on the full timeline, with room when compressed
+    plan.keepalive = if a.full {
+        Duration::from_secs(5)
+    } else {
+        Duration::from_secs(1)
+    };
+    plan.broker = a.broker;
+    plan.progress = Some(if a.full {
+        Duration::from_secs(5)
+    } else {
+        Duration::from_secs(1)
+    });
+    plan.client_prefix = format!("nmq-demo-{}", std::process::id());
+
     println!(
-        "nmq-outbox demo: broker {broker} through a fault proxy at {}, outbox {}",
-        proxy.addr,
-        dir.path().join("nmq_outbox.db").display()
+        "nmq-outbox demo: {} through a fault proxy on 127.0.0.1, the outbox in a temp dir",
+        match a.broker {
+            Some(b) => format!("broker {b}"),
+            None => "a mosquitto started here on 127.0.0.1".into(),
+        }
     );
     println!(
-        "timeline{}: {:.0} s normal, {:.0} s link down, {:.0} s more, stop, drain (<= {:.0} s)",
+        "timeline{}: {:.0} s normal, {:.0} s {what}, {:.0} s more, stop, drain; \
+         test1..test5 at QoS 1,1,2,2,2, {} msg/s in all; keepalive {} s",
         if a.full {
             ""
         } else {
             " (compressed 10x, rates 10x)"
         },
-        normal.as_secs_f64(),
-        outage.as_secs_f64(),
-        after.as_secs_f64(),
-        drain_max.as_secs_f64()
+        plan.normal.as_secs_f64(),
+        plan.outage.as_secs_f64(),
+        plan.after.as_secs_f64(),
+        9 * scale,
+        plan.keepalive.as_secs()
     );
+    let o = run(plan).await;
 
-    let sent = Arc::new(Mutex::new(HashMap::new()));
-    let stop = Arc::new(AtomicBool::new(false));
-    let publisher = spawn_publisher(Arc::clone(&driver), scale, Arc::clone(&sent), stop.clone());
-    let start = Instant::now();
-    let progress = |phase: &str| {
-        let s: u64 = sent.lock().unwrap().values().sum();
-        let st = driver.outbox.stats().unwrap();
-        println!(
-            "[{:6.1} s] {phase:<10} sent {s:5}  received {:5}  stored {:5}  in flight {:3}  link {}",
-            start.elapsed().as_secs_f64(),
-            sub.count(),
-            st.messages,
-            st.inflight,
-            if st.link_up { "up" } else { "down" }
-        );
-    };
-    let run_phase = |phase: &'static str, d: Duration| {
-        let progress = &progress;
-        async move {
-            let end = tokio::time::Instant::now() + d;
-            let step = if a.full {
-                Duration::from_secs(5)
-            } else {
-                Duration::from_secs(1)
-            };
-            while tokio::time::Instant::now() < end {
-                let next = (tokio::time::Instant::now() + step).min(end);
-                tokio::time::sleep_until(next).await;
-                progress(phase);
-            }
-        }
-    };
-
-    run_phase("normal", normal).await;
-    proxy.cut();
-    println!("--- link cut (connections reset, new ones refused)");
-    run_phase("link down", outage).await;
-    let backlog_sent: HashMap<String, u64> = sent.lock().unwrap().clone();
-    let restored = Instant::now();
-    proxy.restore();
-    println!("--- link restored");
-    run_phase("restored", after).await;
-    stop.store(true, Ordering::Relaxed);
-    publisher.await.unwrap();
-    let sent_all: HashMap<String, u64> = sent.lock().unwrap().clone();
-    println!("--- publisher stopped; draining");
-    let drained = driver.wait_empty(drain_max).await;
-    sub.wait_for(drain_max, |r| tally(&sent_all, r).lost == 0)
-        .await;
-    progress("drained");
-
-    let received = sub.received.lock().unwrap().clone();
-    let r = tally(&sent_all, &received);
-    let mut last_backlog = restored;
-    for (t, p) in &received {
-        let s = String::from_utf8_lossy(p);
-        if let Some((topic, n)) = s.rsplit_once(':') {
-            let n: u64 = n.parse().unwrap_or(0);
-            if backlog_sent.get(topic).is_some_and(|&b| n <= b) && *t > last_backlog {
-                last_backlog = *t;
-            }
-        }
-    }
-    let st = driver.outbox.stats().unwrap();
+    let r = &o.report;
     println!();
     println!("| scenario | sent | received | lost | duplicated | out of order | restore to last backlog message |");
     println!("|---|---|---|---|---|---|---|");
-    println!(
-        "| {:.0} s link down | {} | {} | {} | {} | {} | {:.2} s |",
-        outage.as_secs_f64(),
-        r.sent,
-        r.received,
-        r.lost,
-        r.duplicated,
-        r.out_of_order,
-        last_backlog.duration_since(restored).as_secs_f64()
-    );
+    println!("{}", o.row());
     println!();
+    let s = &o.stats;
+    let c = &o.counters;
     println!(
-        "outbox: enqueued {}, acked {}, resent {}, dropped {} (full {}, expired {}, rejected {})",
-        st.enqueued,
-        st.acked,
-        st.resent,
-        st.dropped_full + st.dropped_expired + st.dropped_rejected,
-        st.dropped_full,
-        st.dropped_expired,
-        st.dropped_rejected
+        "bridge: {} sent directly, {} stored in the outbox; {} link losses, {} connections; \
+         {} resends with DUP, {} resumed with PUBREL",
+        c.direct_total, c.appended, c.link_losses, c.connects, c.dup_packets, c.pubrel_resumes
     );
-    sub.stop();
-    Arc::try_unwrap(driver).ok().unwrap().stop().await;
-    if r.lost > 0 || !drained {
-        println!("RESULT: {} messages lost", r.lost);
+    println!(
+        "outbox: enqueued {}, acked {}, dropped {} (full {}, expired {}, rejected {}); \
+         duplicates only for messages in flight at a loss: {}",
+        s.enqueued,
+        s.acked,
+        s.dropped_full + s.dropped_expired + s.dropped_rejected,
+        s.dropped_full,
+        s.dropped_expired,
+        s.dropped_rejected,
+        if o.unexplained_duplicates.is_empty() {
+            "yes"
+        } else {
+            "NO"
+        }
+    );
+    let ok = r.lost == 0 && r.out_of_order == 0 && o.drained && o.g1.is_ok();
+    if ok {
+        println!("RESULT: nothing lost, in order");
+    } else {
+        println!(
+            "RESULT: FAILED: {} lost, {} out of order, drained: {}, {:?}",
+            r.lost, r.out_of_order, o.drained, o.g1
+        );
         std::process::exit(1);
     }
-    println!("RESULT: nothing lost");
 }
