@@ -256,6 +256,39 @@ static void test_flow(void)
     nmq_outbox_free(ob); /* free without close: closes */
 }
 
+/* QoS 2: once PUBREC came, the row is handed out again (after a link loss or a restart) with
+ * released = 1 and its packet id, so the host sends PUBREL, not the PUBLISH. */
+static void test_released(void)
+{
+    char p[300];
+    path_in(p, sizeof p, "released.db");
+    nmq_outbox_config c = config(p, "b");
+    nmq_outbox *ob = NULL;
+    nmq_outbox_item it;
+    nmq_outbox_ack_outcome o;
+    CHECK_RC(nmq_outbox_open(&c, &ob), NMQ_OUTBOX_OK);
+    CHECK_RC(nmq_outbox_append(ob, 2, 0, u8("q2"), 2, NULL), NMQ_OUTBOX_OK);
+    CHECK_RC(nmq_outbox_link_up(ob, 0), NMQ_OUTBOX_OK);
+    CHECK_RC(nmq_outbox_lease(ob, &it), NMQ_OUTBOX_OK);
+    CHECK(it.released == 0);
+    CHECK_RC(nmq_outbox_bind(ob, it.seq, 9), NMQ_OUTBOX_OK);
+    nmq_outbox_item_free(&it);
+    CHECK_RC(nmq_outbox_ack(ob, 9, NMQ_OUTBOX_PUBREC, 0, &o), NMQ_OUTBOX_OK);
+    CHECK(o == NMQ_OUTBOX_ACK_PROGRESS);
+    nmq_outbox_free(ob);
+    ob = NULL;
+    CHECK_RC(nmq_outbox_open(&c, &ob), NMQ_OUTBOX_OK);
+    CHECK_RC(nmq_outbox_link_up(ob, 0), NMQ_OUTBOX_OK);
+    CHECK_RC(nmq_outbox_lease(ob, &it), NMQ_OUTBOX_OK);
+    CHECK(it.released == 1 && it.packet_id == 9 && it.dup == 1);
+    CHECK_RC(nmq_outbox_bind(ob, it.seq, 9), NMQ_OUTBOX_OK);
+    nmq_outbox_item_free(&it);
+    /* 0x92 on the PUBCOMP answering the resumed PUBREL: completed, not rejected. */
+    CHECK_RC(nmq_outbox_ack(ob, 9, NMQ_OUTBOX_PUBCOMP, 0x92, &o), NMQ_OUTBOX_OK);
+    CHECK(o == NMQ_OUTBOX_ACK_DONE);
+    nmq_outbox_free(ob);
+}
+
 static void test_reject_new(void)
 {
     char p[300];
@@ -476,6 +509,7 @@ int main(int argc, char **argv)
     test_config_errors();
     test_null_handle();
     test_flow();
+    test_released();
     test_reject_new();
     test_corrupt_file();
     test_empty_message();

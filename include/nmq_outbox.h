@@ -48,7 +48,7 @@ extern "C" {
 #endif
 
 /* Bumped whenever a struct of this header changes. Set config.abi_version to it. */
-#define NMQ_OUTBOX_ABI_VERSION 1
+#define NMQ_OUTBOX_ABI_VERSION 2
 
 /* Opaque handle: one bridge in one database file. */
 typedef struct nmq_outbox nmq_outbox;
@@ -120,7 +120,8 @@ typedef enum nmq_outbox_ack_type {
 typedef enum nmq_outbox_ack_outcome {
     NMQ_OUTBOX_ACK_DONE = 0,     /* acknowledged: the row is deleted */
     NMQ_OUTBOX_ACK_PROGRESS = 1, /* PUBREC of a QoS 2 row: kept until PUBCOMP */
-    NMQ_OUTBOX_ACK_REJECTED = 2  /* reason code >= 0x80: deleted, counted, not retried */
+    NMQ_OUTBOX_ACK_REJECTED = 2  /* PUBACK/PUBREC reason >= 0x80: deleted, counted, not retried;
+                                    a PUBCOMP always completes the row */
 } nmq_outbox_ack_outcome;
 
 /* A row handed out for sending. `data` belongs to the library until nmq_outbox_item_free(). */
@@ -132,6 +133,8 @@ typedef struct nmq_outbox_item {
     uint32_t expiry_secs;  /* remaining MQTT 5 Message Expiry Interval, 0 = none */
     uint8_t *data;         /* the bytes given to nmq_outbox_append() */
     size_t len;
+    uint8_t released;      /* QoS 2: PUBREC already came for packet_id: send PUBREL on it, not
+                              the PUBLISH again (which the remote could deliver twice) */
 } nmq_outbox_item;
 
 typedef struct nmq_outbox_stats {

@@ -411,6 +411,7 @@ pub unsafe extern "C" fn nmq_outbox_lease(
             expiry_secs: row.expiry_secs,
             data: Box::into_raw(data) as *mut u8,
             len,
+            released: row.released as u8,
         };
         Ok(NMQ_OUTBOX_OK)
     })

@@ -45,6 +45,9 @@ pub struct Leased {
     pub packet_id: u16,
     /// True when the row was handed out before (set DUP when reusing `packet_id`).
     pub dup: bool,
+    /// QoS 2 only: the remote already answered PUBREC for `packet_id`. Resume the exchange
+    /// with PUBREL on that id; sending the PUBLISH again could deliver it twice (MQTT 5, 4.4).
+    pub released: bool,
     /// Remaining Message Expiry Interval in seconds (0 = no expiry).
     pub expiry_secs: u32,
     pub data: Vec<u8>,
@@ -65,7 +68,8 @@ pub enum AckOutcome {
     Done,
     /// PUBREC for a QoS 2 row: the row stays until PUBCOMP.
     Progress,
-    /// Reason code >= 0x80: deleted, counted in `dropped_rejected`, not retried.
+    /// PUBACK or PUBREC with a reason code >= 0x80: deleted, counted in `dropped_rejected`,
+    /// not retried. (A PUBCOMP always completes the row.)
     Rejected,
     /// The packet id is not bound to a row of this outbox (a direct send, or stale).
     NotOurs,
@@ -496,6 +500,7 @@ impl Outbox {
                         qos: row.qos,
                         packet_id: row.packet_id,
                         dup,
+                        released: row.released,
                         expiry_secs,
                         data: row.data,
                     }));
@@ -576,11 +581,19 @@ impl Outbox {
             ));
             return Ok(AckOutcome::NotOurs);
         }
-        let outcome = if reason >= 0x80 {
+        // A PUBCOMP ends the exchange whatever its reason code: 0x92 (packet id not found)
+        // answers a resumed PUBREL whose message the remote had already completed.
+        let outcome = if reason >= 0x80 && kind != AckKind::PubComp {
             st.finish(seq);
             st.dropped_rejected += 1;
             AckOutcome::Rejected
         } else if kind == AckKind::PubRec {
+            // Durable, so that after a restart the exchange resumes with PUBREL.
+            match st.pending.inserts.iter_mut().find(|r| r.seq == seq) {
+                Some(r) => r.released = true,
+                None => st.pending.releases.push(seq),
+            }
+            st.pending_since.get_or_insert_with(Instant::now);
             AckOutcome::Progress
         } else {
             st.finish(seq);
@@ -702,6 +715,7 @@ impl Shared {
             },
             enqueued_at: now,
             packet_id: front.unwrap_or(0),
+            released: false,
             data: msg.data.to_vec(),
         });
         st.pending_since.get_or_insert_with(Instant::now);
@@ -819,6 +833,12 @@ impl Shared {
                 if let Some(&pid) = pids.get(&r.seq) {
                     r.packet_id = pid;
                 }
+            }
+        }
+        if !st.pending.releases.is_empty() {
+            let released: HashSet<i64> = st.pending.releases.iter().copied().collect();
+            for r in rows.iter_mut() {
+                r.released |= released.contains(&r.seq);
             }
         }
         st.ahead = rows.into();

@@ -24,6 +24,7 @@ CREATE TABLE IF NOT EXISTS msg(
     expires_at  INTEGER NOT NULL,
     enqueued_at INTEGER NOT NULL,
     packet_id   INTEGER NOT NULL DEFAULT 0,
+    released    INTEGER NOT NULL DEFAULT 0,
     data        BLOB NOT NULL,
     PRIMARY KEY(bridge_id, seq)
 ) WITHOUT ROWID;
@@ -48,6 +49,8 @@ pub struct Row {
     pub enqueued_at: i64,
     /// Packet id of the last send, 0 = never sent.
     pub packet_id: u16,
+    /// QoS 2: the remote answered PUBREC; the exchange resumes with PUBREL, not a PUBLISH.
+    pub released: bool,
     pub data: Vec<u8>,
 }
 
@@ -59,11 +62,13 @@ pub struct Batch {
     pub deletes: Vec<i64>,
     /// (seq, packet id) of rows sent.
     pub binds: Vec<(i64, u16)>,
+    /// QoS 2 rows whose PUBREC came.
+    pub releases: Vec<i64>,
 }
 
 impl Batch {
     pub fn len(&self) -> usize {
-        self.inserts.len() + self.deletes.len() + self.binds.len()
+        self.inserts.len() + self.deletes.len() + self.binds.len() + self.releases.len()
     }
     pub fn is_empty(&self) -> bool {
         self.len() == 0
@@ -73,6 +78,7 @@ impl Batch {
         self.inserts.append(&mut newer.inserts);
         self.deletes.append(&mut newer.deletes);
         self.binds.append(&mut newer.binds);
+        self.releases.append(&mut newer.releases);
         *newer = self;
     }
 }
@@ -168,8 +174,8 @@ impl Store {
         {
             if !batch.inserts.is_empty() {
                 let mut ins = tx.prepare_cached(
-                    "INSERT INTO msg(bridge_id, seq, qos, expires_at, enqueued_at, packet_id, data)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    "INSERT INTO msg(bridge_id, seq, qos, expires_at, enqueued_at, packet_id,
+                     released, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 )?;
                 for r in &batch.inserts {
                     ins.execute(params![
@@ -179,6 +185,7 @@ impl Store {
                         r.expires_at,
                         r.enqueued_at,
                         r.packet_id,
+                        r.released,
                         r.data
                     ])?;
                 }
@@ -191,6 +198,16 @@ impl Store {
                 for (seq, pid) in &batch.binds {
                     if !deleted.contains(seq) {
                         upd.execute(params![bridge, seq, pid])?;
+                    }
+                }
+            }
+            if !batch.releases.is_empty() {
+                let mut rel = tx.prepare_cached(
+                    "UPDATE msg SET released = 1 WHERE bridge_id = ?1 AND seq = ?2",
+                )?;
+                for seq in &batch.releases {
+                    if !deleted.contains(seq) {
+                        rel.execute(params![bridge, seq])?;
                     }
                 }
             }
@@ -228,7 +245,7 @@ impl Store {
     /// Up to `limit` rows with seq >= `from`, in FIFO order.
     pub fn read_from(&mut self, from: i64, limit: usize) -> Result<Vec<Row>> {
         let mut sel = self.conn.prepare_cached(
-            "SELECT seq, qos, expires_at, enqueued_at, packet_id, data FROM msg
+            "SELECT seq, qos, expires_at, enqueued_at, packet_id, released, data FROM msg
              WHERE bridge_id = ?1 AND seq >= ?2 ORDER BY seq LIMIT ?3",
         )?;
         let rows = sel.query_map(params![self.bridge_id, from, limit as i64], |r| {
@@ -238,7 +255,8 @@ impl Store {
                 expires_at: r.get(2)?,
                 enqueued_at: r.get(3)?,
                 packet_id: r.get(4)?,
-                data: r.get(5)?,
+                released: r.get(5)?,
+                data: r.get(6)?,
             })
         })?;
         rows.collect::<rusqlite::Result<Vec<_>>>()

@@ -141,6 +141,42 @@ fn qos2_is_deleted_on_pubcomp_not_pubrec() {
 }
 
 #[test]
+fn qos2_pubrec_survives_a_restart_and_pubcomp_always_completes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("o.db");
+    {
+        let ob = Outbox::open(cfg(&path, "b")).unwrap();
+        append_n(&ob, 2, 0..2);
+        ob.link_up(0).unwrap();
+        let r = ob.lease().unwrap().unwrap();
+        assert!(!r.released);
+        ob.bind(r.seq, 5).unwrap();
+        assert_eq!(ob.ack(5, AckKind::PubRec, 0).unwrap(), AckOutcome::Progress);
+        // In the same process, after a link loss, the row comes back released.
+        ob.link_down().unwrap();
+        ob.link_up(0).unwrap();
+        let again = ob.lease().unwrap().unwrap();
+        assert_eq!(
+            (again.packet_id, again.dup, again.released),
+            (5, true, true)
+        );
+        ob.close().unwrap();
+    }
+    // After a restart too: resume with PUBREL on id 5, never a second PUBLISH.
+    let ob = Outbox::open(cfg(&path, "b")).unwrap();
+    ob.link_up(0).unwrap();
+    let r = ob.lease().unwrap().unwrap();
+    assert_eq!((r.packet_id, r.dup, r.released), (5, true, true));
+    ob.bind(r.seq, 5).unwrap();
+    // 0x92 "packet identifier not found": the remote had completed it; not a rejection.
+    assert_eq!(ob.ack(5, AckKind::PubComp, 0x92).unwrap(), AckOutcome::Done);
+    let st = ob.stats().unwrap();
+    assert_eq!((st.acked, st.dropped_rejected, st.messages), (1, 0, 1));
+    let next = ob.lease().unwrap().unwrap();
+    assert!(!next.released, "the other QoS 2 row never got a PUBREC");
+}
+
+#[test]
 fn rejected_ack_deletes_and_counts_without_retry() {
     let dir = tempfile::tempdir().unwrap();
     let ob = Outbox::open(cfg(&dir.path().join("o.db"), "b")).unwrap();

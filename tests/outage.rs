@@ -558,18 +558,13 @@ async fn database_corrupted_between_runs() {
     driver.stop().await;
 }
 
-// ---- a gap in the core API (see the report to the lead) -------------------------------------
+// ---- QoS 2 exactly-once across a restart ------------------------------------------------
 
-/// QoS 2 exactly-once across a restart. A row got its PUBREC, the bridge sent PUBREL, the
-/// remote delivered the message, and its PUBCOMP was lost with the process. After the restart
-/// `lease` hands the row out with its packet id and DUP, and nothing says that its PUBREC
-/// came: the only thing the glue can do is to send the PUBLISH again, which the remote (its
-/// QoS 2 state for that id is gone since the PUBREL) delivers a second time. MQTT 5 section
-/// 4.4 asks for a PUBREL instead. Needs the core to persist the PUBREC (for instance on
-/// `ack(.., PubRec, ..)`) and report it in `Leased`. Seen in `sigkill_while_draining`: QoS 2
-/// duplicates after the restart.
+/// A row got its PUBREC, the bridge sent PUBREL, the remote delivered the message, and its
+/// PUBCOMP was lost with the process. The remote's QoS 2 state for that id ended at the
+/// PUBREL, so a second PUBLISH would be delivered again. The outbox keeps the PUBREC on disk
+/// and hands the row out with `released`: the glue resumes with PUBREL (MQTT 5, 4.4).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "core gap: the PUBREC state of a row does not survive a restart"]
 async fn qos2_released_row_not_delivered_twice_after_restart() {
     use nmq_outbox::{AckKind, AckOutcome, Config, NewMessage, Outbox};
     use rumqttc::v5::mqttbytes::v5::{Packet, PubRel};
@@ -624,12 +619,12 @@ async fn qos2_released_row_not_delivered_twice_after_restart() {
     assert!(ack.session_present);
     ob.link_up(64).unwrap();
     let row = ob.lease().unwrap().unwrap();
-    assert_eq!((row.packet_id, row.dup), (pid, true));
+    assert_eq!((row.packet_id, row.dup, row.released), (pid, true, true));
     ob.bind(row.seq, pid).unwrap();
-    let mut p = decode_publish(&row.data);
-    p.pkid = pid;
-    p.dup = true;
-    conn.send(&Packet::Publish(p)).await.unwrap();
+    // The PUBREC is on record: resume with PUBREL, as MQTT 5 (4.4) asks.
+    conn.send(&Packet::PubRel(PubRel::new(pid, None)))
+        .await
+        .unwrap();
     loop {
         match conn.read().await.unwrap() {
             Packet::PubRec(r) => {

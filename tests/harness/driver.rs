@@ -653,7 +653,7 @@ impl Core {
             };
             ob.bind(row.seq, pid).expect("bind");
             s.leased.insert(pid, p.payload.to_vec());
-            if reuse && row.qos == 2 && self.pubrec.contains(&pid) {
+            if reuse && row.qos == 2 && (row.released || self.pubrec.contains(&pid)) {
                 // The remote has the message (PUBREC came): finish the exchange, do not send
                 // the PUBLISH again (it could be delivered twice).
                 self.counters().pubrel_resumes += 1;
