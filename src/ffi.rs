@@ -107,7 +107,7 @@ pub(crate) unsafe fn with_handle(
     guard(what, h.map(|h| h.logger()), || body(handle(ob)?))
 }
 
-fn non_null<T>(p: *const T, name: &str) -> Result<()> {
+pub(crate) fn non_null<T>(p: *const T, name: &str) -> Result<()> {
     if p.is_null() {
         return Err(Error::Invalid(format!("{name} is NULL")));
     }

@@ -12,7 +12,8 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-const SCHEMA: &str = "
+/// The schema (also used by the benchmarks' raw-SQLite baselines, so they insert the same rows).
+pub const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS bridge(
     id   INTEGER PRIMARY KEY,
     name TEXT NOT NULL UNIQUE

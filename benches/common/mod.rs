@@ -4,19 +4,9 @@
 
 use std::path::{Path, PathBuf};
 
-/// The `msg` table of src/store.rs, for the raw rusqlite baselines (the `bridge` name table is
-/// not on any measured path). Keep it in step with the store's schema.
-pub const SCHEMA: &str = "CREATE TABLE msg(
-    bridge_id   INTEGER NOT NULL,
-    seq         INTEGER NOT NULL,
-    qos         INTEGER NOT NULL,
-    expires_at  INTEGER NOT NULL,
-    enqueued_at INTEGER NOT NULL,
-    packet_id   INTEGER NOT NULL DEFAULT 0,
-    released    INTEGER NOT NULL DEFAULT 0,
-    data        BLOB NOT NULL,
-    PRIMARY KEY(bridge_id, seq)
-) WITHOUT ROWID";
+/// The store's own schema: the raw baselines insert the same rows into the same table.
+#[allow(unused_imports)]
+pub use nmq_outbox::store::SCHEMA;
 
 /// An integer knob from the environment, or `default`.
 pub fn env_u64(name: &str, default: u64) -> u64 {
