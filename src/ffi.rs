@@ -279,10 +279,10 @@ pub unsafe extern "C" fn nmq_outbox_free(ob: *mut nmq_outbox) {
     let ob = Box::from_raw(ob as *mut Outbox);
     let log = ob.logger().clone();
     let _ = guard("nmq_outbox_free", Some(&log), move || {
-        // A failed final commit is logged by close() itself; free has no result to return.
-        let _ = ob.close();
+        // Free has no result to return: the guard logs a failed final commit, once.
+        let res = ob.close();
         drop(ob);
-        Ok(NMQ_OUTBOX_OK)
+        res.map(|_| NMQ_OUTBOX_OK)
     });
 }
 

@@ -10,7 +10,7 @@
 
 use crate::error::{Error, Result};
 use crate::mqtt::{parse_publish, split_packet};
-use crate::outbox::{Decision, NewMessage, Outbox};
+use crate::outbox::{Decision, Outbox};
 
 /// bindgen's declarations of the nng subset we use, and of `include/nmq_outbox_nng.h`.
 #[allow(
@@ -51,19 +51,12 @@ unsafe fn msg_parts<'a>(msg: *mut nng_msg) -> (&'a [u8], &'a [u8]) {
 unsafe fn store_copy(ob: &Outbox, msg: *mut nng_msg, proto_ver: u8, front: bool) -> Result<u8> {
     let (h, b) = msg_parts(msg);
     let info = parse_publish(h, b, proto_ver)?;
+    // The stored bytes are the header and body joined: one copy, handed over as it is.
     let mut data = Vec::with_capacity(h.len() + b.len());
     data.extend_from_slice(h);
     data.extend_from_slice(b);
-    let m = NewMessage {
-        qos: info.qos,
-        expiry_secs: info.expiry_secs,
-        data: &data,
-    };
-    if front {
-        ob.requeue_front(&m, info.packet_id)?;
-    } else {
-        ob.append(&m)?;
-    }
+    let front = front.then_some(info.packet_id);
+    ob.insert_owned(info.qos, info.expiry_secs, data, front)?;
     Ok(info.qos)
 }
 

@@ -8,6 +8,7 @@ use crate::config::{Config, FullPolicy};
 use crate::error::{Error, Result};
 use crate::log::Logger;
 use crate::store::{now_ms, Batch, Row, Store, Trim};
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
@@ -376,12 +377,8 @@ impl Outbox {
         if let Some(w) = self.writer.lock()?.take() {
             let _ = w.join();
         }
+        // An error is returned, not logged: the caller (or Drop) reports it once.
         let res = sh.flush_inner();
-        if let Err(e) = &res {
-            sh.log.error(&format!(
-                "close: final commit failed, pending writes lost: {e}"
-            ));
-        }
         sh.db.lock()?.take();
         registry().lock()?.remove(&sh.registry_key);
         res
@@ -430,7 +427,8 @@ impl Outbox {
 
     /// Appends at the tail. Returns the row's seq. Durable after the next group commit.
     pub fn append(&self, msg: &NewMessage<'_>) -> Result<i64> {
-        self.shared.insert(msg, None)
+        self.shared
+            .insert(msg.qos, msg.expiry_secs, Cow::Borrowed(msg.data), None)
     }
 
     /// Puts a message that was sent directly and lost its link back at the head, before every
@@ -438,7 +436,25 @@ impl Outbox {
     /// sent with (0 if none): the replay hands it out again with DUP, so a remote session that
     /// still holds that id (QoS 2) sees a duplicate, not a new message. Returns its seq.
     pub fn requeue_front(&self, msg: &NewMessage<'_>, packet_id: u16) -> Result<i64> {
-        self.shared.insert(msg, Some(packet_id))
+        self.shared.insert(
+            msg.qos,
+            msg.expiry_secs,
+            Cow::Borrowed(msg.data),
+            Some(packet_id),
+        )
+    }
+
+    /// `append` (`front` None) or `requeue_front` of bytes the caller already owns: no copy.
+    #[cfg(feature = "nng")]
+    pub(crate) fn insert_owned(
+        &self,
+        qos: u8,
+        expiry_secs: u32,
+        data: Vec<u8>,
+        front: Option<u16>,
+    ) -> Result<i64> {
+        self.shared
+            .insert(qos, expiry_secs, Cow::Owned(data), front)
     }
 
     /// The logger of this handle (the C layer logs every error it returns through it).
@@ -650,7 +666,12 @@ impl Outbox {
 
 impl Drop for Outbox {
     fn drop(&mut self) {
-        let _ = self.close();
+        // Nobody is left to return an error to: log it.
+        if let Err(e) = self.close() {
+            self.shared.log.error(&format!(
+                "close: final commit failed, pending writes lost: {e}"
+            ));
+        }
     }
 }
 
@@ -668,9 +689,15 @@ impl Shared {
     }
 
     /// Appends (`front` None) or puts at the head with the packet id it was sent with.
-    fn insert(&self, msg: &NewMessage<'_>, front: Option<u16>) -> Result<i64> {
-        check_qos(msg.qos)?;
-        let len = msg.data.len();
+    fn insert(
+        &self,
+        qos: u8,
+        expiry_secs: u32,
+        data: Cow<'_, [u8]>,
+        front: Option<u16>,
+    ) -> Result<i64> {
+        check_qos(qos)?;
+        let len = data.len();
         let max = self.cfg.max_message_bytes as usize;
         if len > max {
             return Err(Error::TooBig { len, max });
@@ -707,16 +734,16 @@ impl Shared {
         };
         st.pending.inserts.push(Row {
             seq,
-            qos: msg.qos,
-            expires_at: if msg.expiry_secs == 0 {
+            qos,
+            expires_at: if expiry_secs == 0 {
                 0
             } else {
-                now + msg.expiry_secs as i64 * 1000
+                now + expiry_secs as i64 * 1000
             },
             enqueued_at: now,
             packet_id: front.unwrap_or(0),
             released: false,
-            data: msg.data.to_vec(),
+            data: data.into_owned(),
         });
         st.pending_since.get_or_insert_with(Instant::now);
         st.messages += 1;
