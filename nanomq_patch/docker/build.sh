@@ -55,7 +55,11 @@ tar -C "$tree" --exclude=./build --exclude=.git -cf - . | tar -C "$ctx/nanomq" -
 cp "$here/Dockerfile" "$ctx/Dockerfile"
 if [ -n "$vendor" ]; then
 	mkdir -p "$ctx/nmq-outbox/.cargo"
-	(cd "$ctx/nmq-outbox" && cargo vendor --locked -q vendor > .cargo/config.toml)
+	# (not -q: it would also suppress the source replacement printed for the config file)
+	(cd "$ctx/nmq-outbox" && cargo vendor --locked vendor >.cargo/config.toml 2>"$ctx/vendor.log") ||
+		{ cat "$ctx/vendor.log" >&2; echo "$me: cargo vendor failed" >&2; exit 1; }
+	grep -q 'vendored-sources' "$ctx/nmq-outbox/.cargo/config.toml" ||
+		{ echo "$me: cargo vendor printed no source replacement" >&2; exit 1; }
 	echo "$me: crates vendored into the build context ($(du -sh "$ctx/nmq-outbox/vendor" | cut -f1))"
 fi
 echo "$me: context $(du -sh "$ctx" | cut -f1), base image $base, engine $engine"
