@@ -24,6 +24,9 @@
 #                        where nng declares 3: passes NULL (no default topic) as the third.
 #                        Without it, that mismatch is reported and the build stops.
 #   --no-verify-start    skip verification 2 (e.g. where no process may be started)
+#   --keep-debug         keep the debug sections in <out-dir>'s copies (by default they get
+#                        strip --strip-debug: the Rust code brings line tables, NanoMQ's
+#                        Release build none; symbols stay, so nm still shows nmq_outbox_*)
 # Environment: CARGO_TARGET_DIR (where cargo builds the library; default <repo>/target),
 #   CARGO (default cargo), CMAKE_GENERATOR (default Ninja when ninja exists, else make),
 #   JOBS, NMQ_CARGO_OFFLINE=1 (cargo --offline, e.g. with vendored crates).
@@ -37,7 +40,7 @@ step() { echo "== $me: $*"; }
 
 usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; exit 2; }
 
-build_dir= jobs=${JOBS:-} fix_sub0= verify_start=1
+build_dir= jobs=${JOBS:-} fix_sub0= verify_start=1 keep_debug=
 args=() extra=()
 while [ $# -gt 0 ]; do
 	case $1 in
@@ -46,6 +49,7 @@ while [ $# -gt 0 ]; do
 	--jobs|-j) jobs=${2:?--jobs needs a number}; shift 2 ;;
 	--fix-sub0-adapter) fix_sub0=1; shift ;;
 	--no-verify-start) verify_start=; shift ;;
+	--keep-debug) keep_debug=1; shift ;;
 	-h|--help) usage ;;
 	--) shift; extra=("$@"); break ;;
 	-*) echo "$me: unknown option $1" >&2; usage ;;
@@ -118,6 +122,7 @@ need objcopy "binutils"
 need ar "binutils"
 need nm "binutils"
 need size "binutils"
+need strip "binutils"
 need timeout "coreutils"
 if [ -n "${CMAKE_GENERATOR:-}" ]; then gen=$CMAKE_GENERATOR
 elif command -v ninja >/dev/null 2>&1; then gen=Ninja
@@ -191,7 +196,10 @@ if [ -x "$build_dir/nanomq_cli/nanomq_cli" ]; then
 	cp -f "$build_dir/nanomq_cli/nanomq_cli" "$out/nanomq_cli"
 	got="nanomq nanomq_cli"
 fi
-say "copied $got to $out"
+if [ -z "$keep_debug" ]; then
+	for f in $got; do strip --strip-debug "$out/$f"; done
+fi
+say "copied $got to $out${keep_debug:+ (with debug sections)}"
 
 # --------------------------------------------------------------------------------------------
 step "7/7 verify $out/nanomq"
