@@ -250,9 +250,11 @@ EOF
 		>"$vt/stdout.log" 2>&1) &
 	pid=$!
 	attached=
+	# NanoMQ writes some lines to the console although log.to = [file]: look in both
 	for _ in $(seq 1 100); do # at most 10 s
-		if grep -qE "nmq-outbox [0-9][^:]*: bridge verify -> |bridge \[verify\]: durable outbox" \
-			"$vt/nanomq.log" 2>/dev/null; then attached=1; break; fi
+		if cat "$vt/nanomq.log" "$vt/stdout.log" 2>/dev/null |
+			grep -qE "nmq-outbox [0-9][^:]*: bridge verify -> |bridge \[verify\]: durable outbox"; then
+			attached=1; break; fi
 		kill -0 "$pid" 2>/dev/null || break
 		sleep 0.1
 	done
@@ -267,7 +269,9 @@ EOF
 	fi
 	dbs=$(find "$vt/cache" -name '*.db' | tr '\n' ' ')
 	[ -n "$dbs" ] || die "the outbox was reported attached but no database file is in $vt/cache"
-	say "start: $(grep -hE "nmq-outbox [0-9][^:]*: bridge verify -> |bridge \[verify\]: durable outbox" "$vt/nanomq.log" | head -2 | sed 's/^.*\] //' | tr '\n' ' ')"
+	cat "$vt/nanomq.log" "$vt/stdout.log" 2>/dev/null |
+		grep -hoE "(nmq-outbox [0-9][^:]*: bridge verify -> .*|bridge \[verify\]: durable outbox .*)" |
+		sort -u | sed "s/^/$me: start: /"
 	rm -rf "$vt"
 fi
 
