@@ -151,11 +151,11 @@ say "cargo $rv, cmake $(cmake --version | awk 'NR==1{print $3}'), generator $gen
 # --------------------------------------------------------------------------------------------
 target=${CARGO_TARGET_DIR:-$repo/target}
 case $target in /*) ;; *) target=$(pwd)/$target ;; esac
-step "3/7 the library (cargo build --release --features nng, target dir $target)"
+step "3/7 the library (cargo build --release --lib --features nng, target dir $target)"
 offline=()
 [ "${NMQ_CARGO_OFFLINE:-}" = 1 ] && offline=(--offline)
 (cd "$repo" && NMQ_OUTBOX_NNG_INCLUDE="$tree/nng/include" CARGO_TARGET_DIR="$target" \
-	"$cargo" build --release --locked "${offline[@]}" --features nng) ||
+	"$cargo" build --release --locked "${offline[@]}" --lib --features nng) ||
 	die "cargo build of the library failed (output above)"
 archive_dir=$target/nanomq
 CARGO_TARGET_DIR=$target "$repo/nanomq_patch/make-archive.sh" "$target/release/libnmq_outbox.a" "$archive_dir" ||
