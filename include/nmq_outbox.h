@@ -164,8 +164,8 @@ typedef struct nmq_outbox_stats {
     int64_t committed_seq;     /* every append with seq <= this is on disk */
     uint32_t window;           /* effective window */
     uint8_t link_up;
-    uint8_t space_low;         /* 1: the disk was full and the reserve is spent; every append is
-                                  committed before it returns (or refused with ENOSPC) */
+    uint8_t space_low;         /* 1: the disk was full and the reserve is spent; appends are
+                                  refused with ENOSPC until the reserve can be put back */
 } nmq_outbox_stats;
 
 typedef enum nmq_outbox_drop_reason {
@@ -207,8 +207,9 @@ nmq_outbox_result nmq_outbox_link_down(nmq_outbox *ob);
 nmq_outbox_result nmq_outbox_decide(nmq_outbox *ob, uint8_t qos, nmq_outbox_decision *out);
 
 /* Copies `len` bytes at the tail of the queue. *seq_out (may be NULL) gets the row's seq.
- * QoS 0, 1 or 2 (a QoS 0 row completes with nmq_outbox_sent(), not an ack). While
- * stats.space_low is set the message is committed before OK is returned (ENOSPC otherwise). */
+ * QoS 0, 1 or 2 (a QoS 0 row completes with nmq_outbox_sent(), not an ack). After a failed
+ * commit the message is committed before OK is returned; while stats.space_low is set (disk
+ * full) it is refused with ENOSPC and the host keeps it. */
 nmq_outbox_result nmq_outbox_append(nmq_outbox *ob, uint8_t qos, uint32_t expiry_secs,
                                     const uint8_t *data, size_t len, int64_t *seq_out);
 

@@ -109,8 +109,8 @@ pub struct Stats {
     pub link_up: bool,
     /// Effective window (config window capped by Receive Maximum).
     pub window: u32,
-    /// The disk was found full and the reserve is spent: every append commits before it
-    /// returns, until the reserve could be put back.
+    /// The disk was found full and the reserve is spent: appends are refused with `NoSpace`
+    /// (the space left is for the drain's acks) until the reserve can be put back.
     pub space_low: bool,
 }
 
@@ -169,7 +169,7 @@ struct State {
     refused_nospace: u64,
     /// The last commit failed; appends commit inline until one succeeds.
     write_failed: bool,
-    /// The disk was full and the reserve is spent: appends commit inline.
+    /// The disk was full and the reserve is spent: appends are refused until it is back.
     space_low: bool,
     last_reserve_try: Option<Instant>,
     /// A batch taken from `pending` is being written (not yet visible as committed).
@@ -465,9 +465,9 @@ impl Outbox {
         )
     }
 
-    /// Appends at the tail. Returns the row's seq. Durable after the next group commit (at
-    /// once while the disk is short of space: then a message that cannot be committed is
-    /// refused with `NoSpace`).
+    /// Appends at the tail. Returns the row's seq. Durable after the next group commit. After
+    /// a failed commit the message is committed before this returns; while the disk is full
+    /// (`Stats::space_low`) it is refused with `NoSpace`.
     pub fn append(&self, msg: &NewMessage<'_>) -> Result<i64> {
         self.shared
             .insert(msg.qos, msg.expiry_secs, Cow::Borrowed(msg.data), None)
@@ -833,7 +833,28 @@ impl Shared {
         // this returns: nothing is accepted that cannot be stored.
         let limit = self.cfg.group_commit_count as usize * BACKPRESSURE;
         let mut st = self.lock_open()?;
-        let inline = st.write_failed || st.space_low;
+        if st.space_low {
+            // The reserve is spent: what is left of the disk is for the drain's acks. A new
+            // message is taken only once the reserve could be put back.
+            drop(st);
+            let back = lock(&self.db)
+                .as_mut()
+                .is_some_and(|store| store.restore_reserve());
+            st = self.lock_open()?;
+            if back && st.space_low {
+                st.space_low = false;
+                drop(st);
+                self.log.warn(&format!(
+                    "bridge {:?}: disk space is back; reserve restored",
+                    self.cfg.bridge
+                ));
+                st = self.lock_open()?;
+            } else if !back {
+                st.refused_nospace = st.refused_nospace.saturating_add(1);
+                return Err(Error::NoSpace);
+            }
+        }
+        let inline = st.write_failed;
         if !inline && st.pending.len() >= limit {
             drop(st);
             if let Err(e) = self.flush_inner() {
@@ -1013,9 +1034,9 @@ impl Shared {
             st.last_reserve_try = Some(Instant::now());
         }
         if released {
-            self.log.warn(&format!(
-                "bridge {:?}: disk full; reserve released, messages are committed one by one \
-                 until space returns",
+            self.log.error(&format!(
+                "bridge {:?}: disk full; reserve released for the messages already accepted \
+                 and the drain's acks; new messages are refused until space returns",
                 self.cfg.bridge
             ));
             match store.write(&batch) {
@@ -1305,5 +1326,42 @@ impl Shared {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 8 item 1: a panic with the state lock held (a debug build's counter underflow)
+    /// poisoned the lock: every later call returned EINTERNAL and the bridge could not be
+    /// opened again for the life of the process.
+    #[test]
+    fn a_panic_under_the_state_lock_leaves_the_handle_usable_and_the_bridge_reopenable() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("o.db");
+        let ob = Outbox::open(Config::new(&path, "b")).unwrap();
+        let sh = Arc::clone(&ob.shared);
+        let _ = std::thread::spawn(move || {
+            let _held = sh.state.lock().unwrap();
+            panic!("a bug under the lock");
+        })
+        .join();
+        assert!(ob.shared.state.is_poisoned());
+        let m = NewMessage {
+            qos: 1,
+            expiry_secs: 0,
+            data: b"x",
+        };
+        ob.append(&m).unwrap();
+        ob.link_up(0).unwrap();
+        let r = ob.lease().unwrap().unwrap();
+        ob.bind(r.seq, 1).unwrap();
+        assert_eq!(ob.ack(1, AckKind::PubAck, 0).unwrap(), AckOutcome::Done);
+        assert_eq!(ob.stats().unwrap().acked, 1);
+        ob.close().unwrap();
+        drop(ob);
+        let ob = Outbox::open(Config::new(&path, "b")).expect("the bridge opens again");
+        ob.close().unwrap();
     }
 }

@@ -234,41 +234,15 @@ impl Store {
     }
 
     fn setup(conn: Connection, cfg: &Config) -> Result<(Connection, i64, Resume, usize)> {
-        let (app, version): (i32, i32) = conn.query_row(
-            "SELECT * FROM pragma_application_id, pragma_user_version",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )?;
-        if version > SCHEMA_VERSION {
-            return Err(Error::Io(format!(
-                "{} has schema version {version}, newer than this library's {SCHEMA_VERSION}",
-                cfg.path.display()
-            )));
-        }
-        let tables: i64 = conn.query_row(
-            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN ('bridge', 'msg')",
-            [],
-            |r| r.get(0),
-        )?;
-        if app != APPLICATION_ID && app != 0 {
-            return Err(Error::Io(format!(
-                "{} is not an nmq-outbox file (application_id 0x{app:08x})",
-                cfg.path.display()
-            )));
-        }
-        let objects: i64 =
-            conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))?;
-        if app == 0 && objects > tables {
-            return Err(Error::Io(format!(
-                "{} is a SQLite file of another program, not an nmq-outbox file",
-                cfg.path.display()
-            )));
-        }
-        conn.execute_batch(SCHEMA)?;
-        if app == 0 || version < SCHEMA_VERSION {
-            conn.execute_batch(&format!(
-                "PRAGMA application_id = {APPLICATION_ID}; PRAGMA user_version = {SCHEMA_VERSION};"
-            ))?;
+        // One immediate transaction: a concurrent open of a fresh file waits (busy handler)
+        // and then sees the schema complete, never half made.
+        conn.execute_batch("BEGIN IMMEDIATE")?;
+        match Self::schema(&conn, cfg) {
+            Ok(()) => conn.execute_batch("COMMIT")?,
+            Err(e) => {
+                let _ = conn.execute_batch("ROLLBACK");
+                return Err(e);
+            }
         }
         conn.execute(
             "INSERT OR IGNORE INTO bridge(name) VALUES (?1)",
@@ -521,6 +495,49 @@ impl Store {
         self.claim = claim;
         self.reserve = false;
         self.restore_reserve();
+        Ok(())
+    }
+}
+
+impl Store {
+    /// Checks that the file is ours (or empty) and of a schema we know, and creates the schema.
+    fn schema(conn: &Connection, cfg: &Config) -> Result<()> {
+        let (app, version): (i32, i32) = conn.query_row(
+            "SELECT * FROM pragma_application_id, pragma_user_version",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        if version > SCHEMA_VERSION {
+            return Err(Error::Io(format!(
+                "{} has schema version {version}, newer than this library's {SCHEMA_VERSION}",
+                cfg.path.display()
+            )));
+        }
+        if app != APPLICATION_ID && app != 0 {
+            return Err(Error::Io(format!(
+                "{} is not an nmq-outbox file (application_id 0x{app:08x})",
+                cfg.path.display()
+            )));
+        }
+        // A file of version 0.1 of this library has no application_id but only our tables.
+        let foreign: i64 = conn.query_row(
+            "SELECT count(*) FROM sqlite_master
+             WHERE name NOT IN ('bridge', 'msg', 'sqlite_autoindex_bridge_1')",
+            [],
+            |r| r.get(0),
+        )?;
+        if app == 0 && foreign > 0 {
+            return Err(Error::Io(format!(
+                "{} is a SQLite file of another program, not an nmq-outbox file",
+                cfg.path.display()
+            )));
+        }
+        conn.execute_batch(SCHEMA)?;
+        if app == 0 || version < SCHEMA_VERSION {
+            conn.execute_batch(&format!(
+                "PRAGMA application_id = {APPLICATION_ID}; PRAGMA user_version = {SCHEMA_VERSION};"
+            ))?;
+        }
         Ok(())
     }
 }
