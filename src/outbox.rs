@@ -940,8 +940,14 @@ impl Shared {
         let Some(store) = db.as_mut() else {
             return Err(Error::Closed);
         };
-        self.check_file(store)?;
-        let trimmed = self.trim(store)?;
+        let trimmed = match self.check_file(store).and_then(|()| self.trim(store)) {
+            Ok(n) => n,
+            Err(e) => {
+                // Appends commit inline (and are refused) until a commit succeeds again.
+                lock(&self.state).write_failed = true;
+                return Err(e);
+            }
+        };
         let batch = {
             let mut st = lock(&self.state);
             if st.pending.is_empty() {
@@ -1210,11 +1216,7 @@ impl Shared {
             let want = (st.window as usize * 4).clamp(READ_AHEAD_MIN, READ_AHEAD_MAX);
             (st.cursor, want)
         };
-        let mut rows = store.read_from(cursor, want, READ_AHEAD_BYTES)?;
-        let complete = rows.len() < want && {
-            let bytes: usize = rows.iter().map(|r| r.data.len()).sum();
-            bytes < READ_AHEAD_BYTES
-        };
+        let (mut rows, more) = store.read_from(cursor, want, READ_AHEAD_BYTES)?;
         // Installed with the db lock still held: no commit can slip in between.
         let mut st = self.lock_open()?;
         if st.generation != generation || !st.ahead.is_empty() || st.cursor != cursor {
@@ -1240,40 +1242,59 @@ impl Shared {
                 r.released |= released.contains(&r.seq);
             }
         }
-        // Inserts not yet committed that belong in this stretch of the FIFO.
+        // Inserts not yet committed that belong in this stretch of the FIFO (up to the last
+        // row read when more may follow it on disk).
         let upto = match rows.last() {
-            Some(r) if !complete => r.seq,
+            Some(r) if more => r.seq,
             _ => i64::MAX,
         };
-        let mut bytes: usize = rows.iter().map(|r| r.data.len()).sum();
         let mut extra: Vec<&Row> = st
             .pending
             .inserts
             .iter()
             .filter(|r| r.seq >= cursor && r.seq <= upto && !st.inflight.contains_key(&r.seq))
             .collect();
-        extra.sort_unstable_by_key(|r| r.seq);
-        let mut copies = Vec::new();
-        for r in extra {
-            if !(rows.is_empty() && copies.is_empty()) && bytes + r.data.len() > READ_AHEAD_BYTES {
-                break;
+        let ahead: VecDeque<Row> = if extra.is_empty() {
+            rows.into()
+        } else {
+            // Merged in seq order into a prefix of the FIFO within the byte budget.
+            extra.sort_unstable_by_key(|r| r.seq);
+            let mut merged = VecDeque::with_capacity(rows.len() + extra.len());
+            let mut disk = rows.into_iter().peekable();
+            let mut mem = extra.into_iter().peekable();
+            let mut bytes = 0usize;
+            loop {
+                let from_disk = match (disk.peek(), mem.peek()) {
+                    (Some(d), Some(m)) => d.seq < m.seq,
+                    (Some(_), None) => true,
+                    (None, Some(_)) => false,
+                    (None, None) => break,
+                };
+                let len = if from_disk {
+                    disk.peek().map_or(0, |r| r.data.len())
+                } else {
+                    mem.peek().map_or(0, |r| r.data.len())
+                };
+                if !merged.is_empty() && bytes.saturating_add(len) > READ_AHEAD_BYTES {
+                    break;
+                }
+                bytes = bytes.saturating_add(len);
+                match (
+                    from_disk,
+                    disk.next_if(|_| from_disk),
+                    mem.next_if(|_| !from_disk),
+                ) {
+                    (true, Some(r), _) => merged.push_back(r),
+                    (false, _, Some(r)) => merged.push_back(r.with_data(copy_bytes(&r.data)?)),
+                    _ => break,
+                }
             }
-            bytes += r.data.len();
-            copies.push(r.with_data(copy_bytes(&r.data)?));
-        }
-        if rows.is_empty() && copies.is_empty() {
+            merged
+        };
+        if ahead.is_empty() {
             return Ok(false);
         }
-        if !copies.is_empty() {
-            let last_copy = copies.last().map(|r| r.seq).unwrap_or(i64::MIN);
-            // A copy that ends the stretch early: disk rows beyond it wait for the next refill.
-            if bytes > READ_AHEAD_BYTES {
-                rows.retain(|r| r.seq <= last_copy);
-            }
-            rows.extend(copies);
-            rows.sort_unstable_by_key(|r| r.seq);
-        }
-        st.ahead = rows.into();
+        st.ahead = ahead;
         st.generation += 1;
         Ok(true)
     }

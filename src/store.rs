@@ -369,9 +369,15 @@ impl Store {
     }
 
     /// Rows with seq >= `from` in FIFO order: at most `limit` rows, and no more after their
-    /// data reached `max_bytes` (at least one row, however large). Memory for each row is
+    /// data reached `max_bytes` (at least one row, however large). Also says whether it
+    /// stopped early (more rows may follow the last one returned). Memory for each row is
     /// reserved fallibly: when it cannot be had the call fails with [`Error::NoMemory`].
-    pub fn read_from(&mut self, from: i64, limit: usize, max_bytes: usize) -> Result<Vec<Row>> {
+    pub fn read_from(
+        &mut self,
+        from: i64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<(Vec<Row>, bool)> {
         let mut sel = self.conn.prepare_cached(
             "SELECT seq, qos, expires_at, enqueued_at, packet_id, released, data FROM msg
              WHERE bridge_id = ?1 AND seq >= ?2 ORDER BY seq LIMIT ?3",
@@ -382,7 +388,7 @@ impl Store {
         while let Some(r) = rows.next()? {
             let blob = r.get_ref(6)?.as_blob().map_err(rusqlite::Error::from)?;
             if !out.is_empty() && bytes.saturating_add(blob.len()) > max_bytes {
-                break;
+                return Ok((out, true));
             }
             bytes = bytes.saturating_add(blob.len());
             out.push(Row {
@@ -395,7 +401,8 @@ impl Store {
                 data: copy_bytes(blob)?,
             });
         }
-        Ok(out)
+        let more = out.len() >= limit;
+        Ok((out, more))
     }
 
     /// When the oldest committed row of the bridge was accepted.
@@ -482,15 +489,14 @@ impl Store {
         let _ = std::fs::remove_file(&tmp);
         self.conn
             .execute("VACUUM INTO ?1", params![tmp.to_string_lossy()])?;
-        // The old connection goes first: its close removes "<path>-wal" and "-shm" by name,
-        // which must not be the new file's.
-        let old = std::mem::replace(&mut self.conn, Connection::open_in_memory()?);
-        drop(old);
         std::fs::rename(&tmp, &self.path)
             .map_err(|e| Error::Io(format!("cannot restore {}: {e}", self.path.display())))?;
+        // The old connection closes before a new one opens: its close removes "<path>-wal"
+        // and "-shm" by name (the old ones), which must not be the new connection's.
+        let placeholder = Connection::open_in_memory()?;
+        drop(std::mem::replace(&mut self.conn, placeholder));
         let claim = Claim::take(&self.path, bridge)?;
-        let conn = Self::connect(&self.path, self.sync)?;
-        self.conn = conn;
+        self.conn = Self::connect(&self.path, self.sync)?;
         // The old claim (the deleted inode, no connection left on it) is released here.
         self.claim = claim;
         self.reserve = false;

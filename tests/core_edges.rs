@@ -581,3 +581,31 @@ fn a_read_only_period_leaves_nothing_that_blocks_a_later_open() {
         "the read-only period left a 0444 -shm: {stdout}"
     );
 }
+
+/// The read-ahead is bounded in bytes and merges inserts not yet committed: a stretch cut short
+/// by a large row must not let a later uncommitted row jump ahead of the rows still on disk.
+#[test]
+fn large_rows_and_uncommitted_rows_are_handed_out_in_fifo_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = cfg(&dir.path().join("o.db"), "b");
+    c.group_commit_ms = 60_000;
+    c.group_commit_count = 1000;
+    let ob = Outbox::open(c).unwrap();
+    let big = vec![7u8; 3 * 1024 * 1024];
+    for _ in 0..3 {
+        ob.append(&msg(1, &big)).unwrap();
+    }
+    ob.flush().unwrap();
+    // Stays in the group-commit batch (60 s interval).
+    ob.append(&msg(1, b"small")).unwrap();
+    ob.link_up(0).unwrap();
+    let mut seqs = Vec::new();
+    let mut pid = 1;
+    while let Some(r) = ob.lease().unwrap() {
+        seqs.push(r.seq);
+        ob.bind(r.seq, pid).unwrap();
+        ob.ack(pid, AckKind::PubAck, 0).unwrap();
+        pid += 1;
+    }
+    assert_eq!(seqs, [1, 2, 3, 4]);
+}
