@@ -251,6 +251,22 @@ nmq_outbox_result nmq_outbox_ack(nmq_outbox *ob, uint16_t packet_id, nmq_outbox_
 /* Writes the counters of this bridge to *out. Also after nmq_outbox_close() (the last values). */
 nmq_outbox_result nmq_outbox_get_stats(nmq_outbox *ob, nmq_outbox_stats *out);
 
+/* This bridge's counters as one JSON object (for NanoMQ's REST API), e.g.
+ * {"bridge":"emqx1","file":"/var/lib/nanomq/nmq_outbox-emqx1.db","link_up":true,"messages":812,
+ *  "bytes":81200,"inflight":32,"oldest_age_ms":95500,"enqueued":1170,"acked":358,"resent":3,
+ *  "dropped":{"full":0,"expired":0,"rejected":0,"malformed":0,"unwritten":0},
+ *  "refused_nospace":0,"space_low":false,"window":32,"committed_seq":1170}
+ * written NUL-terminated into buf (cap bytes, caller-owned). *len (not NULL) gets the bytes
+ * needed, NUL included; when cap is smaller nothing is written and ETOOBIG is returned. */
+nmq_outbox_result nmq_outbox_stats_json(nmq_outbox *ob, char *buf, size_t cap, size_t *len);
+
+/* The counters of the n handles in obs (a caller-owned array, no NULL entry) in Prometheus'
+ * text format: families nanomq_bridge_outbox_{messages,bytes,inflight,oldest_age_seconds,
+ * link_up} (gauges), _{enqueued,acked,resent}_total and _dropped_total{reason=...} (counters),
+ * each sample labelled bridge="<name>". Buffer rule as nmq_outbox_stats_json(). */
+nmq_outbox_result nmq_outbox_stats_prometheus(nmq_outbox *const *obs, size_t n, char *buf,
+                                              size_t cap, size_t *len);
+
 /* A static, human-readable string for any result code (unknown codes included). */
 const char *nmq_outbox_strerror(nmq_outbox_result result);
 

@@ -10,6 +10,7 @@ pub mod error;
 pub mod ffi;
 pub mod files;
 pub mod log;
+pub mod metrics;
 pub mod mqtt;
 #[cfg(feature = "nng")]
 pub mod nng;
