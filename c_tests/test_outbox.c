@@ -325,6 +325,12 @@ static void test_lengths_qos0_drop(void)
     nmq_outbox *const nulls[1] = {NULL};
     CHECK_RC(nmq_outbox_stats_prometheus(nulls, 1, big, sizeof big, &need), NMQ_OUTBOX_EINVAL);
     CHECK_RC(nmq_outbox_stats_prometheus(NULL, 0, big, sizeof big, &need), NMQ_OUTBOX_OK);
+    uint64_t imported = 99;
+    CHECK_RC(nmq_outbox_import_stock(ob, "/nonexistent/mqtt_client.db", "edges", &imported),
+             NMQ_OUTBOX_OK);
+    CHECK(imported == 0);
+    CHECK_RC(nmq_outbox_import_stock(ob, NULL, "edges", &imported), NMQ_OUTBOX_EINVAL);
+    CHECK_RC(nmq_outbox_import_stock(ob, "/x", NULL, NULL), NMQ_OUTBOX_EINVAL);
     CHECK_RC(nmq_outbox_sent(NULL, 1), NMQ_OUTBOX_EINVAL);
     CHECK_RC(nmq_outbox_drop(NULL, 1, NMQ_OUTBOX_DROP_MALFORMED), NMQ_OUTBOX_EINVAL);
     CHECK_RC(nmq_outbox_close(ob), NMQ_OUTBOX_OK);

@@ -555,6 +555,26 @@ pub unsafe extern "C" fn nmq_outbox_get_stats(
     })
 }
 
+/// Imports the stock cache's rows of a bridge. `path` and `config_name` are borrowed UTF-8
+/// strings, `imported` (borrowed) may be NULL. Thread-safe.
+#[no_mangle]
+pub unsafe extern "C" fn nmq_outbox_import_stock(
+    ob: *mut nmq_outbox,
+    path: *const c_char,
+    config_name: *const c_char,
+    imported: *mut u64,
+) -> nmq_outbox_result {
+    with_handle("nmq_outbox_import_stock", ob, |h| {
+        let path = utf8(path, "path")?;
+        let name = utf8(config_name, "config_name")?;
+        let n = h.import_stock(std::path::Path::new(path), name)?;
+        if !imported.is_null() {
+            *imported = n;
+        }
+        Ok(NMQ_OUTBOX_OK)
+    })
+}
+
 /// Copies `text` and a NUL into the caller's `buf` of `cap` bytes; `*len` = bytes needed.
 unsafe fn to_buf(
     text: &str,

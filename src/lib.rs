@@ -15,6 +15,7 @@ pub mod mqtt;
 #[cfg(feature = "nng")]
 pub mod nng;
 pub mod outbox;
+pub mod stock;
 pub mod store;
 
 pub use config::{Config, FullPolicy, SyncMode};
