@@ -318,9 +318,35 @@ impl Outbox {
     /// this process already, or another process holds the file.
     pub fn open(cfg: Config) -> Result<Outbox> {
         let mut cfg = cfg.validate()?;
+        let dir = cfg.path.clone();
         cfg.path = files::resolve(&cfg.path, &cfg.bridge);
+        let per_bridge = cfg.path != dir;
         let log = cfg.logger.clone();
-        let (store, resume) = Store::open(&cfg, &log)?;
+        let (mut store, mut resume) = Store::open(&cfg, &log)?;
+        // One file per bridge replaced one file shared by all bridges (`<dir>/nmq_outbox.db`):
+        // a new per-bridge file first takes this bridge's rows from there.
+        let legacy = dir.join(files::LEGACY_FILE);
+        if per_bridge && resume.max_seq.is_none() && legacy.is_file() {
+            match store.adopt_legacy(&legacy, &cfg.bridge) {
+                Ok(0) => {}
+                Ok(n) => {
+                    resume = store.resume()?;
+                    log.info(&format!(
+                        "bridge {:?}: moved {n} messages from the shared file {} to {}",
+                        cfg.bridge,
+                        legacy.display(),
+                        cfg.path.display()
+                    ));
+                }
+                Err(e) => log.error(&format!(
+                    "bridge {:?}: its messages in {} could not be moved to {} (they stay \
+                     there): {e}",
+                    cfg.bridge,
+                    legacy.display(),
+                    cfg.path.display()
+                )),
+            }
+        }
         if cfg.max_message_bytes as usize > store.max_row() {
             log.warn(&format!(
                 "max_message_bytes {} is above what SQLite stores in a row; using {}",
