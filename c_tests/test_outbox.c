@@ -231,7 +231,10 @@ static void test_flow(void)
     CHECK_RC(nmq_outbox_append(ob, 1, 0, u8("late"), 4, NULL), NMQ_OUTBOX_ECLOSED);
     CHECK_RC(nmq_outbox_lease(ob, &it), NMQ_OUTBOX_ECLOSED);
     CHECK_RC(nmq_outbox_decide(ob, 1, &d), NMQ_OUTBOX_ECLOSED);
-    CHECK_RC(nmq_outbox_get_stats(ob, &st), NMQ_OUTBOX_ECLOSED);
+    CHECK_RC(nmq_outbox_get_stats(ob, &st), NMQ_OUTBOX_OK); /* the last counters */
+    CHECK(st.link_up == 1 && st.window == 1);
+    CHECK_RC(nmq_outbox_sent(ob, s4), NMQ_OUTBOX_ECLOSED);
+    CHECK_RC(nmq_outbox_drop(ob, s4, NMQ_OUTBOX_DROP_MALFORMED), NMQ_OUTBOX_ECLOSED);
     CHECK_RC(nmq_outbox_flush(ob), NMQ_OUTBOX_ECLOSED);
     CHECK_RC(nmq_outbox_link_up(ob, 0), NMQ_OUTBOX_ECLOSED);
     CHECK_RC(nmq_outbox_ack(ob, 1, NMQ_OUTBOX_PUBACK, 0, &o), NMQ_OUTBOX_ECLOSED);

@@ -56,7 +56,7 @@ unsafe fn store_copy(ob: &Outbox, msg: *mut nng_msg, proto_ver: u8, front: bool)
     data.extend_from_slice(h);
     data.extend_from_slice(b);
     let front = front.then_some(info.packet_id);
-    ob.insert_owned(info.qos, info.expiry_secs, data, front)?;
+    ob.insert_owned(info.qos, info.expiry_secs, data, front.map(|p| (p, false)))?;
     Ok(info.qos)
 }
 

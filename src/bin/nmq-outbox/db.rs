@@ -11,10 +11,7 @@ use std::os::unix::io::AsRawFd;
 use std::path::Path;
 use std::time::Duration;
 
-// TODO(merge main): `pub use nmq_outbox::store::{APPLICATION_ID, SCHEMA_VERSION};` once the
-// schema identity lands in the library (LIBAPI.md item 1); the same values meanwhile.
-pub const APPLICATION_ID: i32 = 0x6e6d716f;
-pub const SCHEMA_VERSION: i32 = 1;
+pub use nmq_outbox::store::{APPLICATION_ID, SCHEMA_VERSION};
 
 /// Readers wait at most this long for a lock (a WAL reader waits only during WAL recovery).
 const READ_BUSY_MS: u64 = 250;
