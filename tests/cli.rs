@@ -510,12 +510,12 @@ fn purge_older_than_topic_all_and_dry_run() {
         0,
     );
     assert!(
-        out.contains("removed 1 messages") && out.contains("seq 5..5"),
+        out.contains("removed 1 message") && out.contains("seq 5..5"),
         "{out}"
     );
     let out = expect(&["purge", s(&path), "--bridge", "emqx1", "--all"], 0);
     assert!(
-        out.contains("removed 1 messages") && out.contains("0 left"),
+        out.contains("removed 1 message") && out.contains("0 left"),
         "{out}"
     );
     let v = json(&["stats", s(&path), "--json"]);
@@ -868,4 +868,32 @@ fn list_on_a_closed_pipe_is_quiet() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!err.contains("panicked"), "{err}");
     assert_eq!(o.status.code(), Some(0), "{err}");
+}
+
+#[test]
+fn a_directory_of_per_bridge_files() {
+    let dir = tempfile::tempdir().unwrap();
+    for b in ["emqx1", "aws"] {
+        let ob = Outbox::open(quiet(dir.path(), b)).unwrap();
+        append(&ob, 1, b, b"x");
+        ob.close().unwrap();
+    }
+    expect_fail(
+        &["stats", s(dir.path())],
+        3,
+        "is a directory (nmq_outbox-aws.db, nmq_outbox-emqx1.db): name one file, or give --bridge",
+    );
+    let v = json(&["stats", s(dir.path()), "--bridge", "aws", "--json"]);
+    assert!(
+        v["file"].as_str().unwrap().ends_with("nmq_outbox-aws.db"),
+        "{v}"
+    );
+    assert_eq!(v["bridges"][0]["messages"], 1);
+    let out = expect(&["purge", s(dir.path()), "--bridge", "emqx1", "--all"], 0);
+    assert!(out.starts_with("removed 1 message "), "{out}");
+    expect_fail(
+        &["list", s(dir.path()), "--bridge", "nope"],
+        3,
+        "nmq_outbox-nope.db",
+    );
 }

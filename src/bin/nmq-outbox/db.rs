@@ -94,11 +94,23 @@ fn sniff(path: &Path) -> Res<()> {
     let meta = std::fs::metadata(path)
         .map_err(|e| Fail::new(Code::CannotOpen, format!("cannot open {shown}: {e}")))?;
     if meta.is_dir() {
+        let mut found: Vec<String> = std::fs::read_dir(path)
+            .map(|d| {
+                d.filter_map(|e| e.ok()?.file_name().into_string().ok())
+                    .filter(|n| n.starts_with("nmq_outbox-") && n.ends_with(".db"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        found.sort();
         return Err(Fail::new(
             Code::CannotOpen,
             format!(
-                "{shown} is a directory; name one file in it (the library writes \
-                 nmq_outbox-<bridge>.db files there)"
+                "{shown} is a directory ({}): name one file, or give --bridge",
+                if found.is_empty() {
+                    "no nmq_outbox-<bridge>.db in it".to_string()
+                } else {
+                    found.join(", ")
+                }
             ),
         ));
     }
@@ -123,6 +135,15 @@ fn sniff(path: &Path) -> Res<()> {
         ));
     }
     Ok(())
+}
+
+/// The file a command works on: `path`, or the bridge's file when `path` is a directory
+/// (`<dir>/nmq_outbox-<bridge>.db`, as the library names it).
+pub fn resolve(path: &Path, bridge: Option<&str>) -> std::path::PathBuf {
+    match bridge {
+        Some(b) => nmq_outbox::files::resolve(path, b),
+        None => path.to_path_buf(),
+    }
 }
 
 /// Tells our file from a foreign or newer one. Runs inside the caller's transaction.

@@ -1,5 +1,11 @@
 //! Human sizes, ages and durations.
 
+/// "1 message", "2 messages".
+pub fn count(n: impl Into<i128>, what: &str) -> String {
+    let n = n.into();
+    format!("{n} {what}{}", if n == 1 { "" } else { "s" })
+}
+
 /// 1536 -> "1.5 KiB".
 pub fn size(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];

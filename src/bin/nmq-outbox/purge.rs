@@ -20,6 +20,7 @@ pub struct Args {
 }
 
 pub fn run(path: &Path, a: &Args, w: &mut impl Write) -> Res<()> {
+    let path = &db::resolve(path, Some(&a.bridge));
     let mut db = db::open_write(path, a.force)?;
     let tx = db.conn.transaction().map_err(|e| sql("purge", e))?;
     let b = db::select(&tx, path, Some(&a.bridge))?.remove(0);
@@ -79,7 +80,8 @@ pub fn run(path: &Path, a: &Args, w: &mut impl Write) -> Res<()> {
     };
     writeln!(
         w,
-        "{verb} {n} messages ({}) from bridge {}{range}{}; {} left",
+        "{verb} {} ({}) from bridge {}{range}{}; {} left",
+        human::count(n, "message"),
         human::size(bytes),
         b.name,
         if inflight > 0 {

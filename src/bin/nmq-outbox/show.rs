@@ -113,6 +113,7 @@ struct BridgeStats {
 }
 
 pub fn stats(path: &Path, bridge: Option<&str>, json_out: bool, w: &mut impl Write) -> Res<()> {
+    let path = &db::resolve(path, bridge);
     let db = db::open_read(path)?;
     let now = now_ms();
     let mut all = Vec::new();
@@ -205,9 +206,13 @@ pub fn stats(path: &Path, bridge: Option<&str>, json_out: bool, w: &mut impl Wri
     }
     writeln!(
         w,
-        "size:    {} (WAL {}), schema version {}",
+        "size:    {} (WAL {}{}), schema version {}",
         human::size(file_bytes),
         wal_bytes.map_or("none".to_string(), human::size),
+        db::side_size(path, "-reserve").map_or(String::new(), |r| format!(
+            ", disk reserve {}",
+            human::size(r)
+        )),
         db.ident.user_version
     )
     .map_err(out)?;
@@ -216,10 +221,10 @@ pub fn stats(path: &Path, bridge: Option<&str>, json_out: bool, w: &mut impl Wri
     let total_bytes: i64 = all.iter().map(|s| s.bytes).sum();
     writeln!(
         w,
-        "waiting: {total} messages, {} in {} bridge{}",
+        "waiting: {}, {} in {}",
+        human::count(total, "message"),
         human::size(total_bytes as u64),
-        all.len(),
-        if all.len() == 1 { "" } else { "s" }
+        human::count(all.len() as u64, "bridge"),
     )
     .map_err(out)?;
     if all.is_empty() {
@@ -275,6 +280,7 @@ pub fn list(
     mqtt: Proto,
     w: &mut impl Write,
 ) -> Res<()> {
+    let path = &db::resolve(path, bridge);
     let db = db::open_read(path)?;
     let bridges = db::select(&db.conn, path, bridge)?;
     let now = now_ms();

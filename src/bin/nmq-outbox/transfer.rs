@@ -27,6 +27,7 @@ pub fn export(
     mqtt: Proto,
     stdout: &mut impl Write,
 ) -> Res<()> {
+    let path = &db::resolve(path, bridge);
     let db = db::open_read(path)?;
     let bridges = db::select(&db.conn, path, bridge)?;
     if output.is_none() && format == Format::Mqtt && std::io::stdout().is_terminal() {
@@ -71,10 +72,10 @@ pub fn export(
     pb.finish_and_clear();
     drop(db);
     eprintln!(
-        "nmq-outbox: exported {n} messages ({}) from {} bridge{}",
+        "nmq-outbox: exported {} ({}) from {}",
+        crate::human::count(n, "message"),
         crate::human::size(bytes),
-        bridges.len(),
-        if bridges.len() == 1 { "" } else { "s" }
+        crate::human::count(bridges.len() as u64, "bridge"),
     );
     Ok(())
 }
@@ -183,6 +184,7 @@ pub fn import(
     mqtt: Proto,
     w: &mut impl Write,
 ) -> Res<()> {
+    let path = &db::resolve(path, bridge);
     let mut raw = Vec::new();
     match input {
         Some(p) if p != Path::new("-") => std::fs::File::open(p)
@@ -291,7 +293,8 @@ pub fn import(
     for (name, (_, last, n)) in per {
         writeln!(
             w,
-            "imported {n} messages into bridge {name} of {} (seq {}..{})",
+            "imported {} into bridge {name} of {} (seq {}..{})",
+            crate::human::count(n, "message"),
             path.display(),
             last - n as i64,
             last - 1
