@@ -341,6 +341,8 @@ pub fn list(
         }
         table(w, &head, &right, &rows)?;
     }
+    // The note goes to stderr (stdout stays parseable), after the rows.
+    w.flush().map_err(out)?;
     for (name, shown, total) in cut {
         eprintln!(
             "nmq-outbox: bridge {name}: first {shown} of {total} rows shown (--limit 0 for all)"
