@@ -141,6 +141,17 @@ fn scan(
     integrity: &mut Vec<String>,
 ) -> Res<(u64, usize)> {
     let c = &db.conn;
+    if db.ident.user_version < db::SCHEMA_VERSION {
+        f.warning(
+            "schema",
+            format!(
+                "schema version {} (written before the file identity; the library upgrades it \
+                 to {} at its next open)",
+                db.ident.user_version,
+                db::SCHEMA_VERSION
+            ),
+        );
+    }
     // 1. SQLite's own check (one call; a spinner would tell nothing more than the wait).
     let pragma = if quick {
         "quick_check"

@@ -224,7 +224,20 @@ pub fn open_read(path: &Path) -> Res<Db> {
     conn.busy_timeout(Duration::from_millis(READ_BUSY_MS))
         .map_err(|e| sql(&shown, e))?;
     conn.execute_batch("BEGIN").map_err(|e| sql(&shown, e))?;
-    let ident = identify(&conn, path)?;
+    let ident = identify(&conn, path).map_err(|f| {
+        if f.code == Code::CannotOpen && f.msg.contains("unable to open") {
+            Fail::new(
+                Code::CannotOpen,
+                format!(
+                    "{} (reading a WAL database needs its -shm file, or write access to its \
+                     directory to create one)",
+                    f.msg
+                ),
+            )
+        } else {
+            f
+        }
+    })?;
     Ok(Db { conn, ident })
 }
 

@@ -22,7 +22,12 @@ pub struct Args {
 pub fn run(path: &Path, a: &Args, w: &mut impl Write) -> Res<()> {
     let path = &db::resolve(path, Some(&a.bridge));
     let mut db = db::open_write(path, a.force)?;
-    let tx = db.conn.transaction().map_err(|e| sql("purge", e))?;
+    // IMMEDIATE: the write lock from the start (with --force a running writer may commit
+    // between a deferred read and our first delete, and that upgrade would fail at once).
+    let tx = db
+        .conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(|e| sql("purge", e))?;
     let b = db::select(&tx, path, Some(&a.bridge))?.remove(0);
     let before = db::count(&tx, b.id)?;
     let cutoff = a.older_than_ms.map(|d| now_ms() - d);

@@ -246,7 +246,10 @@ pub fn import(
             })?;
     }
     let mut db = db::open_write(path, false)?;
-    let tx = db.conn.transaction().map_err(|e| sql("import", e))?;
+    let tx = db
+        .conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(|e| sql("import", e))?;
     let mut next = std::collections::HashMap::<String, (i64, i64, u64)>::new();
     let pb = db::progress(rows.len() as u64, "import");
     {
