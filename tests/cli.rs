@@ -899,3 +899,37 @@ fn a_directory_of_per_bridge_files() {
         "nmq_outbox-nope.db",
     );
 }
+
+/// A WAL file nobody holds, read by a user who can create no -shm beside it: one clear line.
+/// Needs root (to become nobody); skipped otherwise.
+#[test]
+fn a_reader_who_cannot_create_the_shm_file_is_told_why() {
+    use std::os::unix::fs::PermissionsExt;
+    let root = Command::new("id").arg("-u").output().unwrap().stdout == b"0\n";
+    let setpriv = Command::new("setpriv").arg("--version").output().is_ok();
+    if !root || !setpriv {
+        eprintln!("skipped: needs root and setpriv");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = sample(dir.path());
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let o = Command::new("setpriv")
+        .args([
+            "--reuid=nobody",
+            "--regid=nogroup",
+            "--clear-groups",
+            BIN,
+            "stats",
+        ])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(3), "{out}{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("needs its -shm file"), "{err}");
+    // As the owner it works.
+    expect(&["stats", s(&path)], 0);
+}

@@ -225,12 +225,14 @@ pub fn open_read(path: &Path) -> Res<Db> {
         .map_err(|e| sql(&shown, e))?;
     conn.execute_batch("BEGIN").map_err(|e| sql(&shown, e))?;
     let ident = identify(&conn, path).map_err(|f| {
-        if f.code == Code::CannotOpen && f.msg.contains("unable to open") {
+        if f.code == Code::CannotOpen
+            && (f.msg.contains("unable to open") || f.msg.contains("readonly"))
+        {
             Fail::new(
                 Code::CannotOpen,
                 format!(
                     "{} (reading a WAL database needs its -shm file, or write access to its \
-                     directory to create one)",
+                     directory to create one: run as the file's owner)",
                     f.msg
                 ),
             )
