@@ -49,7 +49,8 @@ enum Cmd {
     #[command(after_help = format!("{IN_FLIGHT}\n\nDrop counters are kept in memory by the \
         running bridge (the file stores none): shown as \"-\".\n\n{EXIT_CODES}"))]
     Stats {
-        /// The outbox file (e.g. /var/lib/nanomq/nmq_outbox-emqx1.db)
+        /// The outbox file (e.g. /var/lib/nanomq/nmq_outbox-emqx1.db), or the directory of
+        /// per-bridge files (with --bridge)
         file: PathBuf,
         /// Only this bridge
         #[arg(long, short)]
@@ -64,7 +65,9 @@ enum Cmd {
         with PUBREL). SIZE is the payload size; AGE since the message was stored.\n\n\
         {EXIT_CODES}"))]
     List {
+        /// The outbox file, or the directory of per-bridge files (with --bridge)
         file: PathBuf,
+        /// Only this bridge (with a directory as FILE: its nmq_outbox-<bridge>.db)
         #[arg(long, short)]
         bridge: Option<String>,
         /// At most N rows per bridge (0 = all)
@@ -84,7 +87,9 @@ enum Cmd {
         PUBLISH packets back to back (MQTT framing delimits them); nothing else is kept.\n\n\
         {EXIT_CODES}"))]
     Export {
+        /// The outbox file, or the directory of per-bridge files (with --bridge)
         file: PathBuf,
+        /// Only this bridge (with a directory as FILE: its nmq_outbox-<bridge>.db)
         #[arg(long, short)]
         bridge: Option<String>,
         #[arg(long, short, value_enum, default_value_t = transfer::Format::Jsonl)]
@@ -92,6 +97,7 @@ enum Cmd {
         /// Write here instead of stdout
         #[arg(long, short)]
         output: Option<PathBuf>,
+        /// How to read the stored PUBLISH (the file does not record the MQTT version)
         #[arg(long, value_enum, default_value_t = Proto::Auto)]
         mqtt: Proto,
     },
@@ -117,15 +123,19 @@ enum Cmd {
         /// Keep packet ids and the released state from a jsonl export
         #[arg(long)]
         keep_state: bool,
+        /// How to read the stored PUBLISH (the file does not record the MQTT version)
         #[arg(long, value_enum, default_value_t = Proto::Auto)]
         mqtt: Proto,
     },
     /// Remove a bridge's rows: older than a duration, on a topic (filter), or all
     #[command(after_help = format!("Refuses while the file is held by a running process \
         (NanoMQ) unless --force; with --force the running bridge keeps stale counters and may \
-        still send rows it had read ahead, until it restarts.\n\n{EXIT_CODES}"))]
+        still send rows it had read ahead, until it restarts. While purge runs (a moment) it holds \
+        the file's lock: a NanoMQ starting then finds the file held.\n\n{EXIT_CODES}"))]
     Purge {
+        /// The outbox file, or the directory of per-bridge files (with --bridge)
         file: PathBuf,
+        /// The bridge whose rows go (with a directory as FILE: its nmq_outbox-<bridge>.db)
         #[arg(long, short)]
         bridge: String,
         /// Rows stored longer ago than this (90s, 15m, 2h, 1d, 1h30m)
@@ -144,6 +154,7 @@ enum Cmd {
         /// Report what would be removed; change nothing
         #[arg(long, short = 'n')]
         dry_run: bool,
+        /// How to read the stored PUBLISH (the file does not record the MQTT version)
         #[arg(long, value_enum, default_value_t = Proto::Auto)]
         mqtt: Proto,
     },
@@ -154,12 +165,14 @@ enum Cmd {
         the row's QoS; row counts agree. A quarantined file (<name>.corrupt-<secs>: the \
         library renamed it aside as corrupt) is a problem.\n\n{EXIT_CODES}"))]
     Check {
+        /// The outbox file
         file: PathBuf,
         /// PRAGMA quick_check instead of integrity_check (faster on big files)
         #[arg(long)]
         quick: bool,
         #[arg(long)]
         json: bool,
+        /// How to read the stored PUBLISH (the file does not record the MQTT version)
         #[arg(long, value_enum, default_value_t = Proto::Auto)]
         mqtt: Proto,
     },
