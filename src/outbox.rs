@@ -109,8 +109,8 @@ pub struct Stats {
     pub link_up: bool,
     /// Effective window (config window capped by Receive Maximum).
     pub window: u32,
-    /// The disk was found full and the reserve is spent: every append commits before it
-    /// returns, until the reserve could be put back.
+    /// The disk was found full and the reserve is spent: appends are refused with `NoSpace`
+    /// (the space left is for the drain's acks) until the reserve can be put back.
     pub space_low: bool,
 }
 
@@ -169,7 +169,7 @@ struct State {
     refused_nospace: u64,
     /// The last commit failed; appends commit inline until one succeeds.
     write_failed: bool,
-    /// The disk was full and the reserve is spent: appends commit inline.
+    /// The disk was full and the reserve is spent: appends are refused until it is back.
     space_low: bool,
     last_reserve_try: Option<Instant>,
     /// A batch taken from `pending` is being written (not yet visible as committed).
@@ -318,9 +318,35 @@ impl Outbox {
     /// this process already, or another process holds the file.
     pub fn open(cfg: Config) -> Result<Outbox> {
         let mut cfg = cfg.validate()?;
+        let dir = cfg.path.clone();
         cfg.path = files::resolve(&cfg.path, &cfg.bridge);
+        let per_bridge = cfg.path != dir;
         let log = cfg.logger.clone();
-        let (store, resume) = Store::open(&cfg, &log)?;
+        let (mut store, mut resume) = Store::open(&cfg, &log)?;
+        // One file per bridge replaced one file shared by all bridges (`<dir>/nmq_outbox.db`):
+        // a new per-bridge file first takes this bridge's rows from there.
+        let legacy = dir.join(files::LEGACY_FILE);
+        if per_bridge && resume.max_seq.is_none() && legacy.is_file() {
+            match store.adopt_legacy(&legacy, &cfg.bridge) {
+                Ok(0) => {}
+                Ok(n) => {
+                    resume = store.resume()?;
+                    log.info(&format!(
+                        "bridge {:?}: moved {n} messages from the shared file {} to {}",
+                        cfg.bridge,
+                        legacy.display(),
+                        cfg.path.display()
+                    ));
+                }
+                Err(e) => log.error(&format!(
+                    "bridge {:?}: its messages in {} could not be moved to {} (they stay \
+                     there): {e}",
+                    cfg.bridge,
+                    legacy.display(),
+                    cfg.path.display()
+                )),
+            }
+        }
         if cfg.max_message_bytes as usize > store.max_row() {
             log.warn(&format!(
                 "max_message_bytes {} is above what SQLite stores in a row; using {}",
@@ -465,9 +491,9 @@ impl Outbox {
         )
     }
 
-    /// Appends at the tail. Returns the row's seq. Durable after the next group commit (at
-    /// once while the disk is short of space: then a message that cannot be committed is
-    /// refused with `NoSpace`).
+    /// Appends at the tail. Returns the row's seq. Durable after the next group commit. After
+    /// a failed commit the message is committed before this returns; while the disk is full
+    /// (`Stats::space_low`) it is refused with `NoSpace`.
     pub fn append(&self, msg: &NewMessage<'_>) -> Result<i64> {
         self.shared
             .insert(msg.qos, msg.expiry_secs, Cow::Borrowed(msg.data), None)
@@ -528,6 +554,61 @@ impl Outbox {
     /// The largest message `append` accepts (the config's, capped by what SQLite stores).
     pub fn max_message_bytes(&self) -> usize {
         self.shared.cfg.max_message_bytes as usize
+    }
+
+    /// Takes over the rows stock NanoMQ left for this bridge in its own cache (`mqtt_client.db`,
+    /// `config_name` = NanoMQ's bridge name): appended in their order (the sent-but-unacked
+    /// ones first), committed, then deleted there. A row that is not a PUBLISH is counted in
+    /// `dropped_malformed` and deleted too. A crash between the commit and the delete imports
+    /// those rows again at the next attach (duplicates, never a loss). Returns how many were
+    /// imported; a missing file or bridge imports nothing.
+    pub fn import_stock(&self, path: &std::path::Path, config_name: &str) -> Result<u64> {
+        self.shared.check_open()?;
+        let Some(mut cache) = crate::stock::StockCache::open(path, config_name)? else {
+            return Ok(0);
+        };
+        let rows = cache.rows()?;
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let (mut imported, mut malformed) = (0u64, 0u64);
+        for r in &rows {
+            let parsed = crate::stock::split(&r.data).and_then(|(h, b)| {
+                crate::mqtt::parse_publish(h, b, r.proto_ver)
+                    .ok()
+                    .map(|info| (h, b, info))
+            });
+            let Some((h, b, info)) = parsed else {
+                malformed += 1;
+                continue;
+            };
+            let mut data = Vec::new();
+            data.try_reserve_exact(h.len() + b.len())
+                .map_err(|_| Error::NoMemory(h.len() + b.len()))?;
+            data.extend_from_slice(h);
+            data.extend_from_slice(b);
+            self.shared
+                .insert(info.qos, info.expiry_secs, Cow::Owned(data), None)?;
+            imported += 1;
+        }
+        // On disk here before the rows go there.
+        self.shared.flush_inner()?;
+        if malformed > 0 {
+            let mut st = lock(&self.shared.state);
+            st.dropped_malformed = st.dropped_malformed.saturating_add(malformed);
+        }
+        cache.remove(&rows)?;
+        self.shared.log.info(&format!(
+            "bridge {:?}: took over {imported} messages from the stock cache {}{}",
+            self.shared.cfg.bridge,
+            path.display(),
+            if malformed > 0 {
+                format!(" ({malformed} that were not a PUBLISH dropped)")
+            } else {
+                String::new()
+            }
+        ));
+        Ok(imported)
     }
 
     /// The next row in FIFO order, if the link is up and the window has room.
@@ -833,7 +914,28 @@ impl Shared {
         // this returns: nothing is accepted that cannot be stored.
         let limit = self.cfg.group_commit_count as usize * BACKPRESSURE;
         let mut st = self.lock_open()?;
-        let inline = st.write_failed || st.space_low;
+        if st.space_low {
+            // The reserve is spent: what is left of the disk is for the drain's acks. A new
+            // message is taken only once the reserve could be put back.
+            drop(st);
+            let back = lock(&self.db)
+                .as_mut()
+                .is_some_and(|store| store.restore_reserve());
+            st = self.lock_open()?;
+            if back && st.space_low {
+                st.space_low = false;
+                drop(st);
+                self.log.warn(&format!(
+                    "bridge {:?}: disk space is back; reserve restored",
+                    self.cfg.bridge
+                ));
+                st = self.lock_open()?;
+            } else if !back {
+                st.refused_nospace = st.refused_nospace.saturating_add(1);
+                return Err(Error::NoSpace);
+            }
+        }
+        let inline = st.write_failed;
         if !inline && st.pending.len() >= limit {
             drop(st);
             if let Err(e) = self.flush_inner() {
@@ -919,8 +1021,14 @@ impl Shared {
         let Some(store) = db.as_mut() else {
             return Err(Error::Closed);
         };
-        self.check_file(store)?;
-        let trimmed = self.trim(store)?;
+        let trimmed = match self.check_file(store).and_then(|()| self.trim(store)) {
+            Ok(n) => n,
+            Err(e) => {
+                // Appends commit inline (and are refused) until a commit succeeds again.
+                lock(&self.state).write_failed = true;
+                return Err(e);
+            }
+        };
         let batch = {
             let mut st = lock(&self.state);
             if st.pending.is_empty() {
@@ -1013,9 +1121,9 @@ impl Shared {
             st.last_reserve_try = Some(Instant::now());
         }
         if released {
-            self.log.warn(&format!(
-                "bridge {:?}: disk full; reserve released, messages are committed one by one \
-                 until space returns",
+            self.log.error(&format!(
+                "bridge {:?}: disk full; reserve released for the messages already accepted \
+                 and the drain's acks; new messages are refused until space returns",
                 self.cfg.bridge
             ));
             match store.write(&batch) {
@@ -1189,11 +1297,7 @@ impl Shared {
             let want = (st.window as usize * 4).clamp(READ_AHEAD_MIN, READ_AHEAD_MAX);
             (st.cursor, want)
         };
-        let mut rows = store.read_from(cursor, want, READ_AHEAD_BYTES)?;
-        let complete = rows.len() < want && {
-            let bytes: usize = rows.iter().map(|r| r.data.len()).sum();
-            bytes < READ_AHEAD_BYTES
-        };
+        let (mut rows, more) = store.read_from(cursor, want, READ_AHEAD_BYTES)?;
         // Installed with the db lock still held: no commit can slip in between.
         let mut st = self.lock_open()?;
         if st.generation != generation || !st.ahead.is_empty() || st.cursor != cursor {
@@ -1219,40 +1323,59 @@ impl Shared {
                 r.released |= released.contains(&r.seq);
             }
         }
-        // Inserts not yet committed that belong in this stretch of the FIFO.
+        // Inserts not yet committed that belong in this stretch of the FIFO (up to the last
+        // row read when more may follow it on disk).
         let upto = match rows.last() {
-            Some(r) if !complete => r.seq,
+            Some(r) if more => r.seq,
             _ => i64::MAX,
         };
-        let mut bytes: usize = rows.iter().map(|r| r.data.len()).sum();
         let mut extra: Vec<&Row> = st
             .pending
             .inserts
             .iter()
             .filter(|r| r.seq >= cursor && r.seq <= upto && !st.inflight.contains_key(&r.seq))
             .collect();
-        extra.sort_unstable_by_key(|r| r.seq);
-        let mut copies = Vec::new();
-        for r in extra {
-            if !(rows.is_empty() && copies.is_empty()) && bytes + r.data.len() > READ_AHEAD_BYTES {
-                break;
+        let ahead: VecDeque<Row> = if extra.is_empty() {
+            rows.into()
+        } else {
+            // Merged in seq order into a prefix of the FIFO within the byte budget.
+            extra.sort_unstable_by_key(|r| r.seq);
+            let mut merged = VecDeque::with_capacity(rows.len() + extra.len());
+            let mut disk = rows.into_iter().peekable();
+            let mut mem = extra.into_iter().peekable();
+            let mut bytes = 0usize;
+            loop {
+                let from_disk = match (disk.peek(), mem.peek()) {
+                    (Some(d), Some(m)) => d.seq < m.seq,
+                    (Some(_), None) => true,
+                    (None, Some(_)) => false,
+                    (None, None) => break,
+                };
+                let len = if from_disk {
+                    disk.peek().map_or(0, |r| r.data.len())
+                } else {
+                    mem.peek().map_or(0, |r| r.data.len())
+                };
+                if !merged.is_empty() && bytes.saturating_add(len) > READ_AHEAD_BYTES {
+                    break;
+                }
+                bytes = bytes.saturating_add(len);
+                match (
+                    from_disk,
+                    disk.next_if(|_| from_disk),
+                    mem.next_if(|_| !from_disk),
+                ) {
+                    (true, Some(r), _) => merged.push_back(r),
+                    (false, _, Some(r)) => merged.push_back(r.with_data(copy_bytes(&r.data)?)),
+                    _ => break,
+                }
             }
-            bytes += r.data.len();
-            copies.push(r.with_data(copy_bytes(&r.data)?));
-        }
-        if rows.is_empty() && copies.is_empty() {
+            merged
+        };
+        if ahead.is_empty() {
             return Ok(false);
         }
-        if !copies.is_empty() {
-            let last_copy = copies.last().map(|r| r.seq).unwrap_or(i64::MIN);
-            // A copy that ends the stretch early: disk rows beyond it wait for the next refill.
-            if bytes > READ_AHEAD_BYTES {
-                rows.retain(|r| r.seq <= last_copy);
-            }
-            rows.extend(copies);
-            rows.sort_unstable_by_key(|r| r.seq);
-        }
-        st.ahead = rows.into();
+        st.ahead = ahead;
         st.generation += 1;
         Ok(true)
     }
@@ -1305,5 +1428,42 @@ impl Shared {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 8 item 1: a panic with the state lock held (a debug build's counter underflow)
+    /// poisoned the lock: every later call returned EINTERNAL and the bridge could not be
+    /// opened again for the life of the process.
+    #[test]
+    fn a_panic_under_the_state_lock_leaves_the_handle_usable_and_the_bridge_reopenable() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("o.db");
+        let ob = Outbox::open(Config::new(&path, "b")).unwrap();
+        let sh = Arc::clone(&ob.shared);
+        let _ = std::thread::spawn(move || {
+            let _held = sh.state.lock().unwrap();
+            panic!("a bug under the lock");
+        })
+        .join();
+        assert!(ob.shared.state.is_poisoned());
+        let m = NewMessage {
+            qos: 1,
+            expiry_secs: 0,
+            data: b"x",
+        };
+        ob.append(&m).unwrap();
+        ob.link_up(0).unwrap();
+        let r = ob.lease().unwrap().unwrap();
+        ob.bind(r.seq, 1).unwrap();
+        assert_eq!(ob.ack(1, AckKind::PubAck, 0).unwrap(), AckOutcome::Done);
+        assert_eq!(ob.stats().unwrap().acked, 1);
+        ob.close().unwrap();
+        drop(ob);
+        let ob = Outbox::open(Config::new(&path, "b")).expect("the bridge opens again");
+        ob.close().unwrap();
     }
 }

@@ -234,41 +234,15 @@ impl Store {
     }
 
     fn setup(conn: Connection, cfg: &Config) -> Result<(Connection, i64, Resume, usize)> {
-        let (app, version): (i32, i32) = conn.query_row(
-            "SELECT * FROM pragma_application_id, pragma_user_version",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )?;
-        if version > SCHEMA_VERSION {
-            return Err(Error::Io(format!(
-                "{} has schema version {version}, newer than this library's {SCHEMA_VERSION}",
-                cfg.path.display()
-            )));
-        }
-        let tables: i64 = conn.query_row(
-            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN ('bridge', 'msg')",
-            [],
-            |r| r.get(0),
-        )?;
-        if app != APPLICATION_ID && app != 0 {
-            return Err(Error::Io(format!(
-                "{} is not an nmq-outbox file (application_id 0x{app:08x})",
-                cfg.path.display()
-            )));
-        }
-        let objects: i64 =
-            conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))?;
-        if app == 0 && objects > tables {
-            return Err(Error::Io(format!(
-                "{} is a SQLite file of another program, not an nmq-outbox file",
-                cfg.path.display()
-            )));
-        }
-        conn.execute_batch(SCHEMA)?;
-        if app == 0 || version < SCHEMA_VERSION {
-            conn.execute_batch(&format!(
-                "PRAGMA application_id = {APPLICATION_ID}; PRAGMA user_version = {SCHEMA_VERSION};"
-            ))?;
+        // One immediate transaction: a concurrent open of a fresh file waits (busy handler)
+        // and then sees the schema complete, never half made.
+        conn.execute_batch("BEGIN IMMEDIATE")?;
+        match Self::schema(&conn, cfg) {
+            Ok(()) => conn.execute_batch("COMMIT")?,
+            Err(e) => {
+                let _ = conn.execute_batch("ROLLBACK");
+                return Err(e);
+            }
         }
         conn.execute(
             "INSERT OR IGNORE INTO bridge(name) VALUES (?1)",
@@ -295,6 +269,77 @@ impl Store {
         )?;
         let limit = conn.limit(Limit::SQLITE_LIMIT_LENGTH).max(0) as usize;
         Ok((conn, bridge_id, resume, limit.saturating_sub(ROW_OVERHEAD)))
+    }
+
+    /// What the bridge holds on disk now.
+    pub fn resume(&mut self) -> Result<Resume> {
+        Ok(self.conn.query_row(
+            "SELECT count(*), coalesce(sum(length(data)), 0), min(seq), max(seq)
+             FROM msg WHERE bridge_id = ?1",
+            params![self.bridge_id],
+            |r| {
+                Ok(Resume {
+                    messages: r.get::<_, i64>(0)?.max(0) as u64,
+                    bytes: r.get::<_, i64>(1)?.max(0) as u64,
+                    min_seq: r.get(2)?,
+                    max_seq: r.get(3)?,
+                })
+            },
+        )?)
+    }
+
+    /// Moves this bridge's rows out of `legacy`, the one file every bridge shared before files
+    /// were per bridge (`<dir>/nmq_outbox.db`), into this (empty) store: same seqs, packet
+    /// ids and states, in one transaction over both files (ATTACH). Returns how many moved.
+    pub fn adopt_legacy(&mut self, legacy: &Path, bridge: &str) -> Result<u64> {
+        // Held like any outbox file while it is changed (the claim outlives the attachment).
+        let _claim = Claim::take(legacy, bridge)?;
+        self.conn.execute(
+            "ATTACH DATABASE ?1 AS legacy",
+            params![legacy.to_string_lossy()],
+        )?;
+        let moved = self.move_from_legacy(bridge);
+        let detached = self.conn.execute_batch("DETACH DATABASE legacy");
+        let moved = moved?;
+        detached?;
+        Ok(moved)
+    }
+
+    fn move_from_legacy(&mut self, bridge: &str) -> Result<u64> {
+        let ours: i64 = self.conn.query_row(
+            "SELECT count(*) FROM legacy.sqlite_master
+             WHERE type = 'table' AND name IN ('bridge', 'msg')",
+            [],
+            |r| r.get(0),
+        )?;
+        if ours != 2 {
+            return Ok(0);
+        }
+        let Some(old_id) = self
+            .conn
+            .query_row(
+                "SELECT id FROM legacy.bridge WHERE name = ?1",
+                params![bridge],
+                |r| r.get::<_, i64>(0),
+            )
+            .optional()?
+        else {
+            return Ok(0);
+        };
+        let tx = self.conn.transaction()?;
+        let moved = tx.execute(
+            "INSERT INTO main.msg(bridge_id, seq, qos, expires_at, enqueued_at, packet_id,
+             released, data)
+             SELECT ?1, seq, qos, expires_at, enqueued_at, packet_id, released, data
+             FROM legacy.msg WHERE bridge_id = ?2 ORDER BY seq",
+            params![self.bridge_id, old_id],
+        )?;
+        tx.execute(
+            "DELETE FROM legacy.msg WHERE bridge_id = ?1",
+            params![old_id],
+        )?;
+        tx.commit()?;
+        Ok(moved as u64)
     }
 
     /// The database file.
@@ -395,9 +440,15 @@ impl Store {
     }
 
     /// Rows with seq >= `from` in FIFO order: at most `limit` rows, and no more after their
-    /// data reached `max_bytes` (at least one row, however large). Memory for each row is
+    /// data reached `max_bytes` (at least one row, however large). Also says whether it
+    /// stopped early (more rows may follow the last one returned). Memory for each row is
     /// reserved fallibly: when it cannot be had the call fails with [`Error::NoMemory`].
-    pub fn read_from(&mut self, from: i64, limit: usize, max_bytes: usize) -> Result<Vec<Row>> {
+    pub fn read_from(
+        &mut self,
+        from: i64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<(Vec<Row>, bool)> {
         let mut sel = self.conn.prepare_cached(
             "SELECT seq, qos, expires_at, enqueued_at, packet_id, released, data FROM msg
              WHERE bridge_id = ?1 AND seq >= ?2 ORDER BY seq LIMIT ?3",
@@ -408,7 +459,7 @@ impl Store {
         while let Some(r) = rows.next()? {
             let blob = r.get_ref(6)?.as_blob().map_err(rusqlite::Error::from)?;
             if !out.is_empty() && bytes.saturating_add(blob.len()) > max_bytes {
-                break;
+                return Ok((out, true));
             }
             bytes = bytes.saturating_add(blob.len());
             out.push(Row {
@@ -421,7 +472,8 @@ impl Store {
                 data: copy_bytes(blob)?,
             });
         }
-        Ok(out)
+        let more = out.len() >= limit;
+        Ok((out, more))
     }
 
     /// When the oldest committed row of the bridge was accepted.
@@ -508,19 +560,61 @@ impl Store {
         let _ = std::fs::remove_file(&tmp);
         self.conn
             .execute("VACUUM INTO ?1", params![tmp.to_string_lossy()])?;
-        // The old connection goes first: its close removes "<path>-wal" and "-shm" by name,
-        // which must not be the new file's.
-        let old = std::mem::replace(&mut self.conn, Connection::open_in_memory()?);
-        drop(old);
         std::fs::rename(&tmp, &self.path)
             .map_err(|e| Error::Io(format!("cannot restore {}: {e}", self.path.display())))?;
+        // The old connection closes before a new one opens: its close removes "<path>-wal"
+        // and "-shm" by name (the old ones), which must not be the new connection's.
+        let placeholder = Connection::open_in_memory()?;
+        drop(std::mem::replace(&mut self.conn, placeholder));
         let claim = Claim::take(&self.path, bridge)?;
-        let conn = Self::connect(&self.path, self.sync)?;
-        self.conn = conn;
+        self.conn = Self::connect(&self.path, self.sync)?;
         // The old claim (the deleted inode, no connection left on it) is released here.
         self.claim = claim;
         self.reserve = false;
         self.restore_reserve();
+        Ok(())
+    }
+}
+
+impl Store {
+    /// Checks that the file is ours (or empty) and of a schema we know, and creates the schema.
+    fn schema(conn: &Connection, cfg: &Config) -> Result<()> {
+        let (app, version): (i32, i32) = conn.query_row(
+            "SELECT * FROM pragma_application_id, pragma_user_version",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        if version > SCHEMA_VERSION {
+            return Err(Error::Io(format!(
+                "{} has schema version {version}, newer than this library's {SCHEMA_VERSION}",
+                cfg.path.display()
+            )));
+        }
+        if app != APPLICATION_ID && app != 0 {
+            return Err(Error::Io(format!(
+                "{} is not an nmq-outbox file (application_id 0x{app:08x})",
+                cfg.path.display()
+            )));
+        }
+        // A file of version 0.1 of this library has no application_id but only our tables.
+        let foreign: i64 = conn.query_row(
+            "SELECT count(*) FROM sqlite_master
+             WHERE name NOT IN ('bridge', 'msg', 'sqlite_autoindex_bridge_1')",
+            [],
+            |r| r.get(0),
+        )?;
+        if app == 0 && foreign > 0 {
+            return Err(Error::Io(format!(
+                "{} is a SQLite file of another program, not an nmq-outbox file",
+                cfg.path.display()
+            )));
+        }
+        conn.execute_batch(SCHEMA)?;
+        if app == 0 || version < SCHEMA_VERSION {
+            conn.execute_batch(&format!(
+                "PRAGMA application_id = {APPLICATION_ID}; PRAGMA user_version = {SCHEMA_VERSION};"
+            ))?;
+        }
         Ok(())
     }
 }
