@@ -14,11 +14,17 @@
 #
 # It builds nothing of NanoMQ. Usage, from the nmq-outbox checkout:
 #   cargo build --release --features nng
-#   nanomq_patch/make-archive.sh [in: target/release/libnmq_outbox.a] [out dir: target/nanomq]
+#   nanomq_patch/make-archive.sh [in: <target>/release/libnmq_outbox.a] [out dir: <target>/nanomq]
+# <target> is $CARGO_TARGET_DIR when set (as cargo uses it), else the checkout's target/.
 set -eu
 top=$(cd "$(dirname "$0")/.." && pwd)
-in=${1:-$top/target/release/libnmq_outbox.a}
-out=${2:-$top/target/nanomq}
+case ${CARGO_TARGET_DIR:-} in
+"") target=$top/target ;;
+/*) target=$CARGO_TARGET_DIR ;;
+*) target=$(pwd)/$CARGO_TARGET_DIR ;;
+esac
+in=${1:-$target/release/libnmq_outbox.a}
+out=${2:-$target/nanomq}
 [ -f "$in" ] || { echo "make-archive.sh: no $in (cargo build --release --features nng)" >&2; exit 2; }
 mkdir -p "$out"
 tmp=$(mktemp -d)

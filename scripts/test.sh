@@ -60,6 +60,10 @@ cargo build -q --features nng
 make -s -C c_tests clean
 make -s -C c_tests check 2>&1 | tee -a "$log"
 
+step "nanomq_patch scripts: syntax, apply.sh on synthetic trees, build.sh's early checks, make-archive.sh"
+# Needs no NanoMQ source: tiny synthetic trees; make-archive.sh runs on the nng build's archive.
+bash nanomq_patch/tests/scripts_test.sh target/debug/libnmq_outbox.a 2>&1 | tee -a "$log"
+
 step "clean link: the shared library exports exactly the headers' functions, no SQLite"
 so=target/debug/libnmq_outbox.so
 exported=$(nm -D --defined-only "$so" | awk '{print $3}' | sort)

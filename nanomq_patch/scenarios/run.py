@@ -4,6 +4,7 @@
 It builds nothing: it takes a built `nanomq` binary. Run as root (network namespaces):
 
     run.py run --nanomq /path/to/nanomq --label stock --scenario linkdown --out results/
+    run.py run --image nanomq-outbox:0.25.6 --label image --scenario linkdown --out results/
     run.py report results/            # markdown tables of every result.json below results/
     run.py analyse results/           # recompute the result.json files from the logs
 
@@ -11,6 +12,8 @@ Topology, created by this script and removed on exit (also on Ctrl-C / SIGTERM):
     netns <prefix>a: NanoMQ (listener 127.0.0.1:1883) + the publisher, veth 10.99.1.1/24
     netns <prefix>b: mosquitto (the remote, 10.99.1.2:1883) + the subscriber, veth 10.99.1.2/24
 No address outside 10.99.1.0/24 and the namespaces' own loopback is used.
+With --image, NanoMQ runs in a container of that image (podman, or --engine docker) that joins
+netns <prefix>a (--network ns:/run/netns/<prefix>a) and sees the run's directory at the same path.
 
 The bridge uses the reported configuration (MQTT 5, clean_start false, keepalive 3 s,
 forwards test1..test5 at QoS 1,1,2,2,2, max_send_queue_len 256, max_parallel_processes 32,
@@ -215,6 +218,7 @@ class Lab:
         self.out = out
         self.a, self.b = prefix + "a", prefix + "b"
         self.procs = {}
+        self.containers = {}  # process name: (engine, container name)
         self.events = open(os.path.join(out, "events.log"), "a", buffering=1)
         self.cut_kind = None
 
@@ -240,15 +244,28 @@ class Lab:
             sh("ip", "netns", "del", ns, check=False)
 
     def start(self, name, ns, cmd, cwd=None, env=None):
+        """Starts cmd in netns ns (None: cmd joins it by itself, e.g. a container)."""
         log = open(os.path.join(self.out, name + ".out"), "a")
         e = dict(os.environ)
         e.update(env or {})
-        self.procs[name] = subprocess.Popen(["ip", "netns", "exec", ns] + cmd, cwd=cwd,
+        wrap = ["ip", "netns", "exec", ns] if ns else []
+        self.procs[name] = subprocess.Popen(wrap + cmd, cwd=cwd,
                                             stdout=log, stderr=subprocess.STDOUT, env=e,
                                             start_new_session=True)
         return self.procs[name]
 
     def stop(self, name, sig=signal.SIGTERM, wait=10):
+        c = self.containers.get(name)
+        if c is not None and name in self.procs:
+            # the engine delivers the signal to the container's init (NanoMQ)
+            engine, cname = c
+            sh(engine, "kill", "--signal", "KILL" if sig == signal.SIGKILL else "TERM", cname,
+               check=False)
+            try:
+                self.procs[name].wait(timeout=wait)
+            except subprocess.TimeoutExpired:
+                sh(engine, "kill", "--signal", "KILL", cname, check=False)
+            sh(engine, "rm", "-f", cname, check=False)
         p = self.procs.pop(name, None)
         if p is None or p.poll() is not None:
             return
@@ -301,7 +318,9 @@ def read_lines(path, tag):
 def cmd_run(args):
     if os.geteuid() != 0:
         sys.exit("run needs root (network namespaces)")
-    nanomq = os.path.abspath(args.nanomq)
+    if (args.nanomq is None) == (args.image is None):
+        sys.exit("give either --nanomq <binary> or --image <container image>")
+    nanomq = os.path.abspath(args.nanomq) if args.nanomq else None
     out = os.path.abspath(os.path.join(args.out, f"{args.label}-{args.scenario}"))
     os.makedirs(os.path.join(out, "cache"), exist_ok=True)
     for f in os.listdir(out):
@@ -321,6 +340,17 @@ def cmd_run(args):
         f.write(MOSQUITTO_CONF.format(dir=out, extra="".join(l + "\n" for l in args.mosquitto)))
     nmq_env = {"NANOMQ_PID_FILE": os.path.join(out, "nanomq.pid")}
     nmq_cmd = [nanomq, "start", "--conf", os.path.join(out, "nanomq.conf")]
+    nmq_ns = lab.a
+    if args.image:
+        cname = args.prefix + "-nanomq"
+        lab.containers["nanomq"] = (args.engine, cname)
+        sh(args.engine, "rm", "-f", cname, check=False)
+        nmq_cmd = [args.engine, "run", "--rm", "--name", cname,
+                   "--network", f"ns:/run/netns/{lab.a}", "-v", f"{out}:{out}", "-w", out,
+                   "-e", f"NANOMQ_PID_FILE={nmq_env['NANOMQ_PID_FILE']}",
+                   args.image, "nanomq", "start", "--conf", os.path.join(out, "nanomq.conf")]
+        nmq_ns = None
+        nanomq = "image:" + args.image
 
     lab.up()
     lab.event(f"setup {args.label} {args.scenario} nanomq={nanomq}")
@@ -331,7 +361,7 @@ def cmd_run(args):
                              "--out", os.path.join(out, "sub.log"), "--duration", str(total)])
     if not wait_for(lambda: read_lines(os.path.join(out, "sub.log"), "C"), 15):
         sys.exit("the subscriber did not connect to mosquitto")
-    lab.start("nanomq", lab.a, nmq_cmd, cwd=out, env=nmq_env)
+    lab.start("nanomq", nmq_ns, nmq_cmd, cwd=out, env=nmq_env)
     mlog = os.path.join(out, "mosquitto.log")
     def bridge_in_log():
         return os.path.exists(mlog) and "bridge_client_123" in open(mlog).read()
@@ -356,7 +386,7 @@ def cmd_run(args):
         lab.stop("nanomq", signal.SIGKILL)
         lab.event("nanomq SIGKILL")
         time.sleep(2)
-        lab.start("nanomq", lab.a, nmq_cmd, cwd=out, env=nmq_env)
+        lab.start("nanomq", nmq_ns, nmq_cmd, cwd=out, env=nmq_env)
         lab.event("nanomq restarted")
     until(normal + outage)
     lab.restore()
@@ -498,7 +528,9 @@ def main():
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run")
-    r.add_argument("--nanomq", required=True, help="the nanomq binary to test")
+    r.add_argument("--nanomq", help="the nanomq binary to test")
+    r.add_argument("--image", help="or: a container image whose nanomq to test")
+    r.add_argument("--engine", default="podman", help="container engine for --image")
     r.add_argument("--label", required=True, help="e.g. stock or patched")
     r.add_argument("--scenario", required=True, choices=SCENARIOS)
     r.add_argument("--out", required=True)

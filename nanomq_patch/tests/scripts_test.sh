@@ -1,0 +1,155 @@
+#!/usr/bin/env bash
+# Checks of the nanomq_patch scripts that need no NanoMQ source and no NanoMQ build (run by
+# scripts/test.sh): syntax of every script; apply.sh on tiny synthetic trees (inside another git
+# work tree, no .git, as its own repository, already patched, misfit, the second version);
+# build.sh's tree and prerequisite checks, which come before any build; make-archive.sh
+# honouring CARGO_TARGET_DIR (with the library archive when one is given as $1).
+# Last line: "nanomq_patch_scripts: N passed, M failed".
+set -uo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+lib_archive=${1:-}
+pass=0 fail=0
+ok() { pass=$((pass + 1)); echo "ok   $*"; }
+bad() { fail=$((fail + 1)); echo "FAIL $*"; }
+check() { # <description> <command...>: passes when the command succeeds
+	local d=$1; shift
+	if "$@"; then ok "$d"; else bad "$d"; fi
+}
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+export GIT_AUTHOR_NAME=t GIT_AUTHOR_EMAIL=t@t GIT_COMMITTER_NAME=t GIT_COMMITTER_EMAIL=t@t
+
+# --- syntax ---------------------------------------------------------------------------------
+for f in build.sh docker/build.sh tests/scripts_test.sh; do
+	check "bash -n $f" bash -n "$here/$f"
+done
+for f in apply.sh make-archive.sh; do
+	check "sh -n $f" sh -n "$here/$f"
+done
+for f in scenarios/run.py scenarios/throughput.py; do
+	check "python3 parses $f" python3 -c 'import ast, sys; ast.parse(open(sys.argv[1]).read())' "$here/$f"
+done
+
+# --- a synthetic NanoMQ tree and patches ----------------------------------------------------
+# Files with the paths apply.sh looks at; the patches change lines 5 and 25 of bridge.c
+# (two hunks) and line 3 of mqtt_client.c. The "0.24.6" pair expects other context, so that a
+# tree fitting only it exercises the version fallback.
+mk_tree() { # <dir> [variant]
+	mkdir -p "$1/nanomq" "$1/nng/src/mqtt/protocol/mqtt" "$1/cmake"
+	seq 1 30 | sed "s/^/${2:-line} /" >"$1/nanomq/bridge.c"
+	seq 1 10 | sed "s/^/${2:-line} /" >"$1/nng/src/mqtt/protocol/mqtt/mqtt_client.c"
+}
+mk_patch() { # <out> <path> <orig> <new>
+	{ echo "diff --git a/$2 b/$2"; diff -u --label "a/$2" --label "b/$2" "$3" "$4"; } >"$1"
+}
+pd=$tmp/nanomq_patch
+mkdir -p "$pd/cmake"
+cp "$here/apply.sh" "$pd/"
+echo "# glue" >"$pd/cmake/NmqOutbox.cmake"
+mk_tree "$tmp/proto"
+mk_tree "$tmp/proto24" old
+for v in 0.25.6 0.24.6; do
+	src=$tmp/proto; [ $v = 0.24.6 ] && src=$tmp/proto24
+	sed 's/ 5$/ 5 hooked/; s/ 25$/ 25 hooked/' "$src/nanomq/bridge.c" >"$tmp/b.new"
+	mk_patch "$pd/nanomq-$v.patch" nanomq/bridge.c "$src/nanomq/bridge.c" "$tmp/b.new"
+	f=src/mqtt/protocol/mqtt/mqtt_client.c
+	sed 's/ 3$/ 3 hooked/' "$src/nng/$f" >"$tmp/c.new"
+	mk_patch "$pd/nanonng-$v.patch" "$f" "$src/nng/$f" "$tmp/c.new"
+done
+sums() { find "$1" -type f ! -path '*/.git/*' | sort | xargs md5sum; }
+
+# 1. a tarball unpacked inside another git work tree
+mkdir -p "$tmp/outer" && git -C "$tmp/outer" init -q && touch "$tmp/outer/README" &&
+	git -C "$tmp/outer" add README && git -C "$tmp/outer" commit -qm init
+cp -a "$tmp/proto" "$tmp/outer/t"
+out=$("$pd/apply.sh" "$tmp/outer/t" 2>&1); rc=$?
+check "inside another work tree: exit 0" [ $rc -eq 0 ]
+check "inside another work tree: bridge.c hunks applied" [ "$(grep -c hooked "$tmp/outer/t/nanomq/bridge.c")" = 2 ]
+check "inside another work tree: mqtt_client.c applied" grep -q '3 hooked' "$tmp/outer/t/nng/src/mqtt/protocol/mqtt/mqtt_client.c"
+check "inside another work tree: glue copied" cmp -s "$pd/cmake/NmqOutbox.cmake" "$tmp/outer/t/cmake/NmqOutbox.cmake"
+check "inside another work tree: names the version" grep -q 'hooks for NanoMQ 0.25.6' <<<"$out"
+# 2. idempotent
+before=$(sums "$tmp/outer/t")
+out=$("$pd/apply.sh" "$tmp/outer/t" 2>&1); rc=$?
+check "already patched: exit 0" [ $rc -eq 0 ]
+check "already patched: says so" grep -q 'nanomq-0.25.6.patch: already applied' <<<"$out"
+check "already patched: tree unchanged" [ "$before" = "$(sums "$tmp/outer/t")" ]
+# 3. --check changes nothing
+cp -a "$tmp/proto" "$tmp/outer/c"
+before=$(sums "$tmp/outer/c")
+out=$("$pd/apply.sh" --check "$tmp/outer/c" 2>&1); rc=$?
+check "--check: exit 0, would apply" [ $rc -eq 0 ] && grep -q 'would apply' <<<"$out"
+check "--check: tree unchanged" [ "$before" = "$(sums "$tmp/outer/c")" ]
+# 4. a misfit names file and hunk, changes nothing
+cp -a "$tmp/proto" "$tmp/outer/m"
+sed -i 's/^line 24$/line 24 changed upstream/' "$tmp/outer/m/nanomq/bridge.c"
+before=$(sums "$tmp/outer/m")
+out=$("$pd/apply.sh" "$tmp/outer/m" 2>&1); rc=$?
+check "misfit: exit 1" [ $rc -eq 1 ]
+check "misfit: names nanomq/bridge.c hunk #2" grep -q 'nanomq-0.25.6.patch: nanomq/bridge.c: hunk #2 does not fit: @@ -22' <<<"$out"
+check "misfit: does not blame hunk #1" bash -c '! grep -q "hunk #1 does not fit" <<<"$1" ' _ "$(grep 0.25.6 <<<"$out")"
+check "misfit: tree unchanged" [ "$before" = "$(sums "$tmp/outer/m")" ]
+# 5. the second version
+cp -a "$tmp/proto24" "$tmp/outer/v24"
+out=$("$pd/apply.sh" "$tmp/outer/v24" 2>&1); rc=$?
+check "0.24.6 tree: exit 0, picks 0.24.6" [ $rc -eq 0 ] && grep -q 'hooks for NanoMQ 0.24.6' <<<"$out"
+# 6. a clone with its own .git and nng as a nested repository (submodule-like)
+cp -a "$tmp/proto" "$tmp/outer/g"
+git -C "$tmp/outer/g/nng" init -q && git -C "$tmp/outer/g/nng" add -A && git -C "$tmp/outer/g/nng" commit -qm nng
+git -C "$tmp/outer/g" init -q && git -C "$tmp/outer/g" add nanomq cmake && git -C "$tmp/outer/g" commit -qm mq
+out=$("$pd/apply.sh" "$tmp/outer/g" 2>&1); rc=$?
+check "own git repo + nested nng repo: applied" [ $rc -eq 0 ] && grep -q '3 hooked' "$tmp/outer/g/nng/src/mqtt/protocol/mqtt/mqtt_client.c" && [ "$(grep -c hooked "$tmp/outer/g/nanomq/bridge.c")" = 2 ]
+# 7. not a NanoMQ tree
+mkdir -p "$tmp/empty"
+"$pd/apply.sh" "$tmp/empty" >/dev/null 2>&1; rc=$?
+check "not a NanoMQ tree: exit 2" [ $rc -eq 2 ]
+
+# --- build.sh: checks that come before anything is built ------------------------------------
+bt=$tmp/outer/bt
+mk_tree "$bt"
+echo 'cmake_minimum_required(VERSION 3.13)' >"$bt/CMakeLists.txt"
+mkdir -p "$bt/nng/include/nng" "$bt/nng/src/supplemental/sqlite" "$bt/nanomq/include" \
+	"$bt/nanomq/apps" "$bt/nng/include/nng/protocol/mqtt"
+touch "$bt/nng/include/nng/nng.h"
+printf '#define NANO_VER_MAJOR 0\n#define NANO_VER_MINOR 25\n#define NANO_VER_PATCH 6\n' >"$bt/nanomq/include/version.h"
+out=$("$here/build.sh" "$bt" "$tmp/bout" 2>&1); rc=$?
+check "build.sh: no sqlite3.c: exit 1" [ $rc -eq 1 ]
+check "build.sh: no sqlite3.c: says so" grep -q 'sqlite3.c is missing' <<<"$out"
+echo '/* amalgamation */' >"$bt/nng/src/supplemental/sqlite/sqlite3.c"
+printf 'NNG_DECL nng_msg *nng_sub0_msg_adapter(\n    nng_msg *origin, conf_nng_sub_node *snode, char *default_topic);\n' \
+	>"$bt/nng/include/nng/protocol/mqtt/mqtt_parser.h"
+printf '\t\t\tmqtt_msg = nng_sub0_msg_adapter(msg, snode);\n' >"$bt/nanomq/apps/broker.c"
+out=$("$here/build.sh" "$bt" "$tmp/bout" 2>&1); rc=$?
+check "build.sh: sub0 adapter arity mismatch reported, exit 1" [ $rc -eq 1 ] && grep -q 'nng_sub0_msg_adapter arity' <<<"$out"
+check "build.sh: broker.c untouched without --fix-sub0-adapter" grep -q 'adapter(msg, snode);' "$bt/nanomq/apps/broker.c"
+printf '\t\t\tmqtt_msg = nng_sub0_msg_adapter(msg, snode, NULL);\n' >"$bt/nanomq/apps/broker.c"
+# a PATH without cmake and ninja: the prerequisites step lists cmake
+mkdir -p "$tmp/bin"
+for d in /usr/local/bin /usr/bin /bin /usr/sbin /sbin; do
+	[ -d "$d" ] || continue
+	for f in "$d"/*; do
+		n=${f##*/}
+		case $n in cmake|ninja) continue ;; esac
+		[ -e "$tmp/bin/$n" ] || ln -s "$f" "$tmp/bin/$n"
+	done
+done
+cargo_bin=$(command -v cargo || true)
+[ -n "$cargo_bin" ] && ln -sf "$cargo_bin" "$tmp/bin/cargo" && ln -sf "$(command -v rustc)" "$tmp/bin/rustc"
+out=$(PATH=$tmp/bin "$here/build.sh" "$bt" "$tmp/bout" 2>&1); rc=$?
+check "build.sh: missing cmake: exit 1" [ $rc -eq 1 ]
+check "build.sh: missing cmake: named" grep -q 'missing: cmake (Debian/Ubuntu package: cmake)' <<<"$out"
+
+# --- make-archive.sh honours CARGO_TARGET_DIR -----------------------------------------------
+out=$(CARGO_TARGET_DIR=$tmp/tdir "$here/make-archive.sh" 2>&1); rc=$?
+check "make-archive.sh: looks in \$CARGO_TARGET_DIR/release" [ $rc -eq 2 ] && grep -q "$tmp/tdir/release/libnmq_outbox.a" <<<"$out"
+if [ -n "$lib_archive" ]; then
+	mkdir -p "$tmp/tdir/release"
+	ln -s "$(cd "$(dirname "$lib_archive")" && pwd)/$(basename "$lib_archive")" "$tmp/tdir/release/libnmq_outbox.a"
+	out=$(cd "$tmp" && CARGO_TARGET_DIR=tdir "$here/make-archive.sh" 2>&1); rc=$?
+	check "make-archive.sh: relative CARGO_TARGET_DIR, archive in <target>/nanomq" [ $rc -eq 0 ] && [ -f "$tmp/tdir/nanomq/libnmq_outbox_nanomq.a" ]
+	check "make-archive.sh: no global sqlite3_* symbol" grep -q ', 0 of them global' <<<"$out"
+	[ $rc -eq 0 ] || echo "$out"
+fi
+
+echo "nanomq_patch_scripts: $pass passed, $fail failed"
+[ "$fail" -eq 0 ]
