@@ -440,18 +440,20 @@ impl Outbox {
             msg.qos,
             msg.expiry_secs,
             Cow::Borrowed(msg.data),
-            Some(packet_id),
+            Some((packet_id, false)),
         )
     }
 
     /// `append` (`front` None) or `requeue_front` of bytes the caller already owns: no copy.
+    /// `front` is (packet id, released): released = the remote answered PUBREC for that id
+    /// (QoS 2), so the replay resumes the row with PUBREL.
     #[cfg(feature = "nng")]
     pub(crate) fn insert_owned(
         &self,
         qos: u8,
         expiry_secs: u32,
         data: Vec<u8>,
-        front: Option<u16>,
+        front: Option<(u16, bool)>,
     ) -> Result<i64> {
         self.shared
             .insert(qos, expiry_secs, Cow::Owned(data), front)
@@ -688,15 +690,23 @@ impl Shared {
         self.lock_open().map(drop)
     }
 
-    /// Appends (`front` None) or puts at the head with the packet id it was sent with.
+    /// Appends (`front` None) or puts at the head with the packet id it was sent with and
+    /// whether its PUBREC came (QoS 2 only).
     fn insert(
         &self,
         qos: u8,
         expiry_secs: u32,
         data: Cow<'_, [u8]>,
-        front: Option<u16>,
+        front: Option<(u16, bool)>,
     ) -> Result<i64> {
         check_qos(qos)?;
+        if let Some((pid, true)) = front {
+            if qos != 2 || pid == 0 {
+                return Err(Error::Invalid(format!(
+                    "released needs a QoS 2 message with a packet id (QoS {qos}, id {pid})"
+                )));
+            }
+        }
         let len = data.len();
         let max = self.cfg.max_message_bytes as usize;
         if len > max {
@@ -741,8 +751,8 @@ impl Shared {
                 now + expiry_secs as i64 * 1000
             },
             enqueued_at: now,
-            packet_id: front.unwrap_or(0),
-            released: false,
+            packet_id: front.map_or(0, |f| f.0),
+            released: front.is_some_and(|f| f.1),
             data: data.into_owned(),
         });
         st.pending_since.get_or_insert_with(Instant::now);
