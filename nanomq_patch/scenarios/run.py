@@ -25,6 +25,15 @@ Scenarios:
     drain-cut  linkdown; after the restore, as soon as the first backlog message reaches the
                subscriber, a second 20 s linkdown cut hits the drain
     kill       linkdown; 50 s into the outage NanoMQ gets SIGKILL and is restarted 2 s later
+    slow-pubcomp  no outage: the bridge reaches mosquitto through a proxy (in NanoMQ's
+               namespace) that holds every PUBCOMP from mosquitto for 6 s (> cancel_timeout
+               5 s) during the 100 s "outage" window; PUBREC and everything else pass at once
+               (a QoS 2 direct send whose PUBCOMP is late: issue 8 item 14)
+    reload     no outage: the bridge is reloaded through NanoMQ's REST API (PUT
+               /api/v4/bridges/remote with its own configuration) every 10 s during the
+               100 s "outage" window (issue 8 item 18)
+    disk-full  linkdown, and the cache directory is a 256 KiB tmpfs: the outbox runs out of
+               disk during the outage (issue 8 item 13)
 
 "sent" counts the messages NanoMQ acknowledged to the publisher (PUBACK / PUBCOMP): from then
 on they are NanoMQ's responsibility. Needs: iproute2, iptables, mosquitto, paho-mqtt (pip).
@@ -43,7 +52,8 @@ import time
 TOPICS = {"test1": (1, 0.2), "test2": (1, 1.0), "test3": (2, 1.0), "test4": (2, 1.0),
           "test5": (2, 1.0)}  # topic: (QoS, interval)
 A_ADDR, B_ADDR = "10.99.1.1", "10.99.1.2"
-SCENARIOS = ("linkdown", "blackhole", "drain-cut", "kill")
+SCENARIOS = ("linkdown", "blackhole", "drain-cut", "kill", "slow-pubcomp", "reload", "disk-full")
+PROXY_PORT = 1884  # slow-pubcomp: the proxy's port on NanoMQ's namespace loopback
 
 NANOMQ_CONF = """\
 mqtt {{
@@ -58,8 +68,8 @@ log {{
     dir = "{dir}"
     file = "nanomq.log"
 }}
-bridges.mqtt.remote {{
-    server = "mqtt-tcp://{remote}:1883"
+{http}bridges.mqtt.remote {{
+    server = "mqtt-tcp://{remote}"
     proto_ver = 5
     clientid = "bridge_client_123"
     clean_start = false
@@ -89,6 +99,16 @@ bridges.mqtt.cache {{
     flush_mem_threshold = 100
     resend_interval = 5000
 }}
+"""
+
+HTTP_CONF = """\
+http_server {
+    port = 8081
+    limit_conn = 4
+    username = admin
+    password = public
+    auth_type = basic
+}
 """
 
 MOSQUITTO_CONF = """\
@@ -207,6 +227,105 @@ def role_sub(args):
     c.loop_stop()
 
 
+def role_proxy(args):
+    """TCP proxy NanoMQ -> mosquitto that holds PUBCOMP packets from mosquitto for args.delay
+    seconds between the Unix times args.start and args.end; every other packet passes at once.
+    Logs each held PUBCOMP ("H <time> <packet id>")."""
+    import asyncio
+    log = open(args.out, "a", buffering=1)
+    up_host, up_port = args.to.rsplit(":", 1)
+
+    async def pipe_up(reader, writer):
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            writer.close()
+
+    async def pipe_down(reader, writer):
+        loop = asyncio.get_running_loop()
+        buf = b""
+        try:
+            while data := await reader.read(65536):
+                buf += data
+                while True:  # whole MQTT packets: type byte, Remaining Length, rest
+                    n, mult, i, done = 0, 1, 1, False
+                    while i < len(buf) and i <= 4:
+                        n += (buf[i] & 0x7F) * mult
+                        mult *= 128
+                        i += 1
+                        if buf[i - 1] & 0x80 == 0:
+                            done = True
+                            break
+                    if not done or len(buf) < i + n:
+                        break
+                    pkt, buf = buf[:i + n], buf[i + n:]
+                    now = time.time()
+                    if pkt[0] >> 4 == 7 and args.start <= now < args.end:
+                        pid = int.from_bytes(pkt[i:i + 2], "big")
+                        log.write(f"H {now:.3f} {pid}\n")
+                        loop.call_later(args.delay, writer.write, pkt)
+                    else:
+                        writer.write(pkt)
+                await writer.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            await asyncio.sleep(args.delay)  # held packets still go out
+            writer.close()
+
+    async def client(creader, cwriter):
+        try:
+            ureader, uwriter = await asyncio.open_connection(up_host, int(up_port))
+        except OSError:
+            cwriter.close()
+            return
+        log.write(f"C {time.time():.3f}\n")
+        await asyncio.gather(pipe_up(creader, uwriter), pipe_down(ureader, cwriter))
+
+    async def serve():
+        srv = await asyncio.start_server(client, "127.0.0.1", args.port)
+        async with srv:
+            await asyncio.sleep(args.duration)
+
+    asyncio.run(serve())
+
+
+def http_call(url, body=None, user="admin", password="public"):
+    import base64
+    import urllib.request
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, method="GET" if body is None else "PUT")
+    req.add_header("Authorization",
+                   "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode())
+    req.add_header("Content-Type", "application/json")
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return r.status, r.read().decode()
+
+
+def role_reload(args):
+    """PUT the bridge's own configuration (the HOCON of NANOMQ_CONF, as JSON): NanoMQ reloads
+    the bridge (a new client socket replaces the old one)."""
+    node = {
+        "server": args.server, "proto_ver": 5, "clientid": "bridge_client_123",
+        "clean_start": False, "keepalive": "3s", "backoff_max": "10s",
+        "forwards": [{"remote_topic": t, "local_topic": t, "qos": q}
+                     for t, (q, _) in TOPICS.items()],
+        "subscription": [{"remote_topic": "test6", "local_topic": "test6", "qos": 2}],
+        "max_parallel_processes": 32, "max_send_queue_len": 256, "max_recv_queue_len": 256,
+        "resend_interval": 50, "resend_wait": 65000, "cancel_timeout": 5000,
+        "retry_qos_0": True,
+    }
+    try:
+        status, text = http_call(args.url, {args.url.rstrip("/").rsplit("/", 1)[1]: node})
+        print(status, text)
+    except Exception as e:  # reported in events.log, the run goes on
+        print("reload failed:", e)
+
+
 # ---------------------------------------------------------------------------------------------
 # The orchestrator
 
@@ -315,8 +434,11 @@ def cmd_run(args):
         signal.signal(s, lambda *a: sys.exit(f"stopped by signal"))
     me = os.path.abspath(__file__)
     py = sys.executable
+    remote = (f"127.0.0.1:{PROXY_PORT}" if args.scenario == "slow-pubcomp"
+              else f"{B_ADDR}:1883")
     with open(os.path.join(out, "nanomq.conf"), "w") as f:
-        f.write(NANOMQ_CONF.format(dir=out, remote=B_ADDR, log_level=args.log_level))
+        f.write(NANOMQ_CONF.format(dir=out, remote=remote, log_level=args.log_level,
+                                   http=HTTP_CONF if args.scenario == "reload" else ""))
     with open(os.path.join(out, "mosquitto.conf"), "w") as f:
         f.write(MOSQUITTO_CONF.format(dir=out, extra="".join(l + "\n" for l in args.mosquitto)))
     nmq_env = {"NANOMQ_PID_FILE": os.path.join(out, "nanomq.pid")}
@@ -324,9 +446,20 @@ def cmd_run(args):
 
     lab.up()
     lab.event(f"setup {args.label} {args.scenario} nanomq={nanomq}")
+    cache = os.path.join(out, "cache")
+    if args.scenario == "disk-full":
+        sh("mount", "-t", "tmpfs", "-o", "size=256k", "nmqsc-cache", cache)
+        atexit.register(lambda: sh("umount", cache, check=False))
+    total = normal + outage + after + drain + 120
+    if args.scenario == "slow-pubcomp":
+        t = time.time() + 5  # the publisher starts about 5 s from now
+        lab.start("proxy", lab.a, [py, me, "proxy", "--port", str(PROXY_PORT),
+                                   "--to", f"{B_ADDR}:1883", "--delay", "6",
+                                   "--start", str(t + normal), "--end", str(t + normal + outage),
+                                   "--out", os.path.join(out, "proxy.log"),
+                                   "--duration", str(total)])
     lab.start("mosquitto", lab.b, ["mosquitto", "-c", os.path.join(out, "mosquitto.conf")])
     time.sleep(0.5)
-    total = normal + outage + after + drain + 120
     lab.start("sub", lab.b, [py, me, "sub", "--host", "127.0.0.1", "--port", "1883",
                              "--out", os.path.join(out, "sub.log"), "--duration", str(total)])
     if not wait_for(lambda: read_lines(os.path.join(out, "sub.log"), "C"), 15):
@@ -350,7 +483,24 @@ def cmd_run(args):
         time.sleep(max(0.0, t0 + t - time.monotonic()))
 
     until(normal)
-    lab.cut("blackhole" if args.scenario == "blackhole" else "linkdown")
+    if args.scenario in ("slow-pubcomp", "reload"):
+        # no outage: the fault window is marked like one, for the analysis
+        lab.event(f"cut {args.scenario}")
+        if args.scenario == "reload":
+            base = "http://127.0.0.1:8081/api/v4/bridges/remote"
+            n = 0
+            while time.monotonic() < t0 + normal + outage - 10:
+                until(normal + 10 * n + 5)
+                r = subprocess.run(["ip", "netns", "exec", lab.a, py, me, "reload",
+                                    "--url", base, "--server", f"mqtt-tcp://{remote}"],
+                                   stdout=subprocess.PIPE,
+                                   stderr=subprocess.STDOUT, text=True)
+                lab.event(f"reload {n}: {r.stdout.strip()[-200:]}")
+                n += 1
+        until(normal + outage)
+        lab.event("restore")
+    else:
+        lab.cut("blackhole" if args.scenario == "blackhole" else "linkdown")
     if args.scenario == "kill":
         until(normal + outage / 2)
         lab.stop("nanomq", signal.SIGKILL)
@@ -358,8 +508,9 @@ def cmd_run(args):
         time.sleep(2)
         lab.start("nanomq", lab.a, nmq_cmd, cwd=out, env=nmq_env)
         lab.event("nanomq restarted")
-    until(normal + outage)
-    lab.restore()
+    if args.scenario not in ("slow-pubcomp", "reload"):
+        until(normal + outage)
+        lab.restore()
     if args.scenario == "drain-cut":
         restore_t = time.time()
 
@@ -378,6 +529,7 @@ def cmd_run(args):
     lab.stop("sub")
     lab.stop("nanomq")
     lab.stop("mosquitto")
+    lab.stop("proxy")
     lab.down()
     res = analyse(out, args.label, args.scenario)
     with open(os.path.join(out, "result.json"), "w") as f:
@@ -458,6 +610,8 @@ def analyse(out, label, scenario):
     log = os.path.join(out, "nanomq.log")
     text = open(log, errors="replace").read() if os.path.exists(log) else ""
     tot["ctx_msgs_lost_lines"] = text.count("Cached Message in ctx_msgs is lost")
+    tot["outbox_refused_lines"] = text.count("outbox refused a m")
+    tot["held_pubcomps"] = len(read_lines(os.path.join(out, "proxy.log"), "H"))
     res["total"] = tot
     return res
 
@@ -507,6 +661,17 @@ def main():
     r.add_argument("--log-level", default="warn")
     r.add_argument("--mosquitto", action="append", default=[],
                    help="an extra mosquitto.conf line, e.g. 'max_inflight_messages 0'")
+    px = sub.add_parser("proxy")
+    px.add_argument("--port", type=int, required=True)
+    px.add_argument("--to", required=True)
+    px.add_argument("--delay", type=float, required=True)
+    px.add_argument("--start", type=float, required=True)
+    px.add_argument("--end", type=float, required=True)
+    px.add_argument("--out", required=True)
+    px.add_argument("--duration", type=float, required=True)
+    rl = sub.add_parser("reload", help="reload a bridge with its own configuration (REST)")
+    rl.add_argument("--url", required=True)
+    rl.add_argument("--server", required=True)
     p = sub.add_parser("pub")
     s = sub.add_parser("sub")
     for x in (p, s):
@@ -521,7 +686,7 @@ def main():
     ana.add_argument("dirs", nargs="+")
     args = ap.parse_args()
     {"run": cmd_run, "pub": role_pub, "sub": role_sub, "report": cmd_report,
-     "analyse": cmd_analyse}[args.cmd](args)
+     "analyse": cmd_analyse, "proxy": role_proxy, "reload": role_reload}[args.cmd](args)
 
 
 if __name__ == "__main__":
