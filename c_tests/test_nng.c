@@ -375,7 +375,7 @@ static void test_malformed_row_dropped(void)
     nmq_outbox_stats st;
     CHECK_RC(nmq_outbox_get_stats(ob, &st), NMQ_OUTBOX_OK);
     CHECK(st.messages == 1 && st.inflight == 1);
-    CHECK(st.dropped_rejected + st.dropped_full + st.dropped_expired == 3);
+    CHECK(st.dropped_malformed == 3 && st.dropped_rejected == 0);
     CHECK_RC(nmq_outbox_nng_bind(ob, seq, 3, out), NMQ_OUTBOX_OK);
     nng_msg_free(out);
     CHECK_RC(nmq_outbox_ack(ob, 3, NMQ_OUTBOX_PUBACK, 0, NULL), NMQ_OUTBOX_OK);

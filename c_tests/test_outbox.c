@@ -231,7 +231,10 @@ static void test_flow(void)
     CHECK_RC(nmq_outbox_append(ob, 1, 0, u8("late"), 4, NULL), NMQ_OUTBOX_ECLOSED);
     CHECK_RC(nmq_outbox_lease(ob, &it), NMQ_OUTBOX_ECLOSED);
     CHECK_RC(nmq_outbox_decide(ob, 1, &d), NMQ_OUTBOX_ECLOSED);
-    CHECK_RC(nmq_outbox_get_stats(ob, &st), NMQ_OUTBOX_ECLOSED);
+    CHECK_RC(nmq_outbox_get_stats(ob, &st), NMQ_OUTBOX_OK); /* the last counters */
+    CHECK(st.link_up == 1 && st.window == 1);
+    CHECK_RC(nmq_outbox_sent(ob, s4), NMQ_OUTBOX_ECLOSED);
+    CHECK_RC(nmq_outbox_drop(ob, s4, NMQ_OUTBOX_DROP_MALFORMED), NMQ_OUTBOX_ECLOSED);
     CHECK_RC(nmq_outbox_flush(ob), NMQ_OUTBOX_ECLOSED);
     CHECK_RC(nmq_outbox_link_up(ob, 0), NMQ_OUTBOX_ECLOSED);
     CHECK_RC(nmq_outbox_ack(ob, 1, NMQ_OUTBOX_PUBACK, 0, &o), NMQ_OUTBOX_ECLOSED);
@@ -258,6 +261,57 @@ static void test_flow(void)
 
 /* QoS 2: once PUBREC came, the row is handed out again (after a link loss or a restart) with
  * released = 1 and its packet id, so the host sends PUBREL, not the PUBLISH. */
+/* Issue 8 item 8: a length of SIZE_MAX built an invalid slice before the length was checked
+ * (undefined behaviour; the debug library aborted). Item 9: QoS 0 completes with sent().
+ * Item 10: a row that cannot be sent is dropped and counted. */
+static void test_lengths_qos0_drop(void)
+{
+    char p[300];
+    path_in(p, sizeof p, "edges.db");
+    nmq_outbox_config c = config(p, "edges");
+    c.max_message_bytes = 64;
+    nmq_outbox *ob = NULL;
+    CHECK_RC(nmq_outbox_open(&c, &ob), NMQ_OUTBOX_OK);
+    static const uint8_t byte = 1;
+    CHECK_RC(nmq_outbox_append(ob, 1, 0, &byte, SIZE_MAX, NULL), NMQ_OUTBOX_ETOOBIG);
+    CHECK_RC(nmq_outbox_append(ob, 1, 0, &byte, (size_t)PTRDIFF_MAX + 1, NULL), NMQ_OUTBOX_ETOOBIG);
+    CHECK_RC(nmq_outbox_requeue_front(ob, 1, 0, 5, &byte, SIZE_MAX, NULL), NMQ_OUTBOX_ETOOBIG);
+    CHECK_RC(nmq_outbox_append(ob, 1, 0, NULL, SIZE_MAX, NULL), NMQ_OUTBOX_ETOOBIG);
+    CHECK_RC(nmq_outbox_append(ob, 1, 0, NULL, 65, NULL), NMQ_OUTBOX_ETOOBIG);
+    CHECK_RC(nmq_outbox_append(ob, 1, 0, NULL, 64, NULL), NMQ_OUTBOX_EINVAL);
+
+    int64_t s0 = 0, s1 = 0, s2 = 0;
+    CHECK_RC(nmq_outbox_append(ob, 0, 0, u8("zero"), 4, &s0), NMQ_OUTBOX_OK);
+    CHECK_RC(nmq_outbox_append(ob, 1, 0, u8("bad"), 3, &s1), NMQ_OUTBOX_OK);
+    CHECK_RC(nmq_outbox_append(ob, 1, 0, u8("good"), 4, &s2), NMQ_OUTBOX_OK);
+    CHECK_RC(nmq_outbox_link_up(ob, 0), NMQ_OUTBOX_OK);
+    nmq_outbox_item it;
+    CHECK_RC(nmq_outbox_lease(ob, &it), NMQ_OUTBOX_OK);
+    CHECK(it.seq == s0 && it.qos == 0 && it.packet_id == 0);
+    CHECK_RC(nmq_outbox_bind(ob, it.seq, 7), NMQ_OUTBOX_EINVAL); /* QoS 0 has no packet id */
+    CHECK_RC(nmq_outbox_sent(ob, it.seq), NMQ_OUTBOX_OK);
+    CHECK_RC(nmq_outbox_sent(ob, it.seq), NMQ_OUTBOX_EINVAL);
+    nmq_outbox_item_free(&it);
+    CHECK_RC(nmq_outbox_lease(ob, &it), NMQ_OUTBOX_OK);
+    CHECK(it.seq == s1);
+    CHECK_RC(nmq_outbox_sent(ob, it.seq), NMQ_OUTBOX_EINVAL); /* QoS 1: needs its ack */
+    CHECK_RC(nmq_outbox_drop(ob, it.seq, (nmq_outbox_drop_reason)99), NMQ_OUTBOX_EINVAL);
+    CHECK_RC(nmq_outbox_drop(ob, it.seq, NMQ_OUTBOX_DROP_MALFORMED), NMQ_OUTBOX_OK);
+    CHECK_RC(nmq_outbox_drop(ob, it.seq, NMQ_OUTBOX_DROP_MALFORMED), NMQ_OUTBOX_EINVAL);
+    nmq_outbox_item_free(&it);
+    CHECK_RC(nmq_outbox_lease(ob, &it), NMQ_OUTBOX_OK);
+    CHECK(it.seq == s2 && it.len == 4 && memcmp(it.data, "good", 4) == 0);
+    nmq_outbox_item_free(&it);
+    nmq_outbox_stats st;
+    CHECK_RC(nmq_outbox_get_stats(ob, &st), NMQ_OUTBOX_OK);
+    CHECK(st.messages == 1 && st.acked == 1 && st.dropped_malformed == 1 && st.inflight == 1);
+    CHECK(st.refused_nospace == 0 && st.dropped_unwritten == 0 && st.space_low == 0);
+    CHECK_RC(nmq_outbox_sent(NULL, 1), NMQ_OUTBOX_EINVAL);
+    CHECK_RC(nmq_outbox_drop(NULL, 1, NMQ_OUTBOX_DROP_MALFORMED), NMQ_OUTBOX_EINVAL);
+    CHECK_RC(nmq_outbox_close(ob), NMQ_OUTBOX_OK);
+    nmq_outbox_free(ob);
+}
+
 static void test_released(void)
 {
     char p[300];
@@ -509,6 +563,7 @@ int main(int argc, char **argv)
     test_config_errors();
     test_null_handle();
     test_flow();
+    test_lengths_qos0_drop();
     test_released();
     test_reject_new();
     test_corrupt_file();

@@ -8,7 +8,8 @@
  * OWNERSHIP (the one place for these rules)
  *   - nmq_outbox_open() creates a handle; the caller owns it and must pass it to
  *     nmq_outbox_free() exactly once. nmq_outbox_close() commits and closes but does not free:
- *     after it every call on the handle returns NMQ_OUTBOX_ECLOSED, which is safe.
+ *     after it every call on the handle returns NMQ_OUTBOX_ECLOSED, which is safe (except
+ *     nmq_outbox_get_stats(), which still gives the last counters).
  *   - Every pointer argument is borrowed for the duration of the call only. Message bytes are
  *     copied; the library never keeps a caller pointer.
  *   - nmq_outbox_lease() fills an nmq_outbox_item whose `data` the library allocated; the caller
@@ -48,7 +49,7 @@ extern "C" {
 #endif
 
 /* Bumped whenever a struct of this header changes. Set config.abi_version to it. */
-#define NMQ_OUTBOX_ABI_VERSION 2
+#define NMQ_OUTBOX_ABI_VERSION 3
 
 /* Opaque handle: one bridge in one database file. */
 typedef struct nmq_outbox nmq_outbox;
@@ -65,8 +66,10 @@ typedef enum nmq_outbox_result {
     NMQ_OUTBOX_EIO = -6,       /* other I/O or SQLite error */
     NMQ_OUTBOX_ECORRUPT = -7,  /* database corrupt (at open it is renamed aside instead) */
     NMQ_OUTBOX_ECLOSED = -8,   /* the handle was closed */
-    NMQ_OUTBOX_EBUSY = -9,     /* this bridge of this file is already open in this process */
-    NMQ_OUTBOX_EINTERNAL = -10 /* bug: a panic was caught; the handle may be unusable */
+    NMQ_OUTBOX_EBUSY = -9,     /* this bridge of this file is already open in this process, or
+                                  another process holds the file */
+    NMQ_OUTBOX_EINTERNAL = -10, /* bug: a panic was caught; the handle stays usable */
+    NMQ_OUTBOX_ENOMEM = -11    /* memory could not be had; nothing was changed */
 } nmq_outbox_result;
 
 typedef enum nmq_outbox_sync {
@@ -91,11 +94,16 @@ typedef void (*nmq_outbox_log_fn)(void *ctx, nmq_outbox_log_level level, const c
 
 typedef struct nmq_outbox_config {
     uint32_t abi_version;        /* NMQ_OUTBOX_ABI_VERSION */
-    const char *path;            /* database file (UTF-8); our own file, not mqtt_client.db */
+    const char *path;            /* database file (UTF-8); our own file, not mqtt_client.db.
+                                    A directory (existing, or ending in '/') gives one file per
+                                    bridge: <dir>/nmq_outbox-<bridge>.db (bytes outside
+                                    [A-Za-z0-9._-] become '_', plus -<8 hex> of a hash of the
+                                    name when any was replaced) */
     const char *bridge;          /* bridge name (UTF-8), the partition key of every row */
     uint64_t max_messages;       /* per-bridge limit in messages; 0 = unlimited */
     uint64_t max_bytes;          /* per-bridge limit in stored bytes; 0 = unlimited */
-    uint32_t max_message_bytes;  /* largest message accepted; 0 = 268435455 (MQTT's maximum) */
+    uint32_t max_message_bytes;  /* largest message accepted; 0 = 268435455 (MQTT's maximum);
+                                    capped at what SQLite stores in a row (logged) */
     uint32_t group_commit_count; /* commit after this many writes; 0 = 100, 1 = every write */
     uint32_t group_commit_ms;    /* commit pending writes after this long; default 20 */
     uint32_t window;             /* replay in-flight window; 0 = 32; capped by Receive Maximum */
@@ -142,30 +150,46 @@ typedef struct nmq_outbox_stats {
     uint64_t bytes;            /* their data bytes */
     uint64_t inflight;         /* rows handed out, not yet acknowledged */
     uint64_t enqueued;         /* accepted since open */
-    uint64_t acked;            /* deleted on PUBACK/PUBCOMP since open */
+    uint64_t acked;            /* deleted on PUBACK/PUBCOMP (QoS 0: nmq_outbox_sent) since open */
     uint64_t resent;           /* handed out again after a link loss, unlease or restart */
     uint64_t dropped_full;     /* dropped by the limit policy (drop_oldest, or refused) */
     uint64_t dropped_expired;  /* expired before they could be sent */
     uint64_t dropped_rejected; /* acknowledged with a reason code >= 0x80 */
+    uint64_t dropped_malformed; /* could not be sent as stored (nmq_outbox_drop), or refused by
+                                   SQLite at commit (key collision); each one logged */
+    uint64_t dropped_unwritten; /* accepted, but the final commit at close failed (disk full,
+                                   file lost): never on disk; logged */
+    uint64_t refused_nospace;  /* appends refused with NMQ_OUTBOX_ENOSPC (the caller kept them) */
     uint64_t oldest_age_ms;    /* age of the oldest held row, 0 when empty */
     int64_t committed_seq;     /* every append with seq <= this is on disk */
     uint32_t window;           /* effective window */
     uint8_t link_up;
+    uint8_t space_low;         /* 1: the disk was full and the reserve is spent; appends are
+                                  refused with ENOSPC until the reserve can be put back */
 } nmq_outbox_stats;
+
+typedef enum nmq_outbox_drop_reason {
+    NMQ_OUTBOX_DROP_MALFORMED = 1 /* the row does not decode or encode as a PUBLISH */
+} nmq_outbox_drop_reason;
 
 /* Fills *cfg with the defaults and abi_version. path and bridge stay NULL: set them. */
 void nmq_outbox_config_init(nmq_outbox_config *cfg);
 
 /* Opens (or creates) the file and resumes this bridge's committed rows in order; rows that were
- * in flight become queued. A corrupt file is renamed to "<path>.corrupt-<unix secs>" and a
- * fresh one is opened, with an error logged. On success *out is a new handle; on error *out is
- * set to NULL. */
+ * in flight become queued. Logs (INFO) "nmq-outbox <version>: bridge <name> -> <file>, <N>
+ * messages waiting". A corrupt file is renamed to "<path>.corrupt-<unix secs>" and a fresh one
+ * is opened, with an error logged (unless other bridges of this process have it open: then
+ * ECORRUPT, and the file stays). The process holds an OS lock (flock) on the file while any
+ * handle on it is open: another process gets EBUSY. Beside the file the library keeps
+ * "<file>-reserve" (2 MiB), given up when the disk fills so that acks can still commit.
+ * On success *out is a new handle; on error *out is set to NULL. */
 nmq_outbox_result nmq_outbox_open(const nmq_outbox_config *cfg, nmq_outbox **out);
 
 /* Commits what is pending and stops the writer thread. Idempotent. NULL gives EINVAL. */
 nmq_outbox_result nmq_outbox_close(nmq_outbox *ob);
 
-/* Closes if needed and frees the handle. NULL is a no-op. Must be the last call on `ob`. */
+/* Closes if needed and frees the handle. NULL is a no-op. Must be the last call on `ob`.
+ * A failed final commit is logged with the number of accepted messages lost. */
 void nmq_outbox_free(nmq_outbox *ob);
 
 /* Commits every pending write before returning. */
@@ -182,7 +206,10 @@ nmq_outbox_result nmq_outbox_link_down(nmq_outbox *ob);
  * and the window has room; NMQ_OUTBOX_STORE otherwise. */
 nmq_outbox_result nmq_outbox_decide(nmq_outbox *ob, uint8_t qos, nmq_outbox_decision *out);
 
-/* Copies `len` bytes at the tail of the queue. *seq_out (may be NULL) gets the row's seq. */
+/* Copies `len` bytes at the tail of the queue. *seq_out (may be NULL) gets the row's seq.
+ * QoS 0, 1 or 2 (a QoS 0 row completes with nmq_outbox_sent(), not an ack). After a failed
+ * commit the message is committed before OK is returned; while stats.space_low is set (disk
+ * full) it is refused with ENOSPC and the host keeps it. */
 nmq_outbox_result nmq_outbox_append(nmq_outbox *ob, uint8_t qos, uint32_t expiry_secs,
                                     const uint8_t *data, size_t len, int64_t *seq_out);
 
@@ -207,12 +234,21 @@ nmq_outbox_result nmq_outbox_bind(nmq_outbox *ob, int64_t seq, uint16_t packet_i
 /* The send of leased row `seq` failed locally: it is queued again at its place. */
 nmq_outbox_result nmq_outbox_unlease(nmq_outbox *ob, int64_t seq);
 
+/* Leased QoS 0 row `seq` was written to the connection: deleted (QoS 0 has no ack). EINVAL for
+ * a row that is not leased or not QoS 0. */
+nmq_outbox_result nmq_outbox_sent(nmq_outbox *ob, int64_t seq);
+
+/* Leased row `seq` cannot be sent as it is stored (it does not decode as a PUBLISH, or cannot be
+ * encoded): deleted, counted in stats.dropped_malformed and logged; the replay goes on with
+ * the next row. EINVAL for a row that is not leased. */
+nmq_outbox_result nmq_outbox_drop(nmq_outbox *ob, int64_t seq, nmq_outbox_drop_reason reason);
+
 /* An acknowledgement arrived. *outcome (may be NULL) tells what it did. NMQ_OUTBOX_NOT_OURS when
  * no row of this outbox is bound to packet_id. */
 nmq_outbox_result nmq_outbox_ack(nmq_outbox *ob, uint16_t packet_id, nmq_outbox_ack_type type,
                                  uint8_t reason_code, nmq_outbox_ack_outcome *outcome);
 
-/* Writes the counters of this bridge to *out. */
+/* Writes the counters of this bridge to *out. Also after nmq_outbox_close() (the last values). */
 nmq_outbox_result nmq_outbox_get_stats(nmq_outbox *ob, nmq_outbox_stats *out);
 
 /* A static, human-readable string for any result code (unknown codes included). */

@@ -22,9 +22,12 @@ pub enum Error {
     Corrupt(String),
     /// The handle was closed.
     Closed,
-    /// Another handle in this process already has this bridge of this file open.
+    /// This bridge of this file is already open in this process, or another process holds
+    /// the file.
     Busy(String),
-    /// A bug: a panic was caught or a lock was poisoned.
+    /// Memory for this many bytes could not be had (the call failed, nothing was changed).
+    NoMemory(usize),
+    /// A bug: a panic was caught.
     Internal(String),
 }
 
@@ -46,6 +49,7 @@ impl fmt::Display for Error {
             Error::Corrupt(s) => write!(f, "database corrupt: {s}"),
             Error::Closed => write!(f, "outbox closed"),
             Error::Busy(s) => write!(f, "busy: {s}"),
+            Error::NoMemory(n) => write!(f, "out of memory (allocating {n} bytes)"),
             Error::Internal(s) => write!(f, "internal error: {s}"),
         }
     }
@@ -58,16 +62,11 @@ impl From<rusqlite::Error> for Error {
         use rusqlite::ffi::ErrorCode;
         match e.sqlite_error_code() {
             Some(ErrorCode::DiskFull) => Error::NoSpace,
+            Some(ErrorCode::OutOfMemory) => Error::NoMemory(0),
             Some(ErrorCode::DatabaseCorrupt) | Some(ErrorCode::NotADatabase) => {
                 Error::Corrupt(e.to_string())
             }
             _ => Error::Io(e.to_string()),
         }
-    }
-}
-
-impl<T> From<std::sync::PoisonError<T>> for Error {
-    fn from(_: std::sync::PoisonError<T>) -> Self {
-        Error::Internal("lock poisoned by an earlier panic".into())
     }
 }

@@ -47,13 +47,18 @@ pub fn code(e: &Error) -> nmq_outbox_result {
         Error::Corrupt(_) => NMQ_OUTBOX_ECORRUPT,
         Error::Closed => NMQ_OUTBOX_ECLOSED,
         Error::Busy(_) => NMQ_OUTBOX_EBUSY,
+        Error::NoMemory(_) => NMQ_OUTBOX_ENOMEM,
         Error::Internal(_) => NMQ_OUTBOX_EINTERNAL,
     }
 }
 
 fn level_of(e: &Error) -> Level {
     match e {
-        Error::NoSpace | Error::Io(_) | Error::Corrupt(_) | Error::Internal(_) => Level::Error,
+        Error::NoSpace
+        | Error::Io(_)
+        | Error::Corrupt(_)
+        | Error::NoMemory(_)
+        | Error::Internal(_) => Level::Error,
         _ => Level::Warn,
     }
 }
@@ -114,13 +119,22 @@ pub(crate) fn non_null<T>(p: *const T, name: &str) -> Result<()> {
     Ok(())
 }
 
-/// A byte slice from C; NULL is allowed only with length 0.
-unsafe fn bytes<'a>(data: *const u8, len: usize) -> Result<&'a [u8]> {
+/// A byte slice from C of at most `max` bytes; NULL is allowed only with length 0. The length
+/// is checked before any slice exists (a slice longer than isize::MAX is undefined behaviour).
+unsafe fn bytes<'a>(data: *const u8, len: usize, max: usize) -> Result<&'a [u8]> {
+    if len > max {
+        return Err(Error::TooBig { len, max });
+    }
     if data.is_null() {
         if len == 0 {
             return Ok(&[]);
         }
         return Err(Error::Invalid("data is NULL with a non-zero length".into()));
+    }
+    if len > isize::MAX as usize {
+        return Err(Error::Invalid(format!(
+            "length {len} is not a valid length"
+        )));
     }
     Ok(std::slice::from_raw_parts(data, len))
 }
@@ -346,7 +360,7 @@ unsafe fn insert(
         let msg = NewMessage {
             qos,
             expiry_secs,
-            data: bytes(data, len)?,
+            data: bytes(data, len, h.max_message_bytes())?,
         };
         let seq = match front {
             Some(pid) => h.requeue_front(&msg, pid)?,
@@ -436,6 +450,30 @@ pub unsafe extern "C" fn nmq_outbox_item_free(item: *mut nmq_outbox_item) {
     });
 }
 
+/// A leased QoS 0 row was written. `ob` is borrowed (NULL gives EINVAL). Thread-safe.
+#[no_mangle]
+pub unsafe extern "C" fn nmq_outbox_sent(ob: *mut nmq_outbox, seq: i64) -> nmq_outbox_result {
+    with_handle("nmq_outbox_sent", ob, |h| {
+        h.sent(seq).map(|_| NMQ_OUTBOX_OK)
+    })
+}
+
+/// Drops a leased row that cannot be sent. `ob` is borrowed (NULL gives EINVAL). Thread-safe.
+#[no_mangle]
+pub unsafe extern "C" fn nmq_outbox_drop(
+    ob: *mut nmq_outbox,
+    seq: i64,
+    reason: nmq_outbox_drop_reason,
+) -> nmq_outbox_result {
+    with_handle("nmq_outbox_drop", ob, |h| {
+        let why = match reason {
+            NMQ_OUTBOX_DROP_MALFORMED => "malformed, as the host reports",
+            other => return Err(Error::Invalid(format!("drop reason {other}"))),
+        };
+        h.drop_row(seq, why).map(|_| NMQ_OUTBOX_OK)
+    })
+}
+
 /// Binds a packet id to a leased row. `ob` is borrowed (NULL gives EINVAL). Thread-safe.
 #[no_mangle]
 pub unsafe extern "C" fn nmq_outbox_bind(
@@ -504,10 +542,14 @@ pub unsafe extern "C" fn nmq_outbox_get_stats(
             dropped_full: s.dropped_full,
             dropped_expired: s.dropped_expired,
             dropped_rejected: s.dropped_rejected,
+            dropped_malformed: s.dropped_malformed,
+            dropped_unwritten: s.dropped_unwritten,
+            refused_nospace: s.refused_nospace,
             oldest_age_ms: s.oldest_age_ms,
             committed_seq: s.committed_seq,
             window: s.window,
             link_up: s.link_up as u8,
+            space_low: s.space_low as u8,
         };
         Ok(NMQ_OUTBOX_OK)
     })
@@ -528,7 +570,8 @@ pub extern "C" fn nmq_outbox_strerror(result: nmq_outbox_result) -> *const c_cha
         NMQ_OUTBOX_EIO => c"I/O error",
         NMQ_OUTBOX_ECORRUPT => c"database corrupt",
         NMQ_OUTBOX_ECLOSED => c"outbox closed",
-        NMQ_OUTBOX_EBUSY => c"bridge already open in this process",
+        NMQ_OUTBOX_EBUSY => c"bridge already open in this process, or file held by another process",
+        NMQ_OUTBOX_ENOMEM => c"out of memory",
         NMQ_OUTBOX_EINTERNAL => c"internal error",
         _ => c"unknown result code",
     };
@@ -571,6 +614,7 @@ mod tests {
             Error::Corrupt(String::new()),
             Error::Closed,
             Error::Busy(String::new()),
+            Error::NoMemory(1),
             Error::Internal(String::new()),
         ];
         let codes: std::collections::BTreeSet<_> = all.iter().map(code).collect();

@@ -1,12 +1,14 @@
 //! nmq-outbox: a durable SQLite outbox for NanoMQ's MQTT bridge.
 //!
-//! * [`store`]: SQLite (schema, group commit, quarantine of corrupt files).
+//! * [`store`]: SQLite (schema, group commit, quarantine of corrupt files, the disk reserve).
+//! * [`files`]: which database files this process holds (OS lock, identity by inode).
 //! * [`outbox`]: the logic (routing, replay window, acks, limits, expiry, counters).
 //! * `ffi`: the C ABI of `include/nmq_outbox.h`, a thin translation layer.
 
 pub mod config;
 pub mod error;
 pub mod ffi;
+pub mod files;
 pub mod log;
 pub mod mqtt;
 #[cfg(feature = "nng")]

@@ -10,7 +10,7 @@
 
 use crate::error::{Error, Result};
 use crate::mqtt::{parse_publish, prepare_resend, pubrel, pubrel_packet_id, set_packet_id};
-use crate::outbox::{AckKind, Decision, Leased, Outbox};
+use crate::outbox::{Decision, Leased, Outbox};
 
 /// bindgen's declarations of the nng subset we use, and of `include/nmq_outbox_nng.h`.
 #[allow(
@@ -200,28 +200,10 @@ fn resend_packet(row: &Leased, proto_ver: u8) -> Result<(Vec<u8>, Vec<u8>)> {
     )
 }
 
-/// Removes a row that cannot be sent: counted and logged, never handed out again.
+/// Removes a row that cannot be sent: counted (`dropped_malformed`) and logged by the library,
+/// never handed out again.
 fn drop_malformed(ob: &Outbox, row: &Leased, why: &Error) -> Result<()> {
-    ob.logger().warn(&format!(
-        "bridge {:?}: row {} cannot be sent ({why}); dropped",
-        ob.bridge(),
-        row.seq
-    ));
-    // Until nmq_outbox_drop lands: a rejected ack (counted in dropped_rejected).
-    let kind = match row.qos {
-        2 => AckKind::PubRec,
-        _ => AckKind::PubAck,
-    };
-    for pid in (1..=u16::MAX).rev() {
-        if ob.bind(row.seq, pid).is_ok() {
-            ob.ack(pid, kind, 0x80)?;
-            return Ok(());
-        }
-    }
-    Err(Error::Internal(format!(
-        "row {} cannot be dropped",
-        row.seq
-    )))
+    ob.drop_row(row.seq, &why.to_string())
 }
 
 /// N4. The next row as a new nng message ready to send but for its packet id: Ok(None) when

@@ -6,12 +6,13 @@
 
 use crate::config::{Config, FullPolicy};
 use crate::error::{Error, Result};
+use crate::files::{self, FileState};
 use crate::log::Logger;
-use crate::store::{now_ms, Batch, Row, Store, Trim};
+use crate::store::{copy_bytes, now_ms, Batch, Row, Store, Written};
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -86,13 +87,21 @@ pub struct Stats {
     pub inflight: u64,
     /// Rows accepted since open.
     pub enqueued: u64,
-    /// Rows deleted on ack since open.
+    /// Rows deleted on ack since open (PUBACK, PUBCOMP; for QoS 0: written to the link).
     pub acked: u64,
     /// Rows handed out again (after a link loss, an unlease, or a restart).
     pub resent: u64,
     pub dropped_full: u64,
     pub dropped_expired: u64,
     pub dropped_rejected: u64,
+    /// Rows that cannot be stored or sent as they are: dropped by the host (`drop_row`, e.g. a
+    /// row that does not split into a PUBLISH) or refused by SQLite at commit (key collision).
+    pub dropped_malformed: u64,
+    /// Accepted rows that never reached the disk: the final commit at close failed (disk
+    /// full, file lost). Also logged.
+    pub dropped_unwritten: u64,
+    /// Appends refused with `NoSpace` (the caller kept the message).
+    pub refused_nospace: u64,
     /// Milliseconds since the oldest held row was accepted (0 when empty).
     pub oldest_age_ms: u64,
     /// Every row appended with a seq <= this is committed to disk.
@@ -100,14 +109,27 @@ pub struct Stats {
     pub link_up: bool,
     /// Effective window (config window capped by Receive Maximum).
     pub window: u32,
+    /// The disk was found full and the reserve is spent: appends are refused with `NoSpace`
+    /// (the space left is for the drain's acks) until the reserve can be put back.
+    pub space_low: bool,
 }
 
 /// Rows read ahead from disk at once for the replay: at least this many...
 const READ_AHEAD_MIN: usize = 256;
-/// ...and at most this many (bounds memory during a drain).
+/// ...and at most this many (bounds memory during a drain)...
 const READ_AHEAD_MAX: usize = 512;
+/// ...and no more rows once their data reaches this many bytes (a large row is read alone).
+const READ_AHEAD_BYTES: usize = 4 * 1024 * 1024;
 /// Pending writes beyond `group_commit_count * BACKPRESSURE` make `append` commit inline.
 const BACKPRESSURE: usize = 8;
+/// While the disk is full, how often a commit tries to put the reserve back.
+const RESERVE_RETRY: Duration = Duration::from_secs(1);
+
+/// Locks a mutex whatever an earlier panic left: every update under these locks keeps the
+/// state usable (counters saturate), so a caught panic never leaves a handle dead.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 #[derive(Debug, Clone, Copy)]
 struct Flight {
@@ -125,7 +147,7 @@ struct State {
     front_seq: i64,
     /// Next seq the replay considers. Rows below it are in flight or gone.
     cursor: i64,
-    /// Rows read ahead from disk: seq >= cursor, in order.
+    /// Rows read ahead (from disk, and inserts not yet committed): seq >= cursor, in order.
     ahead: VecDeque<Row>,
     /// Bumped whenever `cursor`/`ahead` are reset or refilled (detects a stale refill).
     generation: u64,
@@ -142,8 +164,14 @@ struct State {
     dropped_full: u64,
     dropped_expired: u64,
     dropped_rejected: u64,
-    /// The last commit failed; the next append commits inline first.
+    dropped_malformed: u64,
+    dropped_unwritten: u64,
+    refused_nospace: u64,
+    /// The last commit failed; appends commit inline until one succeeds.
     write_failed: bool,
+    /// The disk was full and the reserve is spent: appends are refused until it is back.
+    space_low: bool,
+    last_reserve_try: Option<Instant>,
     /// A batch taken from `pending` is being written (not yet visible as committed).
     writing: bool,
 }
@@ -155,22 +183,42 @@ impl State {
         self.generation += 1;
     }
 
-    /// Removes an in-flight row for good (acked or rejected).
-    fn finish(&mut self, seq: i64) {
-        if let Some(f) = self.inflight.remove(&seq) {
-            if f.packet_id != 0 {
-                self.by_pid.remove(&f.packet_id);
+    /// One row less held.
+    fn forget(&mut self, bytes: u64) {
+        self.messages = self.messages.saturating_sub(1);
+        self.bytes = self.bytes.saturating_sub(bytes);
+    }
+
+    /// Removes a row for good: from the read-ahead, and from the pending inserts or else from
+    /// the disk at the next commit. Not for rows in flight (see `finish`).
+    fn discard(&mut self, seq: i64, bytes: u64) {
+        if !self.remove_pending_insert(seq) {
+            self.push_delete(seq);
+        }
+        if let Ok(i) = self.ahead.binary_search_by_key(&seq, |r| r.seq) {
+            self.ahead.remove(i);
+        }
+        self.forget(bytes);
+    }
+
+    /// Takes a row out of flight; None when it is not in flight.
+    fn land(&mut self, seq: i64) -> Option<Flight> {
+        let f = self.inflight.remove(&seq)?;
+        if f.packet_id != 0 && self.by_pid.get(&f.packet_id) == Some(&seq) {
+            self.by_pid.remove(&f.packet_id);
+        }
+        Some(f)
+    }
+
+    /// Removes an in-flight row for good (acked, rejected, sent or dropped). False when it is
+    /// not in flight.
+    fn finish(&mut self, seq: i64) -> bool {
+        match self.land(seq) {
+            Some(f) => {
+                self.discard(seq, f.bytes);
+                true
             }
-            self.messages -= 1;
-            self.bytes -= f.bytes;
-            // Acked before its insert was committed: it never needs to touch the disk.
-            if !self.remove_pending_insert(seq) {
-                self.push_delete(seq);
-            }
-            // After a replay reset the row may also sit in the read-ahead: it must not go again.
-            if let Ok(i) = self.ahead.binary_search_by_key(&seq, |r| r.seq) {
-                self.ahead.remove(i);
-            }
+            None => false,
         }
     }
 
@@ -187,15 +235,20 @@ impl State {
 
     /// The next row to replay when it can only be in the pending batch: every committed row
     /// was handed out (the cursor is past `committed_seq`) and no batch is being written.
-    fn next_pending(&self) -> Option<Row> {
+    fn next_pending(&self) -> Result<Option<Row>> {
         if self.writing || self.cursor <= self.committed_seq {
-            return None;
+            return Ok(None);
         }
-        self.pending
+        let next = self
+            .pending
             .inserts
             .iter()
-            .find(|r| r.seq >= self.cursor && !self.inflight.contains_key(&r.seq))
-            .cloned()
+            .filter(|r| r.seq >= self.cursor && !self.inflight.contains_key(&r.seq))
+            .min_by_key(|r| r.seq);
+        match next {
+            Some(r) => Ok(Some(r.with_data(copy_bytes(&r.data)?))),
+            None => Ok(None),
+        }
     }
 
     fn push_delete(&mut self, seq: i64) {
@@ -210,29 +263,27 @@ impl State {
         n == 1 || n >= count as usize
     }
 
-    fn take_trim(&self, cfg: &Config) -> Trim {
+    /// (messages, bytes) above the drop_oldest limits.
+    fn over_limit(&self, cfg: &Config) -> (u64, u64) {
         if cfg.full_policy != FullPolicy::DropOldest {
-            return Trim::default();
+            return (0, 0);
         }
-        let over_m = if cfg.max_messages > 0 {
-            self.messages.saturating_sub(cfg.max_messages)
-        } else {
-            0
+        let m = match cfg.max_messages {
+            0 => 0,
+            max => self.messages.saturating_sub(max),
         };
-        let over_b = if cfg.max_bytes > 0 {
-            self.bytes.saturating_sub(cfg.max_bytes)
-        } else {
-            0
+        let b = match cfg.max_bytes {
+            0 => 0,
+            max => self.bytes.saturating_sub(max),
         };
-        if over_m == 0 && over_b == 0 {
-            return Trim::default();
-        }
-        Trim {
-            messages: over_m,
-            bytes: over_b,
-            skip: self.inflight.keys().copied().collect(),
-        }
+        (m, b)
     }
+}
+
+/// What a commit did: written (with the rows SQLite refused), or failed with what is unwritten.
+enum Commit {
+    Done(Written, Batch),
+    Failed(Error, Batch),
 }
 
 struct Shared {
@@ -243,36 +294,12 @@ struct Shared {
     wake: Condvar,
     /// The connection. Lock order: `db` before `state`.
     db: Mutex<Option<Store>>,
-    registry_key: (PathBuf, String),
 }
 
 /// One bridge's durable outbox.
 pub struct Outbox {
     shared: Arc<Shared>,
     writer: Mutex<Option<JoinHandle<()>>>,
-}
-
-fn registry() -> &'static Mutex<HashSet<(PathBuf, String)>> {
-    static OPEN: OnceLock<Mutex<HashSet<(PathBuf, String)>>> = OnceLock::new();
-    OPEN.get_or_init(|| Mutex::new(HashSet::new()))
-}
-
-fn registry_key(cfg: &Config) -> (PathBuf, String) {
-    let p = &cfg.path;
-    let abs = match (p.parent(), p.file_name()) {
-        (Some(dir), Some(name)) => {
-            let dir = if dir.as_os_str().is_empty() {
-                Path::new(".")
-            } else {
-                dir
-            };
-            std::fs::canonicalize(dir)
-                .map(|d| d.join(name))
-                .unwrap_or_else(|_| p.clone())
-        }
-        _ => p.clone(),
-    };
-    (abs, cfg.bridge.clone())
 }
 
 fn check_qos(qos: u8) -> Result<()> {
@@ -284,33 +311,32 @@ fn check_qos(qos: u8) -> Result<()> {
 
 impl Outbox {
     /// Opens (or creates) the database and resumes every committed row of this bridge in order;
-    /// rows in flight at the last close or crash become queued again. A corrupt file is renamed
-    /// aside (`<path>.corrupt-<unix secs>`) and a fresh store is opened, with an error logged.
+    /// rows in flight at the last close or crash become queued again. When `cfg.path` is a
+    /// directory the file is `<dir>/nmq_outbox-<bridge>.db` (see [`files::db_file_for`]).
+    /// A corrupt file is renamed aside (`<path>.corrupt-<unix secs>`) and a fresh store is
+    /// opened, with an error logged. [`Error::Busy`] when this bridge of this file is open in
+    /// this process already, or another process holds the file.
     pub fn open(cfg: Config) -> Result<Outbox> {
-        let cfg = cfg.validate()?;
+        let mut cfg = cfg.validate()?;
+        cfg.path = files::resolve(&cfg.path, &cfg.bridge);
         let log = cfg.logger.clone();
-        let key = registry_key(&cfg);
-        if !registry().lock()?.insert(key.clone()) {
-            return Err(Error::Busy(format!(
-                "bridge {:?} of {} is already open in this process",
-                cfg.bridge,
-                cfg.path.display()
-            )));
+        let (store, resume) = Store::open(&cfg, &log)?;
+        if cfg.max_message_bytes as usize > store.max_row() {
+            log.warn(&format!(
+                "max_message_bytes {} is above what SQLite stores in a row; using {}",
+                cfg.max_message_bytes,
+                store.max_row()
+            ));
+            cfg.max_message_bytes = store.max_row().min(u32::MAX as usize) as u32;
         }
-        let (store, resume) = match Store::open(&cfg, &log) {
-            Ok(x) => x,
-            Err(e) => {
-                registry().lock()?.remove(&key);
-                return Err(e);
-            }
-        };
+        let space_low = !store.has_reserve();
         let next_seq = resume.max_seq.map_or(1, |m| m.max(0) + 1);
         let state = State {
             closed: false,
             link_up: false,
             window: cfg.window,
             next_seq,
-            front_seq: resume.min_seq.unwrap_or(next_seq),
+            front_seq: resume.min_seq.unwrap_or(next_seq).min(next_seq),
             cursor: i64::MIN,
             ahead: VecDeque::new(),
             generation: 0,
@@ -327,13 +353,29 @@ impl Outbox {
             dropped_full: 0,
             dropped_expired: 0,
             dropped_rejected: 0,
+            dropped_malformed: 0,
+            dropped_unwritten: 0,
+            refused_nospace: 0,
             write_failed: false,
+            space_low,
+            last_reserve_try: space_low.then(Instant::now),
             writing: false,
         };
-        if resume.messages > 0 {
-            log.info(&format!(
-                "bridge {:?}: resuming {} stored messages ({} bytes)",
-                cfg.bridge, resume.messages, resume.bytes
+        let shown = std::fs::canonicalize(&cfg.path).unwrap_or_else(|_| cfg.path.clone());
+        log.info(&format!(
+            "nmq-outbox {}: bridge {} -> {}, {} messages waiting",
+            env!("CARGO_PKG_VERSION"),
+            cfg.bridge,
+            shown.display(),
+            resume.messages
+        ));
+        if space_low {
+            log.warn(&format!(
+                "bridge {:?}: no room for the {} byte reserve beside {}: every message is \
+                 committed before it is accepted until there is",
+                cfg.bridge,
+                crate::store::RESERVE_BYTES,
+                shown.display()
             ));
         }
         let shared = Arc::new(Shared {
@@ -342,20 +384,12 @@ impl Outbox {
             state: Mutex::new(state),
             wake: Condvar::new(),
             db: Mutex::new(Some(store)),
-            registry_key: key,
         });
         let worker = Arc::clone(&shared);
         let writer = std::thread::Builder::new()
             .name("nmq-outbox-writer".into())
             .spawn(move || worker.writer_loop())
-            .map_err(|e| Error::Io(format!("cannot start the writer thread: {e}")));
-        let writer = match writer {
-            Ok(w) => w,
-            Err(e) => {
-                registry().lock()?.remove(&shared.registry_key);
-                return Err(e);
-            }
-        };
+            .map_err(|e| Error::Io(format!("cannot start the writer thread: {e}")))?;
         Ok(Outbox {
             shared,
             writer: Mutex::new(Some(writer)),
@@ -363,24 +397,30 @@ impl Outbox {
     }
 
     /// Commits everything pending and stops the writer thread. Idempotent; afterwards every
-    /// other call returns `Error::Closed`.
+    /// other call returns `Error::Closed` (`stats` still answers, with the last counters).
+    /// Accepted rows the final commit could not write are counted in `dropped_unwritten`.
     pub fn close(&self) -> Result<()> {
         let sh = &self.shared;
         {
-            let mut st = sh.state.lock()?;
+            let mut st = lock(&sh.state);
             if st.closed {
                 return Ok(());
             }
             st.closed = true;
         }
         sh.wake.notify_all();
-        if let Some(w) = self.writer.lock()?.take() {
+        if let Some(w) = lock(&self.writer).take() {
             let _ = w.join();
         }
         // An error is returned, not logged: the caller (or Drop) reports it once.
         let res = sh.flush_inner();
-        sh.db.lock()?.take();
-        registry().lock()?.remove(&sh.registry_key);
+        if res.is_err() {
+            let mut st = lock(&sh.state);
+            let lost = st.pending.inserts.len() as u64;
+            st.dropped_unwritten = st.dropped_unwritten.saturating_add(lost);
+        }
+        // The connection closes before the file's claim is released (Store's field order).
+        lock(&sh.db).take();
         res
     }
 
@@ -425,7 +465,9 @@ impl Outbox {
         )
     }
 
-    /// Appends at the tail. Returns the row's seq. Durable after the next group commit.
+    /// Appends at the tail. Returns the row's seq. Durable after the next group commit. After
+    /// a failed commit the message is committed before this returns; while the disk is full
+    /// (`Stats::space_low`) it is refused with `NoSpace`.
     pub fn append(&self, msg: &NewMessage<'_>) -> Result<i64> {
         self.shared
             .insert(msg.qos, msg.expiry_secs, Cow::Borrowed(msg.data), None)
@@ -436,17 +478,26 @@ impl Outbox {
     /// sent with (0 if none): the replay hands it out again with DUP, so a remote session that
     /// still holds that id (QoS 2) sees a duplicate, not a new message. Returns its seq.
     pub fn requeue_front(&self, msg: &NewMessage<'_>, packet_id: u16) -> Result<i64> {
+        self.requeue(msg, packet_id, false)
+    }
+
+    /// `requeue_front`, for a QoS 2 message whose PUBREC may already have come (`released`):
+    /// the replay then hands it out as released, to be resumed with PUBREL on `packet_id`.
+    pub fn requeue(&self, msg: &NewMessage<'_>, packet_id: u16, released: bool) -> Result<i64> {
+        if released && (msg.qos != 2 || packet_id == 0) {
+            return Err(Error::Invalid(
+                "only a QoS 2 message with its packet id can be released".into(),
+            ));
+        }
         self.shared.insert(
             msg.qos,
             msg.expiry_secs,
             Cow::Borrowed(msg.data),
-            Some((packet_id, false)),
+            Some((packet_id, released)),
         )
     }
 
-    /// `append` (`front` None) or `requeue_front` of bytes the caller already owns: no copy.
-    /// `front` is (packet id, released): released = the remote answered PUBREC for that id
-    /// (QoS 2), so the replay resumes the row with PUBREL.
+    /// `append` (`front` None) or `requeue` of bytes the caller already owns: no copy.
     #[cfg(feature = "nng")]
     pub(crate) fn insert_owned(
         &self,
@@ -469,6 +520,16 @@ impl Outbox {
         &self.shared.cfg.bridge
     }
 
+    /// The database file (resolved: a directory in the config gives the per-bridge file).
+    pub fn path(&self) -> &std::path::Path {
+        &self.shared.cfg.path
+    }
+
+    /// The largest message `append` accepts (the config's, capped by what SQLite stores).
+    pub fn max_message_bytes(&self) -> usize {
+        self.shared.cfg.max_message_bytes as usize
+    }
+
     /// The next row in FIFO order, if the link is up and the window has room.
     pub fn lease(&self) -> Result<Option<Leased>> {
         let sh = &self.shared;
@@ -482,23 +543,26 @@ impl Outbox {
                     return Ok(None);
                 }
                 let now = now_ms();
-                while let Some(row) = st.ahead.pop_front().or_else(|| st.next_pending()) {
+                loop {
+                    let row = match st.ahead.pop_front() {
+                        Some(r) => r,
+                        None => match st.next_pending()? {
+                            Some(r) => r,
+                            None => break,
+                        },
+                    };
                     st.cursor = row.seq + 1;
                     if st.inflight.contains_key(&row.seq) {
                         continue;
                     }
                     if row.expires_at != 0 && now >= row.expires_at {
-                        st.messages -= 1;
-                        st.bytes -= row.data.len() as u64;
-                        st.dropped_expired += 1;
-                        if !st.remove_pending_insert(row.seq) {
-                            st.push_delete(row.seq);
-                        }
+                        st.discard(row.seq, row.data.len() as u64);
+                        st.dropped_expired = st.dropped_expired.saturating_add(1);
                         continue;
                     }
                     let dup = row.packet_id != 0;
                     if dup {
-                        st.resent += 1;
+                        st.resent = st.resent.saturating_add(1);
                     }
                     st.inflight.insert(
                         row.seq,
@@ -511,7 +575,8 @@ impl Outbox {
                     let expiry_secs = if row.expires_at == 0 {
                         0
                     } else {
-                        (((row.expires_at - now) + 999) / 1000).clamp(1, u32::MAX as i64) as u32
+                        (row.expires_at.saturating_sub(now).saturating_add(999) / 1000)
+                            .clamp(1, u32::MAX as i64) as u32
                     };
                     return Ok(Some(Leased {
                         seq: row.seq,
@@ -548,6 +613,11 @@ impl Outbox {
         let Some(f) = st.inflight.get_mut(&seq) else {
             return Err(Error::Invalid(format!("row {seq} is not in flight")));
         };
+        if f.qos == 0 {
+            return Err(Error::Invalid(format!(
+                "row {seq} is QoS 0: it has no packet id (call sent() once it is written)"
+            )));
+        }
         let old = std::mem::replace(&mut f.packet_id, packet_id);
         if old != 0 && old != packet_id {
             st.by_pid.remove(&old);
@@ -569,13 +639,56 @@ impl Outbox {
     /// The send of a leased row failed locally: it goes back to the queue at its place.
     pub fn unlease(&self, seq: i64) -> Result<()> {
         let mut st = self.shared.lock_open()?;
-        let Some(f) = st.inflight.remove(&seq) else {
+        if st.land(seq).is_none() {
             return Err(Error::Invalid(format!("row {seq} is not in flight")));
-        };
-        if f.packet_id != 0 {
-            st.by_pid.remove(&f.packet_id);
         }
         st.reset_cursor(seq);
+        Ok(())
+    }
+
+    /// A leased QoS 0 row was written to the link: it is done (QoS 0 has no ack) and deleted.
+    pub fn sent(&self, seq: i64) -> Result<()> {
+        let sh = &self.shared;
+        let mut st = sh.lock_open()?;
+        match st.inflight.get(&seq) {
+            None => return Err(Error::Invalid(format!("row {seq} is not in flight"))),
+            Some(f) if f.qos != 0 => {
+                return Err(Error::Invalid(format!(
+                    "row {seq} is QoS {}: it completes with its ack, not sent()",
+                    f.qos
+                )))
+            }
+            Some(_) => {}
+        }
+        st.finish(seq);
+        st.acked = st.acked.saturating_add(1);
+        let wake = st.writer_due(sh.cfg.group_commit_count);
+        drop(st);
+        if wake {
+            sh.wake.notify_one();
+        }
+        Ok(())
+    }
+
+    /// A leased row cannot be sent as it is (it does not split into a PUBLISH, it cannot be
+    /// encoded): it is deleted, counted in `dropped_malformed` and logged, and the replay goes
+    /// on with the next row.
+    pub fn drop_row(&self, seq: i64, why: &str) -> Result<()> {
+        let sh = &self.shared;
+        let mut st = sh.lock_open()?;
+        if !st.finish(seq) {
+            return Err(Error::Invalid(format!("row {seq} is not in flight")));
+        }
+        st.dropped_malformed = st.dropped_malformed.saturating_add(1);
+        let wake = st.writer_due(sh.cfg.group_commit_count);
+        drop(st);
+        if wake {
+            sh.wake.notify_one();
+        }
+        sh.log.warn(&format!(
+            "bridge {:?}: row {seq} cannot be sent ({why}); dropped",
+            sh.cfg.bridge
+        ));
         Ok(())
     }
 
@@ -586,7 +699,10 @@ impl Outbox {
         let Some(&seq) = st.by_pid.get(&packet_id) else {
             return Ok(AckOutcome::NotOurs);
         };
-        let qos = st.inflight[&seq].qos;
+        let Some(qos) = st.inflight.get(&seq).map(|f| f.qos) else {
+            st.by_pid.remove(&packet_id);
+            return Ok(AckOutcome::NotOurs);
+        };
         let fits = matches!(
             (qos, kind),
             (1, AckKind::PubAck) | (2, AckKind::PubRec) | (2, AckKind::PubComp)
@@ -603,7 +719,7 @@ impl Outbox {
         // answers a resumed PUBREL whose message the remote had already completed.
         let outcome = if reason >= 0x80 && kind != AckKind::PubComp {
             st.finish(seq);
-            st.dropped_rejected += 1;
+            st.dropped_rejected = st.dropped_rejected.saturating_add(1);
             AckOutcome::Rejected
         } else if kind == AckKind::PubRec {
             // Durable, so that after a restart the exchange resumes with PUBREL.
@@ -615,7 +731,7 @@ impl Outbox {
             AckOutcome::Progress
         } else {
             st.finish(seq);
-            st.acked += 1;
+            st.acked = st.acked.saturating_add(1);
             AckOutcome::Done
         };
         let wake = st.writer_due(sh.cfg.group_commit_count);
@@ -632,19 +748,17 @@ impl Outbox {
         Ok(outcome)
     }
 
+    /// The counters. Also after `close` (the last values; `oldest_age_ms` is then 0).
     pub fn stats(&self) -> Result<Stats> {
         let sh = &self.shared;
-        let db_oldest = {
-            let mut db = sh.db.lock()?;
-            match db.as_mut() {
-                Some(store) => store.oldest_enqueued_at()?,
-                None => return Err(Error::Closed),
-            }
+        let db_oldest = match lock(&sh.db).as_mut() {
+            Some(store) => store.oldest_enqueued_at()?,
+            None => None,
         };
-        let st = sh.lock_open()?;
+        let st = lock(&sh.state);
         let pending_oldest = st.pending.inserts.iter().map(|r| r.enqueued_at).min();
         let oldest = match (db_oldest, pending_oldest) {
-            _ if st.messages == 0 => None,
+            _ if st.messages == 0 || st.closed => None,
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
@@ -658,10 +772,14 @@ impl Outbox {
             dropped_full: st.dropped_full,
             dropped_expired: st.dropped_expired,
             dropped_rejected: st.dropped_rejected,
+            dropped_malformed: st.dropped_malformed,
+            dropped_unwritten: st.dropped_unwritten,
+            refused_nospace: st.refused_nospace,
             oldest_age_ms: oldest.map_or(0, |t| (now_ms() - t).max(0) as u64),
             committed_seq: st.committed_seq,
             link_up: st.link_up,
             window: st.window,
+            space_low: st.space_low,
         })
     }
 }
@@ -670,8 +788,9 @@ impl Drop for Outbox {
     fn drop(&mut self) {
         // Nobody is left to return an error to: log it.
         if let Err(e) = self.close() {
+            let lost = lock(&self.shared.state).dropped_unwritten;
             self.shared.log.error(&format!(
-                "close: final commit failed, pending writes lost: {e}"
+                "close: final commit failed, {lost} accepted messages lost: {e}"
             ));
         }
     }
@@ -679,7 +798,7 @@ impl Drop for Outbox {
 
 impl Shared {
     fn lock_open(&self) -> Result<MutexGuard<'_, State>> {
-        let st = self.state.lock()?;
+        let st = lock(&self.state);
         if st.closed {
             return Err(Error::Closed);
         }
@@ -691,7 +810,7 @@ impl Shared {
     }
 
     /// Appends (`front` None) or puts at the head with the packet id it was sent with and
-    /// whether its PUBREC came (QoS 2 only).
+    /// whether its PUBREC came.
     fn insert(
         &self,
         qos: u8,
@@ -700,34 +819,56 @@ impl Shared {
         front: Option<(u16, bool)>,
     ) -> Result<i64> {
         check_qos(qos)?;
-        if let Some((pid, true)) = front {
-            if qos != 2 || pid == 0 {
-                return Err(Error::Invalid(format!(
-                    "released needs a QoS 2 message with a packet id (QoS {qos}, id {pid})"
-                )));
-            }
-        }
         let len = data.len();
         let max = self.cfg.max_message_bytes as usize;
         if len > max {
             return Err(Error::TooBig { len, max });
         }
-        // Backpressure: when the writer cannot keep up, or the last commit failed (disk full),
-        // commit inline and refuse the message if that fails: nothing is accepted that cannot
-        // be stored, and a full disk is reported at once.
+        let data = match data {
+            Cow::Borrowed(b) => copy_bytes(b)?,
+            Cow::Owned(v) => v,
+        };
+        // Backpressure: when the writer cannot keep up, commit inline first. While the disk
+        // is short of space, or the last commit failed, the message itself is committed before
+        // this returns: nothing is accepted that cannot be stored.
         let limit = self.cfg.group_commit_count as usize * BACKPRESSURE;
         let mut st = self.lock_open()?;
-        if st.write_failed || st.pending.len() >= limit {
+        if st.space_low {
+            // The reserve is spent: what is left of the disk is for the drain's acks. A new
+            // message is taken only once the reserve could be put back.
             drop(st);
-            self.flush_inner()?;
+            let back = lock(&self.db)
+                .as_mut()
+                .is_some_and(|store| store.restore_reserve());
+            st = self.lock_open()?;
+            if back && st.space_low {
+                st.space_low = false;
+                drop(st);
+                self.log.warn(&format!(
+                    "bridge {:?}: disk space is back; reserve restored",
+                    self.cfg.bridge
+                ));
+                st = self.lock_open()?;
+            } else if !back {
+                st.refused_nospace = st.refused_nospace.saturating_add(1);
+                return Err(Error::NoSpace);
+            }
+        }
+        let inline = st.write_failed;
+        if !inline && st.pending.len() >= limit {
+            drop(st);
+            if let Err(e) = self.flush_inner() {
+                self.refused(&e);
+                return Err(e);
+            }
             st = self.lock_open()?;
         }
         if self.cfg.full_policy == FullPolicy::RejectNew {
             let c = &self.cfg;
             if (c.max_messages > 0 && st.messages >= c.max_messages)
-                || (c.max_bytes > 0 && st.bytes + len as u64 > c.max_bytes)
+                || (c.max_bytes > 0 && st.bytes.saturating_add(len as u64) > c.max_bytes)
             {
-                st.dropped_full += 1;
+                st.dropped_full = st.dropped_full.saturating_add(1);
                 return Err(Error::Full);
             }
         }
@@ -742,102 +883,328 @@ impl Shared {
             st.next_seq += 1;
             s
         };
+        let (packet_id, released) = front.unwrap_or((0, false));
         st.pending.inserts.push(Row {
             seq,
             qos,
             expires_at: if expiry_secs == 0 {
                 0
             } else {
-                now + expiry_secs as i64 * 1000
+                now.saturating_add(expiry_secs as i64 * 1000)
             },
             enqueued_at: now,
-            packet_id: front.map_or(0, |f| f.0),
-            released: front.is_some_and(|f| f.1),
-            data: data.into_owned(),
+            packet_id,
+            released,
+            data,
         });
         st.pending_since.get_or_insert_with(Instant::now);
-        st.messages += 1;
-        st.bytes += len as u64;
-        st.enqueued += 1;
-        let wake = st.writer_due(self.cfg.group_commit_count);
+        st.messages = st.messages.saturating_add(1);
+        st.bytes = st.bytes.saturating_add(len as u64);
+        st.enqueued = st.enqueued.saturating_add(1);
+        let wake = !inline && st.writer_due(self.cfg.group_commit_count);
         drop(st);
-        if wake {
+        if inline {
+            if let Err(e) = self.flush_inner() {
+                // Not committed: the message is refused, the caller keeps it.
+                let mut st = lock(&self.state);
+                if st.remove_pending_insert(seq) {
+                    st.land(seq);
+                    if let Ok(i) = st.ahead.binary_search_by_key(&seq, |r| r.seq) {
+                        st.ahead.remove(i);
+                    }
+                    st.forget(len as u64);
+                    st.enqueued = st.enqueued.saturating_sub(1);
+                }
+                drop(st);
+                self.refused(&e);
+                return Err(e);
+            }
+        } else if wake {
             self.wake.notify_one();
         }
         Ok(seq)
     }
 
-    /// Commits the pending batch (and trims). On error the batch stays pending.
+    fn refused(&self, e: &Error) {
+        if *e == Error::NoSpace {
+            let mut st = lock(&self.state);
+            st.refused_nospace = st.refused_nospace.saturating_add(1);
+        }
+    }
+
+    /// Commits the pending batch, after the drop_oldest trim. On error the batch stays pending,
+    /// except that on a full disk its acks, binds and deletes are committed without its
+    /// inserts (the drain goes on, and frees space).
     fn flush_inner(&self) -> Result<()> {
-        let mut db = self.db.lock()?;
+        let mut db = lock(&self.db);
         let Some(store) = db.as_mut() else {
             return Err(Error::Closed);
         };
-        let (batch, trim) = {
-            let mut st = self.state.lock()?;
-            let trim = st.take_trim(&self.cfg);
-            if st.pending.is_empty() && trim.messages == 0 && trim.bytes == 0 {
+        let trimmed = match self.check_file(store).and_then(|()| self.trim(store)) {
+            Ok(n) => n,
+            Err(e) => {
+                // Appends commit inline (and are refused) until a commit succeeds again.
+                lock(&self.state).write_failed = true;
+                return Err(e);
+            }
+        };
+        let batch = {
+            let mut st = lock(&self.state);
+            if st.pending.is_empty() {
+                drop(st);
+                drop(db);
+                self.log_trim(trimmed);
                 return Ok(());
             }
             st.pending_since = None;
             st.writing = true;
-            (std::mem::take(&mut st.pending), trim)
+            std::mem::take(&mut st.pending)
         };
-        match store.write(&batch, &trim) {
-            Ok(dropped) => {
-                let mut st = self.state.lock()?;
+        let res = match store.write(&batch) {
+            Err(Error::NoSpace) => self.write_full_disk(store, batch),
+            Ok(w) => Commit::Done(w, batch),
+            Err(e) => Commit::Failed(e, batch),
+        };
+        let mut st = lock(&self.state);
+        st.writing = false;
+        let mut notes = Vec::new();
+        let out = match res {
+            Commit::Done(written, batch) => {
                 st.write_failed = false;
-                st.writing = false;
-                if let Some(max) = batch.inserts.iter().map(|r| r.seq).max() {
+                let refused: HashSet<i64> = written.refused.iter().map(|r| r.0).collect();
+                if let Some(max) = batch
+                    .inserts
+                    .iter()
+                    .map(|r| r.seq)
+                    .filter(|s| !refused.contains(s))
+                    .max()
+                {
                     st.committed_seq = st.committed_seq.max(max);
                 }
-                if !dropped.is_empty() {
-                    let gone: HashSet<i64> = dropped.iter().map(|d| d.0).collect();
-                    st.ahead.retain(|r| !gone.contains(&r.seq));
-                    for (_, b) in &dropped {
-                        st.messages -= 1;
-                        st.bytes -= b;
+                self.take_refused(&mut st, written, &mut notes);
+                if st.space_low
+                    && st
+                        .last_reserve_try
+                        .map_or(true, |t| t.elapsed() >= RESERVE_RETRY)
+                {
+                    st.last_reserve_try = Some(Instant::now());
+                    drop(st);
+                    let back = store.restore_reserve();
+                    st = lock(&self.state);
+                    if back {
+                        st.space_low = false;
+                        notes.push((false, "disk space is back; reserve restored".to_string()));
                     }
-                    st.dropped_full += dropped.len() as u64;
-                }
-                drop(st);
-                drop(db);
-                if !dropped.is_empty() {
-                    self.log.warn(&format!(
-                        "bridge {:?}: limit reached, dropped the {} oldest messages",
-                        self.cfg.bridge,
-                        dropped.len()
-                    ));
                 }
                 Ok(())
             }
-            Err(e) => {
-                let mut st = self.state.lock()?;
+            Commit::Failed(e, unwritten) => {
                 st.write_failed = true;
-                st.writing = false;
-                let newer = &mut st.pending;
-                batch.prepend_to(newer);
+                if e == Error::NoSpace {
+                    st.space_low = true;
+                }
+                unwritten.prepend_to(&mut st.pending);
                 st.pending_since.get_or_insert_with(Instant::now);
-                drop(st);
-                drop(db);
-                self.log.error(&format!(
-                    "bridge {:?}: commit failed, {} writes kept in memory: {e}",
-                    self.cfg.bridge,
-                    self.state.lock().map(|s| s.pending.len()).unwrap_or(0)
+                notes.push((
+                    true,
+                    format!(
+                        "commit failed, {} writes kept in memory: {e}",
+                        st.pending.len()
+                    ),
                 ));
                 Err(e)
+            }
+        };
+        drop(st);
+        drop(db);
+        self.log_trim(trimmed);
+        for (error, n) in notes {
+            let line = format!("bridge {:?}: {n}", self.cfg.bridge);
+            if error {
+                self.log.error(&line)
+            } else {
+                self.log.warn(&line)
+            }
+        }
+        out
+    }
+
+    /// The disk is full. First the reserve is given back and the whole batch tried again; if
+    /// that fails too, what frees space (acks, deletes, binds) is committed alone. Returns what
+    /// was written with the batch it belongs to, or the error with what was not written.
+    fn write_full_disk(&self, store: &mut Store, batch: Batch) -> Commit {
+        let released = store.release_reserve();
+        {
+            let mut st = lock(&self.state);
+            st.space_low = true;
+            st.last_reserve_try = Some(Instant::now());
+        }
+        if released {
+            self.log.error(&format!(
+                "bridge {:?}: disk full; reserve released for the messages already accepted \
+                 and the drain's acks; new messages are refused until space returns",
+                self.cfg.bridge
+            ));
+            match store.write(&batch) {
+                Ok(w) => return Commit::Done(w, batch),
+                Err(Error::NoSpace) => {}
+                Err(e) => return Commit::Failed(e, batch),
+            }
+        }
+        let Batch {
+            inserts,
+            deletes,
+            binds,
+            releases,
+        } = batch;
+        let rest = Batch {
+            inserts: Vec::new(),
+            deletes,
+            binds,
+            releases,
+        };
+        let inserts = Batch {
+            inserts,
+            ..Batch::default()
+        };
+        if rest.is_empty() {
+            return Commit::Failed(Error::NoSpace, inserts);
+        }
+        match store.write(&rest) {
+            Ok(_) => Commit::Failed(Error::NoSpace, inserts),
+            Err(e) => {
+                let mut all = rest;
+                all.inserts = inserts.inserts;
+                Commit::Failed(e, all)
             }
         }
     }
 
-    /// Commits, then reads the next rows after the cursor. False when there is nothing to read.
-    fn refill(&self, generation: u64) -> Result<bool> {
-        // Rows still in the pending batch must be on disk before the read. Acked rows whose
-        // delete is still pending need no commit: they are filtered out below.
-        if !self.lock_open()?.pending.inserts.is_empty() {
-            self.flush_inner()?;
+    /// Rows SQLite refused at commit: gone, counted, logged.
+    fn take_refused(&self, st: &mut State, written: Written, notes: &mut Vec<(bool, String)>) {
+        for (seq, bytes, why) in written.refused {
+            st.land(seq);
+            if let Ok(i) = st.ahead.binary_search_by_key(&seq, |r| r.seq) {
+                st.ahead.remove(i);
+            }
+            st.forget(bytes);
+            st.dropped_malformed = st.dropped_malformed.saturating_add(1);
+            notes.push((
+                true,
+                format!("row {seq} refused by SQLite ({why}); dropped, the rest was committed"),
+            ));
         }
-        let mut db = self.db.lock()?;
+    }
+
+    /// The path must still name the file being written: a deleted file (or directory) keeps
+    /// working on its open inode and would be gone, with every row, at the next open. It is
+    /// written back from the open copy; when that cannot be done the commit fails.
+    fn check_file(&self, store: &mut Store) -> Result<()> {
+        let state = store.file_state();
+        if state == FileState::Present {
+            return Ok(());
+        }
+        let path = store.path().display().to_string();
+        let what = match state {
+            FileState::Gone => "was deleted",
+            _ => "was replaced by another file",
+        };
+        if state == FileState::Gone && !store.shared() {
+            self.log.error(&format!(
+                "bridge {:?}: database {path} {what} while open; writing it back from the \
+                 open copy",
+                self.cfg.bridge
+            ));
+            return match store.restore_file(&self.cfg.bridge) {
+                Ok(()) => {
+                    self.log
+                        .warn(&format!("bridge {:?}: {path} restored", self.cfg.bridge));
+                    Ok(())
+                }
+                Err(e) => Err(Error::Io(format!(
+                    "database {path} {what} while open and could not be restored: {e}"
+                ))),
+            };
+        }
+        Err(Error::Io(format!(
+            "database {path} {what} while open; its rows are kept in the open copy and in \
+             memory, and new messages are refused until it is back"
+        )))
+    }
+
+    /// drop_oldest: chooses the oldest rows beyond the limits under the state lock and turns
+    /// them into deletes (like acks), so a row handed out meanwhile is never trimmed. Returns
+    /// how many were dropped.
+    fn trim(&self, store: &mut Store) -> Result<u64> {
+        let mut after = i64::MIN;
+        let mut dropped = 0u64;
+        loop {
+            let want = {
+                let st = lock(&self.state);
+                let (m, b) = st.over_limit(&self.cfg);
+                if m == 0 && b == 0 {
+                    break;
+                }
+                let skip = st.inflight.len() + st.pending.deletes.len();
+                if b > 0 {
+                    skip.saturating_add(256)
+                } else {
+                    skip.saturating_add(m.min(4096) as usize).saturating_add(16)
+                }
+            };
+            let disk = store.oldest(after, want)?;
+            let exhausted = disk.len() < want;
+            let upto = match disk.last() {
+                Some(&(s, _)) if !exhausted => s,
+                _ => i64::MAX,
+            };
+            let mut st = lock(&self.state);
+            let gone: HashSet<i64> = st.pending.deletes.iter().copied().collect();
+            let mut cands: Vec<(i64, u64)> = disk;
+            cands.extend(
+                st.pending
+                    .inserts
+                    .iter()
+                    .filter(|r| r.seq > after && r.seq <= upto)
+                    .map(|r| (r.seq, r.data.len() as u64)),
+            );
+            cands.sort_unstable_by_key(|c| c.0);
+            let (mut m, mut b) = st.over_limit(&self.cfg);
+            for (seq, len) in cands {
+                if m == 0 && b == 0 {
+                    break;
+                }
+                if st.inflight.contains_key(&seq) || gone.contains(&seq) {
+                    continue;
+                }
+                st.discard(seq, len);
+                st.dropped_full = st.dropped_full.saturating_add(1);
+                dropped += 1;
+                m = m.saturating_sub(1);
+                b = b.saturating_sub(len);
+            }
+            if exhausted || (m == 0 && b == 0) {
+                break;
+            }
+            after = upto;
+        }
+        Ok(dropped)
+    }
+
+    fn log_trim(&self, dropped: u64) {
+        if dropped > 0 {
+            self.log.warn(&format!(
+                "bridge {:?}: limit reached, dropped the {dropped} oldest messages",
+                self.cfg.bridge
+            ));
+        }
+    }
+
+    /// Reads the next rows after the cursor: committed rows from disk, merged with inserts not
+    /// yet committed (so a failing commit never stops the replay). False when there is
+    /// nothing to read.
+    fn refill(&self, generation: u64) -> Result<bool> {
+        let mut db = lock(&self.db);
         let Some(store) = db.as_mut() else {
             return Err(Error::Closed);
         };
@@ -849,14 +1216,11 @@ impl Shared {
             let want = (st.window as usize * 4).clamp(READ_AHEAD_MIN, READ_AHEAD_MAX);
             (st.cursor, want)
         };
-        let mut rows = store.read_from(cursor, want)?;
+        let (mut rows, more) = store.read_from(cursor, want, READ_AHEAD_BYTES)?;
         // Installed with the db lock still held: no commit can slip in between.
         let mut st = self.lock_open()?;
         if st.generation != generation || !st.ahead.is_empty() || st.cursor != cursor {
             return Ok(true);
-        }
-        if rows.is_empty() {
-            return Ok(!st.pending.inserts.is_empty());
         }
         // Writes still pending apply to what was read: deletes hide acked rows, binds give
         // the packet id a resend must reuse.
@@ -878,53 +1242,147 @@ impl Shared {
                 r.released |= released.contains(&r.seq);
             }
         }
-        st.ahead = rows.into();
+        // Inserts not yet committed that belong in this stretch of the FIFO (up to the last
+        // row read when more may follow it on disk).
+        let upto = match rows.last() {
+            Some(r) if more => r.seq,
+            _ => i64::MAX,
+        };
+        let mut extra: Vec<&Row> = st
+            .pending
+            .inserts
+            .iter()
+            .filter(|r| r.seq >= cursor && r.seq <= upto && !st.inflight.contains_key(&r.seq))
+            .collect();
+        let ahead: VecDeque<Row> = if extra.is_empty() {
+            rows.into()
+        } else {
+            // Merged in seq order into a prefix of the FIFO within the byte budget.
+            extra.sort_unstable_by_key(|r| r.seq);
+            let mut merged = VecDeque::with_capacity(rows.len() + extra.len());
+            let mut disk = rows.into_iter().peekable();
+            let mut mem = extra.into_iter().peekable();
+            let mut bytes = 0usize;
+            loop {
+                let from_disk = match (disk.peek(), mem.peek()) {
+                    (Some(d), Some(m)) => d.seq < m.seq,
+                    (Some(_), None) => true,
+                    (None, Some(_)) => false,
+                    (None, None) => break,
+                };
+                let len = if from_disk {
+                    disk.peek().map_or(0, |r| r.data.len())
+                } else {
+                    mem.peek().map_or(0, |r| r.data.len())
+                };
+                if !merged.is_empty() && bytes.saturating_add(len) > READ_AHEAD_BYTES {
+                    break;
+                }
+                bytes = bytes.saturating_add(len);
+                match (
+                    from_disk,
+                    disk.next_if(|_| from_disk),
+                    mem.next_if(|_| !from_disk),
+                ) {
+                    (true, Some(r), _) => merged.push_back(r),
+                    (false, _, Some(r)) => merged.push_back(r.with_data(copy_bytes(&r.data)?)),
+                    _ => break,
+                }
+            }
+            merged
+        };
+        if ahead.is_empty() {
+            return Ok(false);
+        }
+        st.ahead = ahead;
         st.generation += 1;
         Ok(true)
     }
 
     /// The group-commit thread: commits when `group_commit_count` writes are pending or the
-    /// oldest pending write is `group_commit_ms` old. Backs off after a failed commit.
+    /// oldest pending write is `group_commit_ms` old. Backs off after a failed commit. A panic
+    /// in a commit is caught and logged; the thread goes on.
     fn writer_loop(&self) {
         let ms = Duration::from_millis(self.cfg.group_commit_ms as u64);
         let count = self.cfg.group_commit_count as usize;
         let mut failures = 0u64;
         loop {
-            let Ok(mut st) = self.state.lock() else {
-                return;
-            };
+            let mut st = lock(&self.state);
             if failures > 0 {
                 let backoff = Duration::from_millis(100 * failures.min(10));
                 st = match self.wake.wait_timeout(st, backoff) {
                     Ok((g, _)) => g,
-                    Err(_) => return,
+                    Err(p) => p.into_inner().0,
                 };
             }
             loop {
                 if st.closed {
                     return;
                 }
-                let waited = match st.pending_since {
-                    None => self.wake.wait(st).ok(),
+                st = match st.pending_since {
+                    None => self.wake.wait(st).unwrap_or_else(|p| p.into_inner()),
                     Some(t) => {
                         let left = ms.saturating_sub(t.elapsed());
                         if st.pending.len() >= count || left.is_zero() {
                             break;
                         }
-                        self.wake.wait_timeout(st, left).map(|(g, _)| g).ok()
+                        match self.wake.wait_timeout(st, left) {
+                            Ok((g, _)) => g,
+                            Err(p) => p.into_inner().0,
+                        }
                     }
-                };
-                st = match waited {
-                    Some(g) => g,
-                    None => return,
                 };
             }
             drop(st);
-            match self.flush_inner() {
-                Ok(()) => failures = 0,
-                Err(Error::Closed) => return,
-                Err(_) => failures += 1,
+            match catch_unwind(AssertUnwindSafe(|| self.flush_inner())) {
+                Ok(Ok(())) => failures = 0,
+                Ok(Err(Error::Closed)) => return,
+                Ok(Err(_)) => failures += 1,
+                Err(_) => {
+                    self.log.error(&format!(
+                        "bridge {:?}: a commit panicked (a bug); retrying",
+                        self.cfg.bridge
+                    ));
+                    failures += 1;
+                }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 8 item 1: a panic with the state lock held (a debug build's counter underflow)
+    /// poisoned the lock: every later call returned EINTERNAL and the bridge could not be
+    /// opened again for the life of the process.
+    #[test]
+    fn a_panic_under_the_state_lock_leaves_the_handle_usable_and_the_bridge_reopenable() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("o.db");
+        let ob = Outbox::open(Config::new(&path, "b")).unwrap();
+        let sh = Arc::clone(&ob.shared);
+        let _ = std::thread::spawn(move || {
+            let _held = sh.state.lock().unwrap();
+            panic!("a bug under the lock");
+        })
+        .join();
+        assert!(ob.shared.state.is_poisoned());
+        let m = NewMessage {
+            qos: 1,
+            expiry_secs: 0,
+            data: b"x",
+        };
+        ob.append(&m).unwrap();
+        ob.link_up(0).unwrap();
+        let r = ob.lease().unwrap().unwrap();
+        ob.bind(r.seq, 1).unwrap();
+        assert_eq!(ob.ack(1, AckKind::PubAck, 0).unwrap(), AckOutcome::Done);
+        assert_eq!(ob.stats().unwrap().acked, 1);
+        ob.close().unwrap();
+        drop(ob);
+        let ob = Outbox::open(Config::new(&path, "b")).expect("the bridge opens again");
+        ob.close().unwrap();
     }
 }

@@ -1,16 +1,28 @@
 //! SQLite storage of the outbox: schema, the group-commit write of a batch, reads in FIFO
 //! order, per-bridge trimming, and the quarantine of a corrupt file.
 //!
-//! One database file may hold several bridges; every row is keyed by (bridge_id, seq) and every
-//! statement filters on this handle's bridge_id, so one bridge never touches another's rows.
+//! A database file holds one bridge by default (a directory as the configured path gives one file
+//! per bridge, see `files::db_file_for`); a file given explicitly may hold several bridges:
+//! every row is keyed by (bridge_id, seq) and every statement filters on this handle's
+//! bridge_id, so one bridge never touches another's rows.
 
 use crate::config::{Config, SyncMode};
 use crate::error::{Error, Result};
+use crate::files::{Claim, FileState};
 use crate::log::Logger;
+use rusqlite::ffi::ErrorCode;
+use rusqlite::limits::Limit;
 use rusqlite::{params, Connection, OptionalExtension};
 use std::collections::HashSet;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// `PRAGMA application_id` of an outbox file ("nmqo").
+pub const APPLICATION_ID: i32 = 0x6e6d_716f;
+/// `PRAGMA user_version`: the schema below. A file of a newer schema is refused.
+pub const SCHEMA_VERSION: i32 = 1;
 
 /// The schema (also used by the benchmarks' raw-SQLite baselines, so they insert the same rows).
 pub const SCHEMA: &str = "
@@ -55,6 +67,21 @@ pub struct Row {
     pub data: Vec<u8>,
 }
 
+impl Row {
+    /// This row's metadata with other data (a copy made fallibly by the caller).
+    pub fn with_data(&self, data: Vec<u8>) -> Row {
+        Row {
+            seq: self.seq,
+            qos: self.qos,
+            expires_at: self.expires_at,
+            enqueued_at: self.enqueued_at,
+            packet_id: self.packet_id,
+            released: self.released,
+            data,
+        }
+    }
+}
+
 /// Writes collected for one group commit.
 #[derive(Debug, Default)]
 pub struct Batch {
@@ -84,14 +111,6 @@ impl Batch {
     }
 }
 
-/// How much a write must trim (drop_oldest), and which rows it must not touch.
-#[derive(Debug, Default)]
-pub struct Trim {
-    pub messages: u64,
-    pub bytes: u64,
-    pub skip: HashSet<i64>,
-}
-
 /// What a bridge holds at open.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Resume {
@@ -102,44 +121,129 @@ pub struct Resume {
 }
 
 pub struct Store {
+    // Field order matters: the connection is closed before the claim releases the file.
     conn: Connection,
+    claim: Claim,
+    path: PathBuf,
     bridge_id: i64,
+    sync: SyncMode,
+    /// The largest row SQLite stores (SQLITE_LIMIT_LENGTH), less room for the other columns.
+    max_row: usize,
+    /// The reserve file is in place (see [`RESERVE_BYTES`]).
+    reserve: bool,
 }
 
+/// Rows of a batch SQLite refused (a key collision, a row above its length limit): they were
+/// left out, the rest of the batch was committed.
+#[derive(Debug, Default)]
+pub struct Written {
+    pub refused: Vec<(i64, u64, String)>,
+}
+
+/// Space kept beside the database (`<db>-reserve`) and given up when the disk is full, so that
+/// the acks and deletes of a drain can still commit.
+pub const RESERVE_BYTES: u64 = 2 * 1024 * 1024;
+
+/// Columns besides `data`, as an upper bound of their encoded size.
+const ROW_OVERHEAD: usize = 128;
+
 impl Store {
-    /// Opens the file for `cfg.bridge`. A corrupt file is renamed aside and a fresh one opened.
+    /// Opens the file for `cfg.bridge` (`cfg.path` is a file path, already resolved). A corrupt
+    /// file is renamed aside and a fresh one opened, unless another handle of this process has
+    /// it open (then [`Error::Corrupt`]: its rows are not ours to move).
     pub fn open(cfg: &Config, log: &Logger) -> Result<(Store, Resume)> {
-        match Self::try_open(cfg) {
-            Err(Error::Corrupt(why)) => {
+        let claim = Claim::take(&cfg.path, &cfg.bridge)?;
+        if !claim.shared() {
+            repair_side_files(&cfg.path, log);
+        }
+        match Self::try_open(cfg, claim) {
+            Err((Error::Corrupt(why), claim)) => {
+                if claim.shared() {
+                    return Err(Error::Corrupt(format!(
+                        "{} ({why}); other bridges of this process have the file open, so it \
+                         is left in place",
+                        cfg.path.display()
+                    )));
+                }
                 let aside = quarantine(&cfg.path)?;
                 log.error(&format!(
                     "database {} is corrupt ({why}); renamed to {} and starting a fresh store",
                     cfg.path.display(),
                     aside.display()
                 ));
-                Self::try_open(cfg)
+                // The claim is on the renamed file, which no connection has open any more.
+                drop(claim);
+                let claim = Claim::take(&cfg.path, &cfg.bridge)?;
+                Self::try_open(cfg, claim).map_err(|(e, _)| e)
             }
-            other => other,
+            other => other.map_err(|(e, _)| e),
         }
     }
 
-    fn try_open(cfg: &Config) -> Result<(Store, Resume)> {
-        let conn = Connection::open(&cfg.path)?;
-        conn.busy_timeout(Duration::from_millis(
-            crate::config::DEFAULT_BUSY_TIMEOUT_MS as u64,
-        ))?;
-        let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
+    fn try_open(
+        cfg: &Config,
+        claim: Claim,
+    ) -> std::result::Result<(Store, Resume), (Error, Claim)> {
+        match Self::connect(&cfg.path, cfg.sync).and_then(|conn| Self::setup(conn, cfg)) {
+            Ok((conn, bridge_id, resume, max_row)) => {
+                let mut store = Store {
+                    conn,
+                    claim,
+                    path: cfg.path.clone(),
+                    bridge_id,
+                    sync: cfg.sync,
+                    max_row,
+                    reserve: false,
+                };
+                store.reserve = store.make_reserve().is_ok();
+                Ok((store, resume))
+            }
+            Err(e) => Err((e, claim)),
+        }
+    }
+
+    /// A connection in WAL mode. Switching a fresh file to WAL does not go through the busy
+    /// handler: that step is retried within the busy timeout.
+    fn connect(path: &Path, sync: SyncMode) -> Result<Connection> {
+        let conn = Connection::open(path)?;
+        let timeout = Duration::from_millis(crate::config::DEFAULT_BUSY_TIMEOUT_MS as u64);
+        conn.busy_timeout(timeout)?;
+        let start = Instant::now();
+        let mode: String = loop {
+            match conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0)) {
+                Err(e)
+                    if e.sqlite_error_code() == Some(ErrorCode::DatabaseBusy)
+                        && start.elapsed() < timeout =>
+                {
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                other => break other?,
+            }
+        };
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(Error::Io(format!(
                 "cannot enable WAL (journal_mode={mode})"
             )));
         }
-        let sync = match cfg.sync {
+        let sync = match sync {
             SyncMode::Normal => "NORMAL",
             SyncMode::Full => "FULL",
         };
         conn.execute_batch(&format!("PRAGMA synchronous={sync};"))?;
-        conn.execute_batch(SCHEMA)?;
+        Ok(conn)
+    }
+
+    fn setup(conn: Connection, cfg: &Config) -> Result<(Connection, i64, Resume, usize)> {
+        // One immediate transaction: a concurrent open of a fresh file waits (busy handler)
+        // and then sees the schema complete, never half made.
+        conn.execute_batch("BEGIN IMMEDIATE")?;
+        match Self::schema(&conn, cfg) {
+            Ok(()) => conn.execute_batch("COMMIT")?,
+            Err(e) => {
+                let _ = conn.execute_batch("ROLLBACK");
+                return Err(e);
+            }
+        }
         conn.execute(
             "INSERT OR IGNORE INTO bridge(name) VALUES (?1)",
             params![cfg.bridge],
@@ -156,22 +260,34 @@ impl Store {
             params![bridge_id],
             |r| {
                 Ok(Resume {
-                    messages: r.get::<_, i64>(0)? as u64,
-                    bytes: r.get::<_, i64>(1)? as u64,
+                    messages: r.get::<_, i64>(0)?.max(0) as u64,
+                    bytes: r.get::<_, i64>(1)?.max(0) as u64,
                     min_seq: r.get(2)?,
                     max_seq: r.get(3)?,
                 })
             },
         )?;
-        Ok((Store { conn, bridge_id }, resume))
+        let limit = conn.limit(Limit::SQLITE_LIMIT_LENGTH).max(0) as usize;
+        Ok((conn, bridge_id, resume, limit.saturating_sub(ROW_OVERHEAD)))
     }
 
-    /// Applies one batch in one transaction, then trims. Returns the trimmed rows as
-    /// (seq, bytes). On error nothing of the batch is applied.
-    pub fn write(&mut self, batch: &Batch, trim: &Trim) -> Result<Vec<(i64, u64)>> {
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The largest `data` SQLite can store in one row.
+    pub fn max_row(&self) -> usize {
+        self.max_row
+    }
+
+    /// Applies one batch in one transaction. A row SQLite refuses (key collision, too long) is
+    /// left out and returned in [`Written::refused`]; every other row is written. On any other
+    /// error nothing of the batch is applied.
+    pub fn write(&mut self, batch: &Batch) -> Result<Written> {
         let bridge = self.bridge_id;
         let tx = self.conn.transaction()?;
-        let mut dropped = Vec::new();
+        let mut out = Written::default();
         {
             if !batch.inserts.is_empty() {
                 let mut ins = tx.prepare_cached(
@@ -179,7 +295,7 @@ impl Store {
                      released, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 )?;
                 for r in &batch.inserts {
-                    ins.execute(params![
+                    let res = ins.execute(params![
                         bridge,
                         r.seq,
                         r.qos,
@@ -188,7 +304,21 @@ impl Store {
                         r.packet_id,
                         r.released,
                         r.data
-                    ])?;
+                    ]);
+                    match res {
+                        Ok(_) => {}
+                        // Statement-level errors: the transaction goes on without this row.
+                        Err(e)
+                            if matches!(
+                                e.sqlite_error_code(),
+                                Some(ErrorCode::ConstraintViolation) | Some(ErrorCode::TooBig)
+                            ) =>
+                        {
+                            out.refused
+                                .push((r.seq, r.data.len() as u64, e.to_string()));
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
                 }
             }
             let deleted: HashSet<i64> = batch.deletes.iter().copied().collect();
@@ -212,56 +342,67 @@ impl Store {
                     }
                 }
             }
-            let mut del = tx.prepare_cached("DELETE FROM msg WHERE bridge_id = ?1 AND seq = ?2")?;
-            for seq in &batch.deletes {
-                del.execute(params![bridge, seq])?;
-            }
-            if trim.messages > 0 || trim.bytes > 0 {
-                let mut sel = tx.prepare_cached(
-                    "SELECT seq, length(data) FROM msg WHERE bridge_id = ?1 ORDER BY seq",
-                )?;
-                let mut rows = sel.query(params![bridge])?;
-                let (mut n, mut b) = (0u64, 0u64);
-                while n < trim.messages || b < trim.bytes {
-                    let Some(row) = rows.next()? else { break };
-                    let seq: i64 = row.get(0)?;
-                    if trim.skip.contains(&seq) || deleted.contains(&seq) {
-                        continue;
-                    }
-                    let len = row.get::<_, i64>(1)? as u64;
-                    n += 1;
-                    b += len;
-                    dropped.push((seq, len));
-                }
-                drop(rows);
-                for (seq, _) in &dropped {
+            if !batch.deletes.is_empty() {
+                let mut del =
+                    tx.prepare_cached("DELETE FROM msg WHERE bridge_id = ?1 AND seq = ?2")?;
+                for seq in &batch.deletes {
                     del.execute(params![bridge, seq])?;
                 }
             }
         }
         tx.commit()?;
-        Ok(dropped)
+        Ok(out)
     }
 
-    /// Up to `limit` rows with seq >= `from`, in FIFO order.
-    pub fn read_from(&mut self, from: i64, limit: usize) -> Result<Vec<Row>> {
+    /// (seq, data length) of up to `limit` rows with seq > `after`, oldest first: the
+    /// candidates of a drop_oldest trim.
+    pub fn oldest(&mut self, after: i64, limit: usize) -> Result<Vec<(i64, u64)>> {
+        let mut sel = self.conn.prepare_cached(
+            "SELECT seq, length(data) FROM msg WHERE bridge_id = ?1 AND seq > ?2
+             ORDER BY seq LIMIT ?3",
+        )?;
+        let rows = sel.query_map(params![self.bridge_id, after, limit as i64], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?.max(0) as u64))
+        })?;
+        rows.collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(Error::from)
+    }
+
+    /// Rows with seq >= `from` in FIFO order: at most `limit` rows, and no more after their
+    /// data reached `max_bytes` (at least one row, however large). Also says whether it
+    /// stopped early (more rows may follow the last one returned). Memory for each row is
+    /// reserved fallibly: when it cannot be had the call fails with [`Error::NoMemory`].
+    pub fn read_from(
+        &mut self,
+        from: i64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<(Vec<Row>, bool)> {
         let mut sel = self.conn.prepare_cached(
             "SELECT seq, qos, expires_at, enqueued_at, packet_id, released, data FROM msg
              WHERE bridge_id = ?1 AND seq >= ?2 ORDER BY seq LIMIT ?3",
         )?;
-        let rows = sel.query_map(params![self.bridge_id, from, limit as i64], |r| {
-            Ok(Row {
+        let mut rows = sel.query(params![self.bridge_id, from, limit as i64])?;
+        let mut out = Vec::new();
+        let mut bytes = 0usize;
+        while let Some(r) = rows.next()? {
+            let blob = r.get_ref(6)?.as_blob().map_err(rusqlite::Error::from)?;
+            if !out.is_empty() && bytes.saturating_add(blob.len()) > max_bytes {
+                return Ok((out, true));
+            }
+            bytes = bytes.saturating_add(blob.len());
+            out.push(Row {
                 seq: r.get(0)?,
                 qos: r.get(1)?,
                 expires_at: r.get(2)?,
                 enqueued_at: r.get(3)?,
                 packet_id: r.get(4)?,
                 released: r.get(5)?,
-                data: r.get(6)?,
-            })
-        })?;
-        rows.collect::<rusqlite::Result<Vec<_>>>()
-            .map_err(Error::from)
+                data: copy_bytes(blob)?,
+            });
+        }
+        let more = out.len() >= limit;
+        Ok((out, more))
     }
 
     /// When the oldest committed row of the bridge was accepted.
@@ -273,6 +414,197 @@ impl Store {
             .query_row(params![self.bridge_id], |r| r.get(0))
             .optional()?)
     }
+
+    fn reserve_path(&self) -> PathBuf {
+        side_file(&self.path, "-reserve")
+    }
+
+    /// Puts the reserve file in place (really allocated, not sparse).
+    fn make_reserve(&self) -> Result<()> {
+        let p = self.reserve_path();
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&p)
+            .map_err(|e| Error::Io(format!("cannot create {}: {e}", p.display())))?;
+        // SAFETY: posix_fallocate on a descriptor we own.
+        let rc = unsafe { libc::posix_fallocate(f.as_raw_fd(), 0, RESERVE_BYTES as libc::off_t) };
+        if rc != 0 {
+            drop(f);
+            let _ = std::fs::remove_file(&p);
+            return Err(if rc == libc::ENOSPC {
+                Error::NoSpace
+            } else {
+                Error::Io(format!(
+                    "cannot allocate {}: {}",
+                    p.display(),
+                    std::io::Error::from_raw_os_error(rc)
+                ))
+            });
+        }
+        Ok(())
+    }
+
+    /// Whether the reserve is in place.
+    pub fn has_reserve(&self) -> bool {
+        self.reserve
+    }
+
+    /// Gives the reserve back to the file system (the disk is full). True if there was one.
+    pub fn release_reserve(&mut self) -> bool {
+        let had = self.reserve;
+        self.reserve = false;
+        had && std::fs::remove_file(self.reserve_path()).is_ok()
+    }
+
+    /// Tries to put the reserve back (after space returned).
+    pub fn restore_reserve(&mut self) -> bool {
+        if !self.reserve {
+            self.reserve = self.make_reserve().is_ok();
+        }
+        self.reserve
+    }
+
+    /// Whether the path still names the file this store writes to.
+    pub fn file_state(&self) -> FileState {
+        self.claim.state()
+    }
+
+    /// Whether other bridges of this process have the file open.
+    pub fn shared(&self) -> bool {
+        self.claim.shared()
+    }
+
+    /// The file was deleted (or its directory) while open: writes a copy of the open database
+    /// back to its path (`VACUUM INTO`, creating the directory if needed) and continues on it.
+    pub fn restore_file(&mut self, bridge: &str) -> Result<()> {
+        if let Some(dir) = self.path.parent() {
+            if !dir.as_os_str().is_empty() {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| Error::Io(format!("cannot create {}: {e}", dir.display())))?;
+            }
+        }
+        let tmp = side_file(&self.path, "-restore");
+        let _ = std::fs::remove_file(&tmp);
+        self.conn
+            .execute("VACUUM INTO ?1", params![tmp.to_string_lossy()])?;
+        std::fs::rename(&tmp, &self.path)
+            .map_err(|e| Error::Io(format!("cannot restore {}: {e}", self.path.display())))?;
+        // The old connection closes before a new one opens: its close removes "<path>-wal"
+        // and "-shm" by name (the old ones), which must not be the new connection's.
+        let placeholder = Connection::open_in_memory()?;
+        drop(std::mem::replace(&mut self.conn, placeholder));
+        let claim = Claim::take(&self.path, bridge)?;
+        self.conn = Self::connect(&self.path, self.sync)?;
+        // The old claim (the deleted inode, no connection left on it) is released here.
+        self.claim = claim;
+        self.reserve = false;
+        self.restore_reserve();
+        Ok(())
+    }
+}
+
+impl Store {
+    /// Checks that the file is ours (or empty) and of a schema we know, and creates the schema.
+    fn schema(conn: &Connection, cfg: &Config) -> Result<()> {
+        let (app, version): (i32, i32) = conn.query_row(
+            "SELECT * FROM pragma_application_id, pragma_user_version",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        if version > SCHEMA_VERSION {
+            return Err(Error::Io(format!(
+                "{} has schema version {version}, newer than this library's {SCHEMA_VERSION}",
+                cfg.path.display()
+            )));
+        }
+        if app != APPLICATION_ID && app != 0 {
+            return Err(Error::Io(format!(
+                "{} is not an nmq-outbox file (application_id 0x{app:08x})",
+                cfg.path.display()
+            )));
+        }
+        // A file of version 0.1 of this library has no application_id but only our tables.
+        let foreign: i64 = conn.query_row(
+            "SELECT count(*) FROM sqlite_master
+             WHERE name NOT IN ('bridge', 'msg', 'sqlite_autoindex_bridge_1')",
+            [],
+            |r| r.get(0),
+        )?;
+        if app == 0 && foreign > 0 {
+            return Err(Error::Io(format!(
+                "{} is a SQLite file of another program, not an nmq-outbox file",
+                cfg.path.display()
+            )));
+        }
+        conn.execute_batch(SCHEMA)?;
+        if app == 0 || version < SCHEMA_VERSION {
+            conn.execute_batch(&format!(
+                "PRAGMA application_id = {APPLICATION_ID}; PRAGMA user_version = {SCHEMA_VERSION};"
+            ))?;
+        }
+        Ok(())
+    }
+}
+
+/// A copy of `b` whose memory is reserved fallibly (an allocation failure is an error, not an
+/// abort of the host).
+pub fn copy_bytes(b: &[u8]) -> Result<Vec<u8>> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(b.len())
+        .map_err(|_| Error::NoMemory(b.len()))?;
+    v.extend_from_slice(b);
+    Ok(v)
+}
+
+fn side_file(path: &Path, suffix: &str) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+/// After a read-only period the `-shm` (and `-wal`) SQLite created then can be left without
+/// write permission while the database itself is writable again; SQLite then refuses to write
+/// ("attempt to write a readonly database"). Called only while this process holds the file's
+/// lock and has no connection on it, so no other SQLite user can be affected: the `-shm` (an
+/// index SQLite rebuilds) is given the database's mode or removed; the `-wal` (committed data)
+/// is only ever given the database's mode.
+fn repair_side_files(path: &Path, log: &Logger) {
+    let Ok(meta) = std::fs::metadata(path) else {
+        return;
+    };
+    if !writable(path) {
+        return;
+    }
+    for suffix in ["-shm", "-wal"] {
+        let side = side_file(path, suffix);
+        if !side.exists() || writable(&side) {
+            continue;
+        }
+        let mode = std::fs::Permissions::from_mode(meta.permissions().mode() & 0o7777);
+        let fixed = std::fs::set_permissions(&side, mode).is_ok() && writable(&side)
+            || (suffix == "-shm" && std::fs::remove_file(&side).is_ok());
+        if fixed {
+            log.warn(&format!(
+                "{} was not writable (left by a read-only period); repaired",
+                side.display()
+            ));
+        } else {
+            log.error(&format!(
+                "{} is not writable while the database is: fix its permissions",
+                side.display()
+            ));
+        }
+    }
+}
+
+fn writable(p: &Path) -> bool {
+    let Ok(c) = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()) else {
+        return false;
+    };
+    // SAFETY: a valid NUL-terminated path.
+    unsafe { libc::access(c.as_ptr(), libc::W_OK) == 0 }
 }
 
 /// Renames a corrupt database (and its -wal and -shm files) aside; returns the new name.

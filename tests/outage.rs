@@ -428,10 +428,10 @@ async fn disk_full_during_outage() {
     let broker = Mosquitto::start();
     let proxy = Proxy::start(broker.addr()).await;
     let sub = Subscriber::start(broker.addr(), "subscriber").await;
-    let disk = SmallDisk::mount(4);
-    // Leave about 1 MiB: the outbox and its WAL fill it during the outage.
+    let disk = SmallDisk::mount(8);
+    // Leave the 2 MiB reserve and about 1 MiB: the outbox and its WAL fill it during the outage.
     let filler = disk.path().join("filler");
-    let fill = disk.available().saturating_sub(1 << 20);
+    let fill = disk.available().saturating_sub(3 << 20);
     std::fs::write(&filler, vec![0u8; fill as usize]).unwrap();
     let (logger, log) = capture_log();
     let mut cfg = DriverConfig::new(proxy.addr, disk.path().join("outbox.db"));

@@ -32,8 +32,8 @@ Scenarios:
     reload     no outage: the bridge is reloaded through NanoMQ's REST API (PUT
                /api/v4/bridges/remote with its own configuration) every 10 s during the
                100 s "outage" window (issue 8 item 18)
-    disk-full  linkdown, and the cache directory is a 256 KiB tmpfs: the outbox runs out of
-               disk during the outage (issue 8 item 13)
+    disk-full  linkdown, the cache directory is a 256 KiB tmpfs and flush_mem_threshold 1: the
+               outbox runs out of disk during the outage and refuses messages (issue 8 item 13)
 
 "sent" counts the messages NanoMQ acknowledged to the publisher (PUBACK / PUBCOMP): from then
 on they are NanoMQ's responsibility. Needs: iproute2, iptables, mosquitto, paho-mqtt (pip).
@@ -96,7 +96,7 @@ log {{
 bridges.mqtt.cache {{
     disk_cache_size = 102400
     mounted_file_path = "{dir}/cache/"
-    flush_mem_threshold = 100
+    flush_mem_threshold = {flush}
     resend_interval = 5000
 }}
 """
@@ -438,7 +438,10 @@ def cmd_run(args):
               else f"{B_ADDR}:1883")
     with open(os.path.join(out, "nanomq.conf"), "w") as f:
         f.write(NANOMQ_CONF.format(dir=out, remote=remote, log_level=args.log_level,
-                                   http=HTTP_CONF if args.scenario == "reload" else ""))
+                                   http=HTTP_CONF if args.scenario == "reload" else "",
+                                   # disk-full: a commit per message, so that a full disk
+                                   # refuses appends at once instead of 8 x 100 later
+                                   flush=1 if args.scenario == "disk-full" else 100))
     with open(os.path.join(out, "mosquitto.conf"), "w") as f:
         f.write(MOSQUITTO_CONF.format(dir=out, extra="".join(l + "\n" for l in args.mosquitto)))
     nmq_env = {"NANOMQ_PID_FILE": os.path.join(out, "nanomq.pid")}

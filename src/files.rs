@@ -1,0 +1,280 @@
+//! Which database files this process holds, and the OS lock that keeps other processes out.
+//!
+//! A database file is identified by its device and inode, not by its path: a symlink, a hard
+//! link or another spelling of the path reaches the same entry. The first handle on a file in
+//! this process opens one descriptor on it and takes `flock(LOCK_EX | LOCK_NB)`; a second
+//! process (another NanoMQ, a second instance of the same service) then gets [`Error::Busy`]
+//! instead of writing the same rows with colliding sequence numbers. Further handles of this
+//! process (other bridges in the same file) share that descriptor; it is closed when the last of
+//! them is gone.
+//!
+//! Closing any descriptor of a file drops every POSIX record lock this process holds on it, and
+//! SQLite keeps its own locks that way. So the descriptor of an entry is closed only when no
+//! SQLite connection of this process is open on the file: a [`Claim`] must outlive the
+//! connection it guards, and a claim that would reuse an entry never opens a descriptor of its
+//! own.
+
+use crate::error::{Error, Result};
+use std::collections::{HashMap, HashSet};
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+
+/// A file's identity: (device, inode).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FileId {
+    pub dev: u64,
+    pub ino: u64,
+}
+
+impl FileId {
+    fn of(m: &std::fs::Metadata) -> FileId {
+        FileId {
+            dev: m.dev(),
+            ino: m.ino(),
+        }
+    }
+}
+
+struct Held {
+    /// The locked descriptor (flock is released when it closes).
+    lock: File,
+    bridges: HashSet<String>,
+}
+
+fn held() -> MutexGuard<'static, HashMap<FileId, Held>> {
+    static HELD: OnceLock<Mutex<HashMap<FileId, Held>>> = OnceLock::new();
+    HELD.get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+}
+
+/// What has become of the file a claim was taken on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FileState {
+    /// The path still names the claimed file.
+    Present,
+    /// The path names nothing any more (the file or its directory was deleted or renamed).
+    Gone,
+    /// The path names another file now.
+    Replaced,
+}
+
+/// One bridge's claim on a database file. Dropping it releases the claim (and the OS lock with
+/// the last claim on the file): drop it only after the bridge's SQLite connection is closed.
+#[derive(Debug)]
+pub struct Claim {
+    id: FileId,
+    path: PathBuf,
+    bridge: String,
+}
+
+impl Claim {
+    /// Claims `bridge` of the file at `path`, creating an empty file if there is none (SQLite
+    /// takes an empty file as a new database). [`Error::Busy`] when this process already has
+    /// this bridge of this file open, or another process holds the file.
+    pub fn take(path: &Path, bridge: &str) -> Result<Claim> {
+        let mut map = held();
+        // An entry this process already has: join it without opening a descriptor (see the
+        // module comment on why a close here would be harmful).
+        if let Ok(m) = std::fs::metadata(path) {
+            let id = FileId::of(&m);
+            if let Some(h) = map.get_mut(&id) {
+                if !h.bridges.insert(bridge.to_string()) {
+                    return Err(Error::Busy(format!(
+                        "bridge {bridge:?} of {} is already open in this process",
+                        path.display()
+                    )));
+                }
+                return Ok(Claim {
+                    id,
+                    path: path.to_path_buf(),
+                    bridge: bridge.to_string(),
+                });
+            }
+        }
+        // No handle of this process is on this file, so no SQLite lock of ours can be dropped
+        // by closing this descriptor again on an error below.
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o644)
+            .open(path)
+            .map_err(|e| Error::Io(format!("cannot open {}: {e}", path.display())))?;
+        let m = file
+            .metadata()
+            .map_err(|e| Error::Io(format!("cannot stat {}: {e}", path.display())))?;
+        if !m.is_file() {
+            return Err(Error::Invalid(format!(
+                "{} is not a regular file",
+                path.display()
+            )));
+        }
+        // SAFETY: flock on a descriptor we own; no memory is involved.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc != 0 {
+            let e = std::io::Error::last_os_error();
+            return Err(if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+                Error::Busy(format!(
+                    "{} is held by another process (another NanoMQ or nmq-outbox instance)",
+                    path.display()
+                ))
+            } else {
+                Error::Io(format!("cannot lock {}: {e}", path.display()))
+            });
+        }
+        let id = FileId::of(&m);
+        map.insert(
+            id,
+            Held {
+                lock: file,
+                bridges: HashSet::from([bridge.to_string()]),
+            },
+        );
+        Ok(Claim {
+            id,
+            path: path.to_path_buf(),
+            bridge: bridge.to_string(),
+        })
+    }
+
+    /// The path the claim was taken with.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Whether other bridges of this process have this file open.
+    pub fn shared(&self) -> bool {
+        held().get(&self.id).is_some_and(|h| h.bridges.len() > 1)
+    }
+
+    /// Whether the path still names the claimed file (checked before every commit: a deleted
+    /// database keeps working on its open inode, and every row would be gone at the next open).
+    pub fn state(&self) -> FileState {
+        let unlinked = held()
+            .get(&self.id)
+            .and_then(|h| h.lock.metadata().ok())
+            .is_some_and(|m| m.nlink() == 0);
+        match std::fs::metadata(&self.path) {
+            Ok(m) if FileId::of(&m) == self.id && !unlinked => FileState::Present,
+            Ok(_) => FileState::Replaced,
+            Err(_) => FileState::Gone,
+        }
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        let mut map = held();
+        if let Some(h) = map.get_mut(&self.id) {
+            h.bridges.remove(&self.bridge);
+            if h.bridges.is_empty() {
+                map.remove(&self.id);
+            }
+        }
+    }
+}
+
+/// Whether another process holds the file at `path` (for tools that must not write to a file
+/// a running NanoMQ holds). False when the file does not exist. Must not be called on a file
+/// this process has a SQLite connection open on (the probe's close would drop its locks).
+pub fn held_elsewhere(path: &Path) -> Result<bool> {
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(Error::Io(format!("cannot open {}: {e}", path.display()))),
+    };
+    // SAFETY: as in `Claim::take`.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) };
+    if rc == 0 {
+        return Ok(false);
+    }
+    let e = std::io::Error::last_os_error();
+    if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+        Ok(true)
+    } else {
+        Err(Error::Io(format!("cannot lock {}: {e}", path.display())))
+    }
+}
+
+/// The database file of `bridge` in directory `dir`: `nmq_outbox-<bridge>.db`, where every byte
+/// of the name outside `[A-Za-z0-9._-]` becomes `_`, followed by `-<8 hex digits>` of a hash of
+/// the name when anything was replaced (so that "a/b" and "a_b" get different files).
+pub fn db_file_for(dir: &Path, bridge: &str) -> PathBuf {
+    let mut name = String::with_capacity(bridge.len() + 24);
+    let mut replaced = bridge.starts_with('.');
+    for b in bridge.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-') {
+            name.push(b as char);
+        } else {
+            name.push('_');
+            replaced = true;
+        }
+    }
+    if replaced {
+        // FNV-1a: stable across builds and platforms.
+        let h = bridge.bytes().fold(0x811c_9dc5u32, |h, b| {
+            (h ^ b as u32).wrapping_mul(0x0100_0193)
+        });
+        name.push_str(&format!("-{h:08x}"));
+    }
+    dir.join(format!("nmq_outbox-{name}.db"))
+}
+
+/// `path` when it names a file; [`db_file_for`] when it names a directory (an existing one, or
+/// any path written with a trailing `/`).
+pub fn resolve(path: &Path, bridge: &str) -> PathBuf {
+    let trailing = path.as_os_str().as_encoded_bytes().last() == Some(&b'/');
+    if trailing || path.is_dir() {
+        db_file_for(path, bridge)
+    } else {
+        path.to_path_buf()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bridge_names_map_to_distinct_safe_file_names() {
+        let d = Path::new("/var/lib/nanomq");
+        assert_eq!(
+            db_file_for(d, "emqx1"),
+            Path::new("/var/lib/nanomq/nmq_outbox-emqx1.db")
+        );
+        let a = db_file_for(d, "a/b");
+        let b = db_file_for(d, "a_b");
+        assert_ne!(a, b);
+        assert!(a
+            .to_str()
+            .unwrap()
+            .starts_with("/var/lib/nanomq/nmq_outbox-a_b-"));
+        assert_eq!(b, Path::new("/var/lib/nanomq/nmq_outbox-a_b.db"));
+        let dots = db_file_for(d, "..");
+        assert_eq!(dots.parent(), Some(d));
+        assert!(dots
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .starts_with("nmq_outbox-..-"));
+    }
+
+    #[test]
+    fn a_directory_path_gets_a_file_per_bridge() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(resolve(dir.path(), "x"), dir.path().join("nmq_outbox-x.db"));
+        let trailing = PathBuf::from("/no/such/dir/");
+        assert_eq!(
+            resolve(&trailing, "x"),
+            Path::new("/no/such/dir/nmq_outbox-x.db")
+        );
+        let file = dir.path().join("f.db");
+        assert_eq!(resolve(&file, "x"), file);
+    }
+}
