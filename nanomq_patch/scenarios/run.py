@@ -26,12 +26,16 @@ Scenarios:
                subscriber, a second 20 s linkdown cut hits the drain
     kill       linkdown; 50 s into the outage NanoMQ gets SIGKILL and is restarted 2 s later
     slow-pubcomp  no outage: the bridge reaches mosquitto through a proxy (in NanoMQ's
-               namespace) that holds every PUBCOMP from mosquitto for 6 s (> cancel_timeout
-               5 s) during the 100 s "outage" window; PUBREC and everything else pass at once
-               (a QoS 2 direct send whose PUBCOMP is late: issue 8 item 14)
+               namespace) that holds the PUBCOMPs from mosquitto for 6 s (> cancel_timeout
+               5 s) in the first 2 s of every 15 s of the 100 s "outage" window; PUBREC and
+               everything else pass at once (a QoS 2 direct send whose PUBCOMP is late: issue
+               8 item 14)
     reload     no outage: the bridge is reloaded through NanoMQ's REST API (PUT
                /api/v4/bridges/remote with its own configuration) every 10 s during the
                100 s "outage" window (issue 8 item 18)
+    wrong-ack  linkdown, with the bridge going through the proxy of slow-pubcomp, which from
+               the restore on sends a PUBACK before every PUBREC of mosquitto (an ack that
+               does not fit a QoS 2 row: issue 8 item 15)
     disk-full  linkdown, the cache directory is a 256 KiB tmpfs and flush_mem_threshold 1: the
                outbox runs out of disk during the outage and refuses messages (issue 8 item 13)
 
@@ -52,7 +56,8 @@ import time
 TOPICS = {"test1": (1, 0.2), "test2": (1, 1.0), "test3": (2, 1.0), "test4": (2, 1.0),
           "test5": (2, 1.0)}  # topic: (QoS, interval)
 A_ADDR, B_ADDR = "10.99.1.1", "10.99.1.2"
-SCENARIOS = ("linkdown", "blackhole", "drain-cut", "kill", "slow-pubcomp", "reload", "disk-full")
+SCENARIOS = ("linkdown", "blackhole", "drain-cut", "kill", "slow-pubcomp", "reload", "disk-full",
+             "wrong-ack")
 PROXY_PORT = 1884  # slow-pubcomp: the proxy's port on NanoMQ's namespace loopback
 
 NANOMQ_CONF = """\
@@ -228,12 +233,14 @@ def role_sub(args):
 
 
 def role_proxy(args):
-    """TCP proxy NanoMQ -> mosquitto that holds PUBCOMP packets from mosquitto for args.delay
-    seconds between the Unix times args.start and args.end; every other packet passes at once.
-    Logs each held PUBCOMP ("H <time> <packet id>")."""
+    """TCP proxy NanoMQ -> mosquitto. Between the Unix times args.start and args.end it holds
+    PUBCOMP packets from mosquitto for args.delay seconds (every other packet passes at once),
+    or with args.puback_first sends a PUBACK before every PUBREC. Logs each held PUBCOMP
+    ("H <time> <packet id>") and each injected PUBACK ("I <time> <packet id>")."""
     import asyncio
     log = open(args.out, "a", buffering=1)
     up_host, up_port = args.to.rsplit(":", 1)
+    started = None  # when args.start_file appeared
 
     async def pipe_up(reader, writer):
         try:
@@ -246,6 +253,7 @@ def role_proxy(args):
             writer.close()
 
     async def pipe_down(reader, writer):
+        nonlocal started
         loop = asyncio.get_running_loop()
         buf = b""
         try:
@@ -264,7 +272,16 @@ def role_proxy(args):
                         break
                     pkt, buf = buf[:i + n], buf[i + n:]
                     now = time.time()
-                    if pkt[0] >> 4 == 7 and args.start <= now < args.end:
+                    if args.start_file and started is None and os.path.exists(args.start_file):
+                        started = now
+                    live = (args.start <= now < args.end or started is not None) and (
+                        args.period <= 0 or (now - args.start) % args.period < args.burst)
+                    if args.puback_first and live and pkt[0] >> 4 == 5:
+                        pid = int.from_bytes(pkt[i:i + 2], "big")
+                        log.write(f"I {now:.3f} {pid}\n")
+                        writer.write(bytes([0x40, 2]) + pkt[i:i + 2])
+                        writer.write(pkt)
+                    elif not args.puback_first and live and pkt[0] >> 4 == 7:
                         pid = int.from_bytes(pkt[i:i + 2], "big")
                         log.write(f"H {now:.3f} {pid}\n")
                         loop.call_later(args.delay, writer.write, pkt)
@@ -391,6 +408,7 @@ class Lab:
         self.event(f"cut {kind}")
 
     def restore(self):
+        open(os.path.join(self.out, "restored"), "w").close()  # the wrong-ack proxy starts
         if self.cut_kind == "blackhole":
             sh("ip", "netns", "exec", self.a, "iptables", "-D", "INPUT", "-s", B_ADDR, "-j", "DROP")
             sh("ip", "netns", "exec", self.a, "iptables", "-D", "OUTPUT", "-d", B_ADDR, "-j", "DROP")
@@ -424,7 +442,7 @@ def cmd_run(args):
     out = os.path.abspath(os.path.join(args.out, f"{args.label}-{args.scenario}"))
     os.makedirs(os.path.join(out, "cache"), exist_ok=True)
     for f in os.listdir(out):
-        if f.endswith((".log", ".out", ".json", ".db", ".db-wal", ".db-shm")):
+        if f.endswith((".log", ".out", ".json", ".db", ".db-wal", ".db-shm")) or f == "restored":
             os.remove(os.path.join(out, f))
     k = args.scale
     normal, outage, after, drain = 10 * k, 100 * k, 20 * k, 60 * k
@@ -434,8 +452,8 @@ def cmd_run(args):
         signal.signal(s, lambda *a: sys.exit(f"stopped by signal"))
     me = os.path.abspath(__file__)
     py = sys.executable
-    remote = (f"127.0.0.1:{PROXY_PORT}" if args.scenario == "slow-pubcomp"
-              else f"{B_ADDR}:1883")
+    proxied = args.scenario in ("slow-pubcomp", "wrong-ack")
+    remote = f"127.0.0.1:{PROXY_PORT}" if proxied else f"{B_ADDR}:1883"
     with open(os.path.join(out, "nanomq.conf"), "w") as f:
         f.write(NANOMQ_CONF.format(dir=out, remote=remote, log_level=args.log_level,
                                    http=HTTP_CONF if args.scenario == "reload" else "",
@@ -454,13 +472,16 @@ def cmd_run(args):
         sh("mount", "-t", "tmpfs", "-o", "size=256k", "nmqsc-cache", cache)
         atexit.register(lambda: sh("umount", cache, check=False))
     total = normal + outage + after + drain + 120
-    if args.scenario == "slow-pubcomp":
+    if proxied:
         t = time.time() + 5  # the publisher starts about 5 s from now
+        window = (t + normal, t + normal + outage) if args.scenario == "slow-pubcomp" else (0, 0)
         lab.start("proxy", lab.a, [py, me, "proxy", "--port", str(PROXY_PORT),
                                    "--to", f"{B_ADDR}:1883", "--delay", "6",
-                                   "--start", str(t + normal), "--end", str(t + normal + outage),
+                                   "--start", str(window[0]), "--end", str(window[1]),
                                    "--out", os.path.join(out, "proxy.log"),
-                                   "--duration", str(total)])
+                                   "--duration", str(total)]
+                  + (["--puback-first", "--start-file", os.path.join(out, "restored")]
+                     if args.scenario == "wrong-ack" else ["--period", "15", "--burst", "2"]))
     lab.start("mosquitto", lab.b, ["mosquitto", "-c", os.path.join(out, "mosquitto.conf")])
     time.sleep(0.5)
     lab.start("sub", lab.b, [py, me, "sub", "--host", "127.0.0.1", "--port", "1883",
@@ -615,6 +636,7 @@ def analyse(out, label, scenario):
     tot["ctx_msgs_lost_lines"] = text.count("Cached Message in ctx_msgs is lost")
     tot["outbox_refused_lines"] = text.count("outbox refused a m")
     tot["held_pubcomps"] = len(read_lines(os.path.join(out, "proxy.log"), "H"))
+    tot["injected_pubacks"] = len(read_lines(os.path.join(out, "proxy.log"), "I"))
     res["total"] = tot
     return res
 
@@ -672,6 +694,11 @@ def main():
     px.add_argument("--end", type=float, required=True)
     px.add_argument("--out", required=True)
     px.add_argument("--duration", type=float, required=True)
+    px.add_argument("--puback-first", action="store_true")
+    px.add_argument("--start-file", help="also active from when this file exists")
+    px.add_argument("--period", type=float, default=0, help="only the first --burst seconds "
+                    "of every --period seconds (0: the whole window)")
+    px.add_argument("--burst", type=float, default=0)
     rl = sub.add_parser("reload", help="reload a bridge with its own configuration (REST)")
     rl.add_argument("--url", required=True)
     rl.add_argument("--server", required=True)
