@@ -306,6 +306,31 @@ static void test_lengths_qos0_drop(void)
     CHECK_RC(nmq_outbox_get_stats(ob, &st), NMQ_OUTBOX_OK);
     CHECK(st.messages == 1 && st.acked == 1 && st.dropped_malformed == 1 && st.inflight == 1);
     CHECK(st.refused_nospace == 0 && st.dropped_unwritten == 0 && st.space_low == 0);
+    /* The counters as JSON and Prometheus text, into caller buffers. */
+    char small[8], big[4096];
+    size_t need = 0;
+    CHECK_RC(nmq_outbox_stats_json(ob, small, sizeof small, &need), NMQ_OUTBOX_ETOOBIG);
+    CHECK(need > sizeof small && need < sizeof big);
+    CHECK_RC(nmq_outbox_stats_json(ob, big, sizeof big, &need), NMQ_OUTBOX_OK);
+    CHECK(strlen(big) + 1 == need);
+    CHECK(strncmp(big, "{\"bridge\":\"edges\",\"file\":\"", 22) == 0);
+    CHECK(strstr(big, "\"messages\":1,") != NULL);
+    CHECK(strstr(big, "\"malformed\":1,") != NULL);
+    CHECK_RC(nmq_outbox_stats_json(ob, big, sizeof big, NULL), NMQ_OUTBOX_EINVAL);
+    CHECK_RC(nmq_outbox_stats_json(ob, NULL, 0, &need), NMQ_OUTBOX_ETOOBIG);
+    nmq_outbox *const obs[1] = {ob};
+    CHECK_RC(nmq_outbox_stats_prometheus(obs, 1, big, sizeof big, &need), NMQ_OUTBOX_OK);
+    CHECK(strstr(big, "nanomq_bridge_outbox_messages{bridge=\"edges\"} 1\n") != NULL);
+    CHECK(strstr(big, "# TYPE nanomq_bridge_outbox_dropped_total counter\n") != NULL);
+    nmq_outbox *const nulls[1] = {NULL};
+    CHECK_RC(nmq_outbox_stats_prometheus(nulls, 1, big, sizeof big, &need), NMQ_OUTBOX_EINVAL);
+    CHECK_RC(nmq_outbox_stats_prometheus(NULL, 0, big, sizeof big, &need), NMQ_OUTBOX_OK);
+    uint64_t imported = 99;
+    CHECK_RC(nmq_outbox_import_stock(ob, "/nonexistent/mqtt_client.db", "edges", &imported),
+             NMQ_OUTBOX_OK);
+    CHECK(imported == 0);
+    CHECK_RC(nmq_outbox_import_stock(ob, NULL, "edges", &imported), NMQ_OUTBOX_EINVAL);
+    CHECK_RC(nmq_outbox_import_stock(ob, "/x", NULL, NULL), NMQ_OUTBOX_EINVAL);
     CHECK_RC(nmq_outbox_sent(NULL, 1), NMQ_OUTBOX_EINVAL);
     CHECK_RC(nmq_outbox_drop(NULL, 1, NMQ_OUTBOX_DROP_MALFORMED), NMQ_OUTBOX_EINVAL);
     CHECK_RC(nmq_outbox_close(ob), NMQ_OUTBOX_OK);

@@ -251,6 +251,31 @@ nmq_outbox_result nmq_outbox_ack(nmq_outbox *ob, uint16_t packet_id, nmq_outbox_
 /* Writes the counters of this bridge to *out. Also after nmq_outbox_close() (the last values). */
 nmq_outbox_result nmq_outbox_get_stats(nmq_outbox *ob, nmq_outbox_stats *out);
 
+/* Takes over the rows stock NanoMQ left for bridge `config_name` in its own cache file `path`
+ * (NanoNNG's mqtt_client.db): appended in order (sent-but-unacknowledged first), committed,
+ * then deleted there; rows that are not a PUBLISH are counted in dropped_malformed and deleted.
+ * Other bridges' rows are not touched. A missing file or bridge imports nothing (OK).
+ * *imported (may be NULL) gets the count. A crash between the commit and the delete imports
+ * those rows again at the next call (duplicates, never a loss). */
+nmq_outbox_result nmq_outbox_import_stock(nmq_outbox *ob, const char *path,
+                                          const char *config_name, uint64_t *imported);
+
+/* This bridge's counters as one JSON object (for NanoMQ's REST API), e.g.
+ * {"bridge":"emqx1","file":"/var/lib/nanomq/nmq_outbox-emqx1.db","link_up":true,"messages":812,
+ *  "bytes":81200,"inflight":32,"oldest_age_ms":95500,"enqueued":1170,"acked":358,"resent":3,
+ *  "dropped":{"full":0,"expired":0,"rejected":0,"malformed":0,"unwritten":0},
+ *  "refused_nospace":0,"space_low":false,"window":32,"committed_seq":1170}
+ * written NUL-terminated into buf (cap bytes, caller-owned). *len (not NULL) gets the bytes
+ * needed, NUL included; when cap is smaller nothing is written and ETOOBIG is returned. */
+nmq_outbox_result nmq_outbox_stats_json(nmq_outbox *ob, char *buf, size_t cap, size_t *len);
+
+/* The counters of the n handles in obs (a caller-owned array, no NULL entry) in Prometheus'
+ * text format: families nanomq_bridge_outbox_{messages,bytes,inflight,oldest_age_seconds,
+ * link_up} (gauges), _{enqueued,acked,resent}_total and _dropped_total{reason=...} (counters),
+ * each sample labelled bridge="<name>". Buffer rule as nmq_outbox_stats_json(). */
+nmq_outbox_result nmq_outbox_stats_prometheus(nmq_outbox *const *obs, size_t n, char *buf,
+                                              size_t cap, size_t *len);
+
 /* A static, human-readable string for any result code (unknown codes included). */
 const char *nmq_outbox_strerror(nmq_outbox_result result);
 

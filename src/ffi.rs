@@ -555,6 +555,84 @@ pub unsafe extern "C" fn nmq_outbox_get_stats(
     })
 }
 
+/// Imports the stock cache's rows of a bridge. `path` and `config_name` are borrowed UTF-8
+/// strings, `imported` (borrowed) may be NULL. Thread-safe.
+#[no_mangle]
+pub unsafe extern "C" fn nmq_outbox_import_stock(
+    ob: *mut nmq_outbox,
+    path: *const c_char,
+    config_name: *const c_char,
+    imported: *mut u64,
+) -> nmq_outbox_result {
+    with_handle("nmq_outbox_import_stock", ob, |h| {
+        let path = utf8(path, "path")?;
+        let name = utf8(config_name, "config_name")?;
+        let n = h.import_stock(std::path::Path::new(path), name)?;
+        if !imported.is_null() {
+            *imported = n;
+        }
+        Ok(NMQ_OUTBOX_OK)
+    })
+}
+
+/// Copies `text` and a NUL into the caller's `buf` of `cap` bytes; `*len` = bytes needed.
+unsafe fn to_buf(
+    text: &str,
+    buf: *mut c_char,
+    cap: usize,
+    len: *mut usize,
+) -> Result<nmq_outbox_result> {
+    non_null(len, "len")?;
+    let need = text.len() + 1;
+    *len = need;
+    if cap < need {
+        return Ok(NMQ_OUTBOX_ETOOBIG);
+    }
+    non_null(buf, "buf")?;
+    std::ptr::copy_nonoverlapping(text.as_ptr(), buf as *mut u8, text.len());
+    *buf.add(text.len()) = 0;
+    Ok(NMQ_OUTBOX_OK)
+}
+
+/// This bridge's counters as JSON into `buf` (borrowed, `cap` bytes); `*len` (borrowed) gets
+/// the size needed. ETOOBIG when it does not fit (not logged: the caller retries). Thread-safe.
+#[no_mangle]
+pub unsafe extern "C" fn nmq_outbox_stats_json(
+    ob: *mut nmq_outbox,
+    buf: *mut c_char,
+    cap: usize,
+    len: *mut usize,
+) -> nmq_outbox_result {
+    with_handle("nmq_outbox_stats_json", ob, |h| {
+        let text = crate::metrics::json(h.bridge(), &h.path().display().to_string(), &h.stats()?);
+        to_buf(&text, buf, cap, len)
+    })
+}
+
+/// The counters of `n` handles (`obs` borrowed, each entry a handle) in Prometheus' text
+/// format into `buf` (borrowed, `cap` bytes); `*len` gets the size needed. Thread-safe.
+#[no_mangle]
+pub unsafe extern "C" fn nmq_outbox_stats_prometheus(
+    obs: *const *mut nmq_outbox,
+    n: usize,
+    buf: *mut c_char,
+    cap: usize,
+    len: *mut usize,
+) -> nmq_outbox_result {
+    guard("nmq_outbox_stats_prometheus", None, || {
+        if n > 0 {
+            non_null(obs, "obs")?;
+        }
+        let mut all = Vec::with_capacity(n);
+        for i in 0..n {
+            let h = handle(*obs.add(i))?;
+            all.push((h.bridge(), h.stats()?));
+        }
+        let refs: Vec<(&str, &crate::outbox::Stats)> = all.iter().map(|(b, s)| (*b, s)).collect();
+        to_buf(&crate::metrics::prometheus(&refs), buf, cap, len)
+    })
+}
+
 /// A static string for any code. Never NULL; the caller must not free it. Thread-safe.
 #[no_mangle]
 pub extern "C" fn nmq_outbox_strerror(result: nmq_outbox_result) -> *const c_char {

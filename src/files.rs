@@ -201,6 +201,10 @@ pub fn held_elsewhere(path: &Path) -> Result<bool> {
     }
 }
 
+/// The file all bridges shared in a directory before files were per bridge; a new per-bridge
+/// file takes its bridge's rows from it (see `Store::adopt_legacy`).
+pub const LEGACY_FILE: &str = "nmq_outbox.db";
+
 /// The database file of `bridge` in directory `dir`: `nmq_outbox-<bridge>.db`, where every byte
 /// of the name outside `[A-Za-z0-9._-]` becomes `_`, followed by `-<8 hex digits>` of a hash of
 /// the name when anything was replaced (so that "a/b" and "a_b" get different files).

@@ -10,10 +10,12 @@ pub mod error;
 pub mod ffi;
 pub mod files;
 pub mod log;
+pub mod metrics;
 pub mod mqtt;
 #[cfg(feature = "nng")]
 pub mod nng;
 pub mod outbox;
+pub mod stock;
 pub mod store;
 
 pub use config::{Config, FullPolicy, SyncMode};

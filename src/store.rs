@@ -271,6 +271,77 @@ impl Store {
         Ok((conn, bridge_id, resume, limit.saturating_sub(ROW_OVERHEAD)))
     }
 
+    /// What the bridge holds on disk now.
+    pub fn resume(&mut self) -> Result<Resume> {
+        Ok(self.conn.query_row(
+            "SELECT count(*), coalesce(sum(length(data)), 0), min(seq), max(seq)
+             FROM msg WHERE bridge_id = ?1",
+            params![self.bridge_id],
+            |r| {
+                Ok(Resume {
+                    messages: r.get::<_, i64>(0)?.max(0) as u64,
+                    bytes: r.get::<_, i64>(1)?.max(0) as u64,
+                    min_seq: r.get(2)?,
+                    max_seq: r.get(3)?,
+                })
+            },
+        )?)
+    }
+
+    /// Moves this bridge's rows out of `legacy`, the one file every bridge shared before files
+    /// were per bridge (`<dir>/nmq_outbox.db`), into this (empty) store: same seqs, packet
+    /// ids and states, in one transaction over both files (ATTACH). Returns how many moved.
+    pub fn adopt_legacy(&mut self, legacy: &Path, bridge: &str) -> Result<u64> {
+        // Held like any outbox file while it is changed (the claim outlives the attachment).
+        let _claim = Claim::take(legacy, bridge)?;
+        self.conn.execute(
+            "ATTACH DATABASE ?1 AS legacy",
+            params![legacy.to_string_lossy()],
+        )?;
+        let moved = self.move_from_legacy(bridge);
+        let detached = self.conn.execute_batch("DETACH DATABASE legacy");
+        let moved = moved?;
+        detached?;
+        Ok(moved)
+    }
+
+    fn move_from_legacy(&mut self, bridge: &str) -> Result<u64> {
+        let ours: i64 = self.conn.query_row(
+            "SELECT count(*) FROM legacy.sqlite_master
+             WHERE type = 'table' AND name IN ('bridge', 'msg')",
+            [],
+            |r| r.get(0),
+        )?;
+        if ours != 2 {
+            return Ok(0);
+        }
+        let Some(old_id) = self
+            .conn
+            .query_row(
+                "SELECT id FROM legacy.bridge WHERE name = ?1",
+                params![bridge],
+                |r| r.get::<_, i64>(0),
+            )
+            .optional()?
+        else {
+            return Ok(0);
+        };
+        let tx = self.conn.transaction()?;
+        let moved = tx.execute(
+            "INSERT INTO main.msg(bridge_id, seq, qos, expires_at, enqueued_at, packet_id,
+             released, data)
+             SELECT ?1, seq, qos, expires_at, enqueued_at, packet_id, released, data
+             FROM legacy.msg WHERE bridge_id = ?2 ORDER BY seq",
+            params![self.bridge_id, old_id],
+        )?;
+        tx.execute(
+            "DELETE FROM legacy.msg WHERE bridge_id = ?1",
+            params![old_id],
+        )?;
+        tx.commit()?;
+        Ok(moved as u64)
+    }
+
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.path

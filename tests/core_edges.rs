@@ -609,3 +609,56 @@ fn large_rows_and_uncommitted_rows_are_handed_out_in_fifo_order() {
     }
     assert_eq!(seqs, [1, 2, 3, 4]);
 }
+
+/// Files became per bridge (issue 8 item 3): a bridge opened with a directory takes its rows
+/// from the file all bridges shared before (`<dir>/nmq_outbox.db`), in order and with their
+/// state, and leaves the other bridges' rows there for them.
+#[test]
+fn a_per_bridge_file_takes_its_rows_from_the_old_shared_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let shared = dir.path().join("nmq_outbox.db");
+    for (bridge, n) in [("a", 5), ("b", 3)] {
+        let ob = Outbox::open(cfg(&shared, bridge)).unwrap();
+        for i in 0..n {
+            ob.append(&msg(2, format!("{bridge}{i}").as_bytes()))
+                .unwrap();
+        }
+        if bridge == "a" {
+            // One row with a PUBREC: it must stay released.
+            ob.link_up(0).unwrap();
+            let r = ob.lease().unwrap().unwrap();
+            ob.bind(r.seq, 77).unwrap();
+            ob.ack(77, AckKind::PubRec, 0).unwrap();
+        }
+        ob.close().unwrap();
+    }
+    let (log, lines) = recording();
+    let mut c = cfg(dir.path(), "a");
+    c.logger = log;
+    let ob = Outbox::open(c).unwrap();
+    assert_eq!(ob.path(), dir.path().join("nmq_outbox-a.db"));
+    assert_eq!(ob.stats().unwrap().messages, 5);
+    ob.link_up(0).unwrap();
+    let first = ob.lease().unwrap().unwrap();
+    assert_eq!(
+        (first.data.as_slice(), first.released, first.packet_id),
+        (&b"a0"[..], true, 77)
+    );
+    let rest: Vec<Vec<u8>> = std::iter::from_fn(|| ob.lease().unwrap().map(|r| r.data)).collect();
+    assert_eq!(rest, [b"a1", b"a2", b"a3", b"a4"]);
+    ob.close().unwrap();
+    assert!(lines
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|(_, m)| m.contains("moved 5 messages from the shared file")));
+    assert!(rows_on_disk(&shared, "a").is_empty());
+    assert_eq!(rows_on_disk(&shared, "b").len(), 3);
+    // Once moved, a reopen does not move again; b moves when it opens.
+    drop(ob);
+    let ob = Outbox::open(cfg(dir.path(), "a")).unwrap();
+    assert_eq!(ob.stats().unwrap().messages, 5);
+    let b = Outbox::open(cfg(dir.path(), "b")).unwrap();
+    assert_eq!(b.stats().unwrap().messages, 3);
+    assert!(rows_on_disk(&shared, "b").is_empty());
+}

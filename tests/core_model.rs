@@ -1,6 +1,6 @@
 //! Model-based property test of the outbox: random interleavings of append, requeue_front,
-//! lease, bind, ack (PUBACK/PUBREC/PUBCOMP, with rejections), unlease, link loss, flush and
-//! reopen, checked against a plain model after every step:
+//! lease, bind, ack (PUBACK/PUBREC/PUBCOMP, with rejections), QoS 0 sent, drop of a leased row,
+//! unlease, link loss, flush and reopen, checked against a plain model after every step:
 //! - G1/G3: the rows held are exactly those accepted and not yet acknowledged or rejected;
 //! - G4: between two resets of the replay (link loss, unlease, requeue, reopen) rows are handed
 //!   out in strictly increasing FIFO order, and a final drain hands out every held row in order.
@@ -17,6 +17,10 @@ enum Op {
     /// Ack the n-th bound in-flight row (modulo), with a rejecting reason or not.
     Ack(usize, bool),
     Unlease(usize),
+    /// A leased QoS 0 row was written (the n-th, modulo).
+    Sent(usize),
+    /// A leased row cannot be sent: dropped (the n-th of all leased rows, modulo).
+    Drop(usize),
     LinkDown,
     LinkUp(u16),
     Flush,
@@ -25,11 +29,13 @@ enum Op {
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        4 => (1u8..=2).prop_map(Op::Append),
-        1 => (1u8..=2).prop_map(Op::Requeue),
+        4 => (0u8..=2).prop_map(Op::Append),
+        1 => (0u8..=2).prop_map(Op::Requeue),
         4 => Just(Op::Lease),
         4 => (0usize..8, prop::bool::weighted(0.1)).prop_map(|(i, r)| Op::Ack(i, r)),
         1 => (0usize..8).prop_map(Op::Unlease),
+        2 => (0usize..8).prop_map(Op::Sent),
+        1 => (0usize..8).prop_map(Op::Drop),
         1 => Just(Op::LinkDown),
         1 => (0u16..6).prop_map(Op::LinkUp),
         1 => Just(Op::Flush),
@@ -115,12 +121,17 @@ proptest! {
                             prop_assert!(r.seq > last, "FIFO: {} after {}", r.seq, last);
                         }
                         m.last_leased = Some(r.seq);
-                        // Bind right away with a fresh id (as the nng glue does).
-                        let pid = m.next_pid;
-                        m.next_pid = m.next_pid % 65535 + 1;
-                        ob.bind(r.seq, pid).unwrap();
-                        m.bound.insert(r.seq, (pid, q, false));
-                        m.last_pid.insert(r.seq, pid);
+                        if q == 0 {
+                            // No packet id: done once written (Op::Sent).
+                            m.leased_unbound.push(r.seq);
+                        } else {
+                            // Bind right away with a fresh id (as the nng glue does).
+                            let pid = m.next_pid;
+                            m.next_pid = m.next_pid % 65535 + 1;
+                            ob.bind(r.seq, pid).unwrap();
+                            m.bound.insert(r.seq, (pid, q, false));
+                            m.last_pid.insert(r.seq, pid);
+                        }
                     }
                 }
                 Op::Ack(i, reject) => {
@@ -161,6 +172,24 @@ proptest! {
                     // The replay restarts at that row; rows still in flight are skipped.
                     m.last_leased = None;
                 }
+                Op::Sent(i) => {
+                    if m.leased_unbound.is_empty() { continue; }
+                    let seq = m.leased_unbound.remove(i % m.leased_unbound.len());
+                    ob.sent(seq).unwrap();
+                    prop_assert!(ob.sent(seq).is_err());
+                    m.held.remove(&seq);
+                }
+                Op::Drop(i) => {
+                    let leased: Vec<i64> =
+                        m.bound.keys().copied().chain(m.leased_unbound.iter().copied()).collect();
+                    if leased.is_empty() { continue; }
+                    let seq = leased[i % leased.len()];
+                    ob.drop_row(seq, "model").unwrap();
+                    m.bound.remove(&seq);
+                    m.leased_unbound.retain(|&s| s != seq);
+                    m.held.remove(&seq);
+                    m.last_pid.remove(&seq);
+                }
                 Op::LinkDown => {
                     ob.link_down().unwrap();
                     link = false;
@@ -190,6 +219,10 @@ proptest! {
         for pid in 1u16..=10_000 {
             let Some(r) = ob.lease().unwrap() else { break };
             got.push(r.seq);
+            if r.qos == 0 {
+                ob.sent(r.seq).unwrap();
+                continue;
+            }
             ob.bind(r.seq, pid).unwrap();
             if r.qos == 2 {
                 prop_assert_eq!(ob.ack(pid, AckKind::PubRec, 0).unwrap(), AckOutcome::Progress);
