@@ -33,6 +33,11 @@ Scenarios:
     reload     no outage: the bridge is reloaded through NanoMQ's REST API (PUT
                /api/v4/bridges/remote with its own configuration) every 10 s during the
                100 s "outage" window (issue 8 item 18)
+    reload-slow  "reload" through the proxy of slow-pubcomp holding every PUBCOMP for 6 s during
+               the window: QoS 2 messages are in flight (PUBREC came) at each reload
+    drain-reload  linkdown; after the restore, as soon as the first backlog message reaches
+               the subscriber, the bridge is reloaded as in "reload" (rows in flight on the old
+               connection: issue 8 item 18)
     wrong-ack  linkdown, with the bridge going through the proxy of slow-pubcomp, which from
                the restore on sends a PUBACK before every PUBREC of mosquitto (an ack that
                does not fit a QoS 2 row: issue 8 item 15)
@@ -57,7 +62,7 @@ TOPICS = {"test1": (1, 0.2), "test2": (1, 1.0), "test3": (2, 1.0), "test4": (2, 
           "test5": (2, 1.0)}  # topic: (QoS, interval)
 A_ADDR, B_ADDR = "10.99.1.1", "10.99.1.2"
 SCENARIOS = ("linkdown", "blackhole", "drain-cut", "kill", "slow-pubcomp", "reload", "disk-full",
-             "wrong-ack")
+             "wrong-ack", "drain-reload", "reload-slow")
 PROXY_PORT = 1884  # slow-pubcomp: the proxy's port on NanoMQ's namespace loopback
 
 NANOMQ_CONF = """\
@@ -452,11 +457,11 @@ def cmd_run(args):
         signal.signal(s, lambda *a: sys.exit(f"stopped by signal"))
     me = os.path.abspath(__file__)
     py = sys.executable
-    proxied = args.scenario in ("slow-pubcomp", "wrong-ack")
+    proxied = args.scenario in ("slow-pubcomp", "wrong-ack", "reload-slow")
     remote = f"127.0.0.1:{PROXY_PORT}" if proxied else f"{B_ADDR}:1883"
     with open(os.path.join(out, "nanomq.conf"), "w") as f:
         f.write(NANOMQ_CONF.format(dir=out, remote=remote, log_level=args.log_level,
-                                   http=HTTP_CONF if args.scenario == "reload" else "",
+                                   http=HTTP_CONF if "reload" in args.scenario else "",
                                    # disk-full: a commit per message, so that a full disk
                                    # refuses appends at once instead of 8 x 100 later
                                    flush=1 if args.scenario == "disk-full" else 100))
@@ -474,14 +479,15 @@ def cmd_run(args):
     total = normal + outage + after + drain + 120
     if proxied:
         t = time.time() + 5  # the publisher starts about 5 s from now
-        window = (t + normal, t + normal + outage) if args.scenario == "slow-pubcomp" else (0, 0)
+        window = ((0, 0) if args.scenario == "wrong-ack" else (t + normal, t + normal + outage))
         lab.start("proxy", lab.a, [py, me, "proxy", "--port", str(PROXY_PORT),
                                    "--to", f"{B_ADDR}:1883", "--delay", "6",
                                    "--start", str(window[0]), "--end", str(window[1]),
                                    "--out", os.path.join(out, "proxy.log"),
                                    "--duration", str(total)]
                   + (["--puback-first", "--start-file", os.path.join(out, "restored")]
-                     if args.scenario == "wrong-ack" else ["--period", "15", "--burst", "2"]))
+                     if args.scenario == "wrong-ack" else
+                     ["--period", "15", "--burst", "2"] if args.scenario == "slow-pubcomp" else []))
     lab.start("mosquitto", lab.b, ["mosquitto", "-c", os.path.join(out, "mosquitto.conf")])
     time.sleep(0.5)
     lab.start("sub", lab.b, [py, me, "sub", "--host", "127.0.0.1", "--port", "1883",
@@ -507,10 +513,10 @@ def cmd_run(args):
         time.sleep(max(0.0, t0 + t - time.monotonic()))
 
     until(normal)
-    if args.scenario in ("slow-pubcomp", "reload"):
+    if args.scenario in ("slow-pubcomp", "reload", "reload-slow"):
         # no outage: the fault window is marked like one, for the analysis
         lab.event(f"cut {args.scenario}")
-        if args.scenario == "reload":
+        if args.scenario in ("reload", "reload-slow"):
             base = "http://127.0.0.1:8081/api/v4/bridges/remote"
             n = 0
             while time.monotonic() < t0 + normal + outage - 10:
@@ -532,10 +538,10 @@ def cmd_run(args):
         time.sleep(2)
         lab.start("nanomq", lab.a, nmq_cmd, cwd=out, env=nmq_env)
         lab.event("nanomq restarted")
-    if args.scenario not in ("slow-pubcomp", "reload"):
+    if args.scenario not in ("slow-pubcomp", "reload", "reload-slow"):
         until(normal + outage)
         lab.restore()
-    if args.scenario == "drain-cut":
+    if args.scenario in ("drain-cut", "drain-reload"):
         restore_t = time.time()
 
         def backlog_seen():
@@ -543,9 +549,16 @@ def cmd_run(args):
                        for r in read_lines(os.path.join(out, "sub.log"), "R")[-50:])
         seen = wait_for(backlog_seen, 30 * max(k, 0.34), step=0.02)
         lab.event("first backlog delivery" if seen else "no backlog delivery within 30 s")
-        lab.cut("linkdown")
-        time.sleep(20 * k)
-        lab.restore()
+        if args.scenario == "drain-reload":
+            r = subprocess.run(["ip", "netns", "exec", lab.a, py, me, "reload", "--url",
+                                "http://127.0.0.1:8081/api/v4/bridges/remote",
+                                "--server", f"mqtt-tcp://{remote}"], stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+            lab.event(f"reload: {r.stdout.strip()[-200:]}")
+        else:
+            lab.cut("linkdown")
+            time.sleep(20 * k)
+            lab.restore()
     lab.procs["pub"].wait(timeout=pub_dur + 120)
     lab.event("publisher stopped")
     time.sleep(drain)
