@@ -43,6 +43,40 @@ static nng_msg *publish(int qos, const char *payload, const uint8_t *props, size
     return m;
 }
 
+/* The packet id and DUP flag of an encoded QoS 1/2 PUBLISH (topic "test1"). */
+static uint16_t pid_of(nng_msg *m)
+{
+    const uint8_t *b = nng_msg_body(m);
+    return (uint16_t) ((b[7] << 8) | b[8]);
+}
+
+static int dup_of(nng_msg *m)
+{
+    return (*(const uint8_t *) nng_msg_header(m) & 0x08) != 0;
+}
+
+/* The Message Expiry Interval of an encoded v5 QoS 1/2 PUBLISH whose first property is it. */
+static uint32_t expiry_of(nng_msg *m)
+{
+    const uint8_t *b = nng_msg_body(m);
+    if (b[10] != 0x02) {
+        return 0;
+    }
+    return ((uint32_t) b[11] << 24) | ((uint32_t) b[12] << 16) | ((uint32_t) b[13] << 8) | b[14];
+}
+
+/* The encoded bytes (header and body joined) of a message. */
+static size_t flat(nng_msg *m, uint8_t *buf, size_t cap)
+{
+    size_t h = nng_msg_header_len(m), b = nng_msg_len(m);
+    if (h + b > cap) {
+        return 0;
+    }
+    memcpy(buf, nng_msg_header(m), h);
+    memcpy(buf + h, nng_msg_body(m), b);
+    return h + b;
+}
+
 static nmq_outbox *open_outbox(const char *name)
 {
     char p[300];
@@ -80,30 +114,39 @@ static void test_publish_store_and_lease(void)
     nng_msg_header_append(bad, puback, 2);
     nng_msg_append(bad, "\x00\x01", 2);
     CHECK_RC(nmq_outbox_nng_publish(ob, lane, 0, 1000, 4, bad, &d), NMQ_OUTBOX_EINVAL);
-    CHECK_RC(nmq_outbox_nng_requeue(ob, bad, 4), NMQ_OUTBOX_EINVAL);
+    CHECK_RC(nmq_outbox_nng_requeue(ob, bad, 4, 0), NMQ_OUTBOX_EINVAL);
     nng_msg_free(bad);
     CHECK_RC(nmq_outbox_nng_publish(ob, lane, 0, 1000, 4, NULL, &d), NMQ_OUTBOX_EINVAL);
     CHECK_RC(nmq_outbox_nng_publish(NULL, lane, 0, 1000, 4, orig, &d), NMQ_OUTBOX_EINVAL);
 
-    /* Replay: the lease rebuilds exactly the bytes that were stored. */
+    /* Replay: the lease rebuilds the bytes that were stored, with the packet id field as a
+     * placeholder (0) until the bind writes the chosen one. */
     nng_msg *out = NULL;
     int64_t seq = 0;
     uint16_t prev = 99;
-    CHECK_RC(nmq_outbox_nng_lease(ob, &out, &seq, &prev), NMQ_OUTBOX_EMPTY); /* link down */
+    uint8_t rel = 9;
+    CHECK_RC(nmq_outbox_nng_lease(ob, 4, &out, &seq, &prev, &rel), NMQ_OUTBOX_EMPTY); /* down */
     CHECK(out == NULL);
     CHECK_RC(nmq_outbox_link_up(ob, 0), NMQ_OUTBOX_OK);
-    CHECK_RC(nmq_outbox_nng_lease(ob, &out, &seq, &prev), NMQ_OUTBOX_OK);
-    CHECK(out != NULL && seq == 1 && prev == 0);
+    CHECK_RC(nmq_outbox_nng_lease(ob, 9, &out, &seq, &prev, &rel), NMQ_OUTBOX_EINVAL);
+    CHECK_RC(nmq_outbox_nng_lease(ob, 4, &out, &seq, &prev, &rel), NMQ_OUTBOX_OK);
+    CHECK(out != NULL && seq == 1 && prev == 0 && rel == 0);
     CHECK(nng_msg_header_len(out) == nng_msg_header_len(orig));
     CHECK(memcmp(nng_msg_header(out), nng_msg_header(orig), nng_msg_header_len(orig)) == 0);
     CHECK(nng_msg_len(out) == nng_msg_len(orig));
-    CHECK(memcmp(nng_msg_body(out), nng_msg_body(orig), nng_msg_len(orig)) == 0);
+    CHECK(pid_of(out) == 0);
+    CHECK(memcmp(nng_msg_body(out), nng_msg_body(orig), 7) == 0); /* topic */
+    CHECK(memcmp((char *) nng_msg_body(out) + 9, (char *) nng_msg_body(orig) + 9,
+                 nng_msg_len(orig) - 9) == 0);
+    CHECK_RC(nmq_outbox_nng_bind(ob, seq, 0, out), NMQ_OUTBOX_EINVAL);
+    CHECK_RC(nmq_outbox_nng_bind(ob, seq, 7, NULL), NMQ_OUTBOX_EINVAL);
+    CHECK_RC(nmq_outbox_nng_bind(ob, seq, 7, out), NMQ_OUTBOX_OK);
+    CHECK(pid_of(out) == 7 && !dup_of(out)); /* a fresh id: no DUP */
     nng_msg_free(out);
     nng_msg_free(orig);
-    CHECK_RC(nmq_outbox_bind(ob, seq, 7), NMQ_OUTBOX_OK);
     CHECK_RC(nmq_outbox_ack(ob, 7, NMQ_OUTBOX_PUBACK, 0, NULL), NMQ_OUTBOX_OK);
-    CHECK_RC(nmq_outbox_nng_lease(ob, &out, &seq, &prev), NMQ_OUTBOX_EMPTY);
-    CHECK_RC(nmq_outbox_nng_lease(ob, NULL, &seq, &prev), NMQ_OUTBOX_EINVAL);
+    CHECK_RC(nmq_outbox_nng_lease(ob, 4, &out, &seq, &prev, &rel), NMQ_OUTBOX_EMPTY);
+    CHECK_RC(nmq_outbox_nng_lease(ob, 4, NULL, &seq, &prev, &rel), NMQ_OUTBOX_EINVAL);
 
     /* Link up, nothing held, lane free: SEND_NOW puts the message on the lane and the caller
      * sends it. The pair socket has no peer, so the send times out and, by nng's rule, the
@@ -119,18 +162,22 @@ static void test_publish_store_and_lease(void)
     nng_msg *back = nng_aio_get_msg(lane);
     CHECK(back == m);
     /* The cut: the direct message goes back to the outbox, at the head. */
-    CHECK_RC(nmq_outbox_nng_requeue(ob, back, 4), NMQ_OUTBOX_OK);
+    CHECK_RC(nmq_outbox_nng_requeue(ob, back, 4, 1), NMQ_OUTBOX_EINVAL); /* QoS 1: no PUBREC */
+    CHECK_RC(nmq_outbox_nng_requeue(ob, back, 4, 0), NMQ_OUTBOX_OK);
     nng_aio_set_msg(lane, NULL);
 
     /* Lane busy: STORE even with the link up. */
     m = publish(2, "busy", NULL, 0);
     CHECK_RC(nmq_outbox_nng_publish(ob, lane, 1, 50, 4, m, &d), NMQ_OUTBOX_OK);
     CHECK(d == NMQ_OUTBOX_STORE);
-    CHECK_RC(nmq_outbox_nng_lease(ob, &out, &seq, &prev), NMQ_OUTBOX_OK);
+    CHECK_RC(nmq_outbox_nng_lease(ob, 4, &out, &seq, &prev, &rel), NMQ_OUTBOX_OK);
     CHECK(memcmp((char *) nng_msg_body(out) + nng_msg_len(out) - 6, "direct", 6) == 0);
-    CHECK(prev == 0x1234); /* the id it was sent with, for a DUP resend */
+    CHECK(prev == 0x1234 && rel == 0); /* the id it was sent with, for a DUP resend */
+    CHECK(pid_of(out) == 0x1234 && !dup_of(out));
+    CHECK_RC(nmq_outbox_nng_bind(ob, seq, 0x1234, out), NMQ_OUTBOX_OK);
+    CHECK(pid_of(out) == 0x1234 && dup_of(out)); /* same id again: DUP */
     nng_msg_free(out);
-    CHECK_RC(nmq_outbox_nng_lease(ob, &out, NULL, NULL), NMQ_OUTBOX_OK);
+    CHECK_RC(nmq_outbox_nng_lease(ob, 4, &out, NULL, NULL, NULL), NMQ_OUTBOX_OK);
     CHECK(memcmp((char *) nng_msg_body(out) + nng_msg_len(out) - 4, "busy", 4) == 0);
     nng_msg_free(out);
 
@@ -191,6 +238,151 @@ static void test_store_aio(void)
     nmq_outbox_free(ob);
 }
 
+/* QoS 2 resumed with PUBREL: after PUBREC, a link loss gives the row back as released and
+ * the lease hands out PUBREL on the same packet id, never the PUBLISH again (issue 8 item 14).
+ * A direct send whose PUBREC came is requeued with released = 1 and resumed the same way. */
+static void test_released_rows_resume_with_pubrel(void)
+{
+    nmq_outbox *ob = open_outbox("rel.db");
+    nng_aio *lane = NULL;
+    CHECK(nng_aio_alloc(&lane, NULL, NULL) == 0);
+    nmq_outbox_decision d;
+    CHECK_RC(nmq_outbox_nng_publish(ob, lane, 0, 50, 5, publish(2, "q2", (const uint8_t *) "", 0), &d),
+             NMQ_OUTBOX_OK);
+    CHECK(d == NMQ_OUTBOX_STORE);
+    CHECK_RC(nmq_outbox_link_up(ob, 0), NMQ_OUTBOX_OK);
+    nng_msg *out = NULL;
+    int64_t seq = 0, seq1;
+    uint16_t prev = 1;
+    uint8_t rel = 1;
+    CHECK_RC(nmq_outbox_nng_lease(ob, 5, &out, &seq, &prev, &rel), NMQ_OUTBOX_OK);
+    CHECK(prev == 0 && rel == 0 && (*(uint8_t *) nng_msg_header(out) & 0xf6) == 0x34);
+    seq1 = seq;
+    CHECK_RC(nmq_outbox_nng_bind(ob, seq, 0x0101, out), NMQ_OUTBOX_OK);
+    nng_msg_free(out);
+    nmq_outbox_ack_outcome o;
+    CHECK_RC(nmq_outbox_ack(ob, 0x0101, NMQ_OUTBOX_PUBREC, 0, &o), NMQ_OUTBOX_OK);
+    CHECK(o == NMQ_OUTBOX_ACK_PROGRESS);
+    /* PUBCOMP lost with the link. */
+    CHECK_RC(nmq_outbox_link_down(ob), NMQ_OUTBOX_OK);
+    CHECK_RC(nmq_outbox_link_up(ob, 0), NMQ_OUTBOX_OK);
+    CHECK_RC(nmq_outbox_nng_lease(ob, 5, &out, &seq, &prev, &rel), NMQ_OUTBOX_OK);
+    CHECK(seq == seq1 && prev == 0x0101 && rel == 1);
+    CHECK(nng_msg_header_len(out) == 2 && nng_msg_len(out) == 2);
+    CHECK(memcmp(nng_msg_header(out), "\x62\x02", 2) == 0);
+    CHECK(memcmp(nng_msg_body(out), "\x01\x01", 2) == 0);
+    /* A PUBREL resumes on its own id only. */
+    CHECK_RC(nmq_outbox_nng_bind(ob, seq, 0x0202, out), NMQ_OUTBOX_EINVAL);
+    CHECK_RC(nmq_outbox_nng_bind(ob, seq, 0x0101, out), NMQ_OUTBOX_OK);
+    CHECK(memcmp(nng_msg_header(out), "\x62\x02", 2) == 0);
+    nng_msg_free(out);
+    CHECK_RC(nmq_outbox_ack(ob, 0x0101, NMQ_OUTBOX_PUBCOMP, 0, &o), NMQ_OUTBOX_OK);
+    CHECK(o == NMQ_OUTBOX_ACK_DONE);
+
+    /* N2/N3: a direct QoS 2 send (packet id 0x1234) whose PUBREC came, then its cancel. */
+    CHECK_RC(nmq_outbox_nng_requeue(ob, publish(2, "direct2", NULL, 0), 4, 1), NMQ_OUTBOX_OK);
+    CHECK_RC(nmq_outbox_nng_lease(ob, 4, &out, &seq, &prev, &rel), NMQ_OUTBOX_OK);
+    CHECK(prev == 0x1234 && rel == 1);
+    CHECK(memcmp(nng_msg_header(out), "\x62\x02", 2) == 0);
+    CHECK(memcmp(nng_msg_body(out), "\x12\x34", 2) == 0);
+    /* Not released (no PUBREC yet): the PUBLISH again, same id, DUP. */
+    nng_msg *m2 = NULL;
+    int64_t seq2 = 0;
+    CHECK_RC(nmq_outbox_nng_requeue(ob, publish(2, "direct3", NULL, 0), 4, 0), NMQ_OUTBOX_OK);
+    CHECK_RC(nmq_outbox_nng_lease(ob, 4, &m2, &seq2, &prev, &rel), NMQ_OUTBOX_OK);
+    CHECK(prev == 0x1234 && rel == 0 && (*(uint8_t *) nng_msg_header(m2) & 0xf0) == 0x30);
+    /* Both rows carry 0x1234 (two requeues of one id); the outbox binds it to one at a time. */
+    CHECK_RC(nmq_outbox_nng_bind(ob, seq, 0x1234, out), NMQ_OUTBOX_OK);
+    CHECK_RC(nmq_outbox_nng_bind(ob, seq2, 0x1234, m2), NMQ_OUTBOX_EINVAL);
+    CHECK(pid_of(m2) == 0x1234 && !dup_of(m2)); /* unchanged on error */
+    CHECK_RC(nmq_outbox_nng_bind(ob, seq2, 0x2000, m2), NMQ_OUTBOX_OK);
+    CHECK(pid_of(m2) == 0x2000 && !dup_of(m2));
+    /* A PUBREL handed to bind of another row: that row is not changed either. */
+    CHECK_RC(nmq_outbox_nng_bind(ob, seq2, 0x2001, out), NMQ_OUTBOX_EINVAL);
+    nng_msg_free(out);
+    nng_msg_free(m2);
+
+    nng_aio_free(lane);
+    nmq_outbox_free(ob);
+}
+
+/* The replayed PUBLISH carries the remaining Message Expiry Interval, not the original one
+ * (MQTT 5 3.3.2.3.3, issue 8 item 17): the row's remaining seconds (here 100, stored through
+ * the plain API with a packet that says 3600) are written into the packet, and added to a
+ * packet that has no such property. */
+static void test_remaining_expiry_on_replay(void)
+{
+    nmq_outbox *ob = open_outbox("exp.db");
+    uint8_t props[] = {0x02, 0, 0, 0x0e, 0x10}; /* 3600 s */
+    uint8_t buf[512];
+    nng_msg *m = publish(1, "exp", props, sizeof props);
+    size_t n = flat(m, buf, sizeof buf);
+    CHECK(n > 0);
+    CHECK_RC(nmq_outbox_append(ob, 1, 100, buf, n, NULL), NMQ_OUTBOX_OK);
+    nng_msg_free(m);
+    m = publish(1, "noexp", (const uint8_t *) "", 0);
+    size_t n2 = flat(m, buf, sizeof buf);
+    CHECK_RC(nmq_outbox_append(ob, 1, 50, buf, n2, NULL), NMQ_OUTBOX_OK);
+    nng_msg_free(m);
+    /* Stored through the nng path: the expiry comes from the packet itself. */
+    CHECK_RC(nmq_outbox_nng_requeue(ob, publish(2, "v5", props, sizeof props), 5, 0),
+             NMQ_OUTBOX_OK);
+
+    CHECK_RC(nmq_outbox_link_up(ob, 0), NMQ_OUTBOX_OK);
+    nng_msg *out = NULL;
+    int64_t seq = 0;
+    CHECK_RC(nmq_outbox_nng_lease(ob, 5, &out, &seq, NULL, NULL), NMQ_OUTBOX_OK);
+    CHECK(expiry_of(out) > 3590 && expiry_of(out) <= 3600);
+    nng_msg_free(out);
+    CHECK_RC(nmq_outbox_nng_lease(ob, 5, &out, &seq, NULL, NULL), NMQ_OUTBOX_OK);
+    CHECK(expiry_of(out) == 100);
+    CHECK(nng_msg_len(out) == n - 2);
+    nng_msg_free(out);
+    CHECK_RC(nmq_outbox_nng_lease(ob, 5, &out, &seq, NULL, NULL), NMQ_OUTBOX_OK);
+    CHECK(expiry_of(out) == 50);       /* the property was added... */
+    CHECK(nng_msg_len(out) == n2 - 2 + 5); /* ...and the lengths re-encoded */
+    CHECK(*(uint8_t *) nng_msg_body(out) == 0 && ((uint8_t *) nng_msg_body(out))[9] == 5);
+    CHECK(((uint8_t *) nng_msg_header(out))[1] == nng_msg_len(out));
+    CHECK(memcmp((char *) nng_msg_body(out) + nng_msg_len(out) - 5, "noexp", 5) == 0);
+    nng_msg_free(out);
+    nmq_outbox_free(ob);
+}
+
+/* A row that makes no packet (issue 8 item 10: written through the plain API with other
+ * bytes, or damaged) is dropped, counted and logged, and the lease goes on to the next row
+ * instead of returning EINVAL forever. */
+static void test_malformed_row_dropped(void)
+{
+    nmq_outbox *ob = open_outbox("bad.db");
+    CHECK_RC(nmq_outbox_append(ob, 1, 0, (const uint8_t *) "not a packet", 12, NULL),
+             NMQ_OUTBOX_OK);
+    uint8_t puback[] = {0x40, 2, 0, 1};
+    CHECK_RC(nmq_outbox_append(ob, 2, 0, puback, sizeof puback, NULL), NMQ_OUTBOX_OK);
+    uint8_t buf[512];
+    nng_msg *m = publish(1, "good", NULL, 0);
+    size_t n = flat(m, buf, sizeof buf);
+    nng_msg_free(m);
+    CHECK_RC(nmq_outbox_append(ob, 2, 0, buf, n, NULL), NMQ_OUTBOX_OK); /* QoS differs */
+    CHECK_RC(nmq_outbox_append(ob, 1, 0, buf, n, NULL), NMQ_OUTBOX_OK);
+    CHECK_RC(nmq_outbox_link_up(ob, 0), NMQ_OUTBOX_OK);
+    int before = log_count();
+    nng_msg *out = NULL;
+    int64_t seq = 0;
+    CHECK_RC(nmq_outbox_nng_lease(ob, 4, &out, &seq, NULL, NULL), NMQ_OUTBOX_OK);
+    CHECK(seq == 4);
+    CHECK(log_count() >= before + 3);
+    CHECK(strstr(log_last, "dropped") != NULL || strstr(log_last, "malformed") != NULL);
+    nmq_outbox_stats st;
+    CHECK_RC(nmq_outbox_get_stats(ob, &st), NMQ_OUTBOX_OK);
+    CHECK(st.messages == 1 && st.inflight == 1);
+    CHECK(st.dropped_malformed == 3 && st.dropped_rejected == 0);
+    CHECK_RC(nmq_outbox_nng_bind(ob, seq, 3, out), NMQ_OUTBOX_OK);
+    nng_msg_free(out);
+    CHECK_RC(nmq_outbox_ack(ob, 3, NMQ_OUTBOX_PUBACK, 0, NULL), NMQ_OUTBOX_OK);
+    CHECK_RC(nmq_outbox_nng_lease(ob, 4, &out, &seq, NULL, NULL), NMQ_OUTBOX_EMPTY);
+    nmq_outbox_free(ob);
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -200,6 +392,9 @@ int main(int argc, char **argv)
     snprintf(dir, sizeof dir, "%s", argv[1]);
     test_publish_store_and_lease();
     test_store_aio();
+    test_released_rows_resume_with_pubrel();
+    test_remaining_expiry_on_replay();
+    test_malformed_row_dropped();
     nng_fini(); /* joins nng's own threads, so valgrind sees no stack of theirs */
     return report(argv[0]);
 }

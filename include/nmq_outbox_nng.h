@@ -7,7 +7,7 @@
  * nng_send_aio); a call that returns an error left the message with the caller, untouched.
  * They use only nng API present in both NanoNNG and upstream nng >= 1.5 (nng_msg_header,
  * nng_msg_header_len, nng_msg_body, nng_msg_len, nng_msg_alloc, nng_msg_header_append,
- * nng_msg_free, nng_aio_get_msg, nng_aio_set_msg, nng_aio_set_timeout, nng_aio_finish), all of
+ * nng_msg_append, nng_msg_free, nng_aio_get_msg, nng_aio_set_msg, nng_aio_set_timeout, nng_aio_finish), all of
  * them through pointers only, so the library does not depend on the layout of nng's structs.
  *
  * Messages are encoded MQTT PUBLISH packets: the fixed header in the nng header, the variable
@@ -47,16 +47,40 @@ nmq_outbox_result nmq_outbox_nng_store_aio(nmq_outbox *ob, nng_aio *aio, uint8_t
 /* Hooks N2/N3 (send cancelled, pipe closed): gives back an in-flight PUBLISH that was sent
  * directly, at the head of the queue (before every stored row). For several, call newest first.
  * Its packet id is kept: the replay hands it out as prev_packet_id, to resend with DUP.
+ * `released` nonzero: the remote already answered PUBREC for that packet id (QoS 2 only, else
+ * EINVAL), so the replay resumes it with PUBREL on that id and never sends the PUBLISH again.
  * Consumes the message on OK. */
-nmq_outbox_result nmq_outbox_nng_requeue(nmq_outbox *ob, nng_msg *msg, uint8_t proto_ver);
+nmq_outbox_result nmq_outbox_nng_requeue(nmq_outbox *ob, nng_msg *msg, uint8_t proto_ver,
+                                         int released);
 
-/* Hook N4 (replay): the next row as a new nng_msg (fixed header in the nng header, the rest in
- * the body), exactly the bytes that were stored. *seq gets the row's seq for nmq_outbox_bind();
- * *prev_packet_id its last packet id (0 = never sent; nonzero = resend with DUP). The caller owns
- * *out on OK (it decodes it, sets a packet id, sends it, then calls nmq_outbox_bind()).
- * NMQ_OUTBOX_EMPTY when there is nothing to send now. */
-nmq_outbox_result nmq_outbox_nng_lease(nmq_outbox *ob, nng_msg **out, int64_t *seq,
-                                       uint16_t *prev_packet_id);
+/* Hook N4 (replay), step 1: the next row as a new nng_msg (fixed header in the nng header, the
+ * rest in the body), ready to send but for its packet id:
+ *   - a QoS 1/2 PUBLISH: the stored packet with DUP cleared, its packet id field set to
+ *     *prev_packet_id (0 = never sent: a placeholder), and with `proto_ver` 5 the Message
+ *     Expiry Interval set to the time that remains (MQTT 5 3.3.2.3.3; added if the stored
+ *     packet has none but the row expires);
+ *   - *released = 1: a PUBREL for *prev_packet_id (a QoS 2 row whose PUBREC came, before a
+ *     link loss, a cancel or a restart): the exchange resumes with it (MQTT 5 4.4);
+ *   - a QoS 0 PUBLISH (stored under retry_qos_0): send it, then nmq_outbox_sent(*seq).
+ * Then pick the packet id (a released row must keep *prev_packet_id; otherwise reuse it when
+ * free, or take a fresh one) and call nmq_outbox_nng_bind(). *seq is the row's seq (for
+ * nmq_outbox_nng_bind, nmq_outbox_unlease, nmq_outbox_sent). seq, prev_packet_id and released
+ * may be NULL. A row that does not make such a packet (damaged, written through
+ * nmq_outbox_append with other bytes, not a PUBLISH of its QoS under `proto_ver`) is dropped,
+ * counted and logged, and the next row is taken. The caller owns *out on OK.
+ * NMQ_OUTBOX_EMPTY when there is nothing to send now (link down, window full, no row). */
+nmq_outbox_result nmq_outbox_nng_lease(nmq_outbox *ob, uint8_t proto_ver, nng_msg **out,
+                                       int64_t *seq, uint16_t *prev_packet_id,
+                                       uint8_t *released);
+
+/* Hook N4, step 2: binds leased row `seq` to `packet_id` (nmq_outbox_bind) and writes it into
+ * `msg` (the message nmq_outbox_nng_lease gave for that row): a PUBLISH gets the packet id,
+ * with DUP set when it equals the id it was sent with before (*prev_packet_id); a PUBREL must
+ * be given its own packet id. Then send `msg`. The message stays the caller's either way; on
+ * error (EINVAL: packet id 0 or bound to another row in flight, a QoS 0 row, a PUBREL with
+ * another id, not a message from nmq_outbox_nng_lease) neither the row nor `msg` changed. */
+nmq_outbox_result nmq_outbox_nng_bind(nmq_outbox *ob, int64_t seq, uint16_t packet_id,
+                                      nng_msg *msg);
 
 #ifdef __cplusplus
 }

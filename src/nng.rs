@@ -9,8 +9,8 @@
 // run concurrently) is stated once, in the OWNERSHIP and THREADS sections of the header.
 
 use crate::error::{Error, Result};
-use crate::mqtt::{parse_publish, split_packet};
-use crate::outbox::{Decision, Outbox};
+use crate::mqtt::{parse_publish, prepare_resend, pubrel, pubrel_packet_id, set_packet_id};
+use crate::outbox::{Decision, Leased, Outbox};
 
 /// bindgen's declarations of the nng subset we use, and of `include/nmq_outbox_nng.h`.
 #[allow(
@@ -44,19 +44,72 @@ unsafe fn msg_parts<'a>(msg: *mut nng_msg) -> (&'a [u8], &'a [u8]) {
     )
 }
 
-/// Parses `msg` and stores a copy (at the tail, or at the head for `front`). Does not free it.
+/// The header and body of `msg`, writable.
+///
+/// # Safety
+/// `msg` must be a valid nng message that outlives the returned slices, and nothing else may
+/// use it meanwhile.
+unsafe fn msg_parts_mut<'a>(msg: *mut nng_msg) -> (&'a mut [u8], &'a mut [u8]) {
+    let slice = |p: *mut std::os::raw::c_void, n: usize| {
+        if p.is_null() || n == 0 {
+            &mut [][..]
+        } else {
+            std::slice::from_raw_parts_mut(p as *mut u8, n)
+        }
+    };
+    (
+        slice(sys::nng_msg_header(msg), sys::nng_msg_header_len(msg)),
+        slice(sys::nng_msg_body(msg), sys::nng_msg_len(msg)),
+    )
+}
+
+/// A new nng message with `header` in its header and `body` in its body.
+///
+/// # Safety
+/// Calls nng's allocator; the returned message belongs to the caller.
+unsafe fn new_msg(header: &[u8], body: &[u8]) -> Result<*mut nng_msg> {
+    let mut msg: *mut nng_msg = std::ptr::null_mut();
+    let rv = sys::nng_msg_alloc(&mut msg, 0);
+    if rv != 0 || msg.is_null() {
+        return Err(Error::Io(format!("nng_msg_alloc failed ({rv})")));
+    }
+    let mut rv = sys::nng_msg_header_append(msg, header.as_ptr().cast(), header.len());
+    if rv == 0 && !body.is_empty() {
+        rv = sys::nng_msg_append(msg, body.as_ptr().cast(), body.len());
+    }
+    if rv != 0 {
+        sys::nng_msg_free(msg);
+        return Err(Error::Io(format!("nng_msg append failed ({rv})")));
+    }
+    Ok(msg)
+}
+
+/// Parses `msg` and stores a copy (at the tail, or at the head for `front`, with `released`).
+/// Does not free it.
 ///
 /// # Safety
 /// `msg` must be a valid nng message.
-unsafe fn store_copy(ob: &Outbox, msg: *mut nng_msg, proto_ver: u8, front: bool) -> Result<u8> {
+unsafe fn store_copy(
+    ob: &Outbox,
+    msg: *mut nng_msg,
+    proto_ver: u8,
+    front: bool,
+    released: bool,
+) -> Result<u8> {
     let (h, b) = msg_parts(msg);
     let info = parse_publish(h, b, proto_ver)?;
+    if released && (info.qos != 2 || !front) {
+        return Err(Error::Invalid(format!(
+            "only a requeued QoS 2 PUBLISH can be released (QoS {})",
+            info.qos
+        )));
+    }
     // The stored bytes are the header and body joined: one copy, handed over as it is.
     let mut data = Vec::with_capacity(h.len() + b.len());
     data.extend_from_slice(h);
     data.extend_from_slice(b);
-    let front = front.then_some(info.packet_id);
-    ob.insert_owned(info.qos, info.expiry_secs, data, front.map(|p| (p, false)))?;
+    let front = front.then_some((info.packet_id, released));
+    ob.insert_owned(info.qos, info.expiry_secs, data, front)?;
     Ok(info.qos)
 }
 
@@ -80,7 +133,7 @@ pub unsafe fn publish(
         sys::nng_aio_set_msg(lane, msg);
         return Ok(Decision::SendNow);
     }
-    store_copy(ob, msg, proto_ver, false)?;
+    store_copy(ob, msg, proto_ver, false, false)?;
     sys::nng_msg_free(msg);
     Ok(Decision::Store)
 }
@@ -94,58 +147,135 @@ pub unsafe fn store_aio(ob: &Outbox, aio: *mut nng_aio, proto_ver: u8) -> Result
     if msg.is_null() {
         return Err(Error::Invalid("the aio carries no message".into()));
     }
-    store_copy(ob, msg, proto_ver, false)?;
+    store_copy(ob, msg, proto_ver, false, false)?;
     sys::nng_aio_set_msg(aio, std::ptr::null_mut());
     sys::nng_msg_free(msg);
     sys::nng_aio_finish(aio, 0);
     Ok(())
 }
 
-/// N2/N3. On OK the message is stored at the head and freed.
+/// N2/N3. On OK the message is stored at the head and freed. `released`: its PUBREC came.
 ///
 /// # Safety
 /// `msg` must be a valid nng message owned by the caller.
-pub unsafe fn requeue(ob: &Outbox, msg: *mut nng_msg, proto_ver: u8) -> Result<()> {
-    store_copy(ob, msg, proto_ver, true)?;
+pub unsafe fn requeue(ob: &Outbox, msg: *mut nng_msg, proto_ver: u8, released: bool) -> Result<()> {
+    store_copy(ob, msg, proto_ver, true, released)?;
     sys::nng_msg_free(msg);
     Ok(())
 }
 
-/// N4. The next row as a new nng message: Ok(None) when there is nothing to send now.
+/// A leased row as handed to the hook.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseInfo {
+    pub seq: i64,
+    /// The packet id the row was last sent with (0 = never sent).
+    pub prev_packet_id: u16,
+    /// The message is a PUBREL for `prev_packet_id` (QoS 2 whose PUBREC came).
+    pub released: bool,
+}
+
+/// Malformed rows dropped by one lease call at most; then it says EMPTY (the next call goes on).
+const MAX_DROPS_PER_LEASE: usize = 1024;
+
+/// The packet (fixed header, rest) that resends `row`: a PUBREL for a released QoS 2 row, else
+/// the stored PUBLISH with its previous packet id (or the stored one when never sent), DUP
+/// cleared and the remaining Message Expiry Interval.
+fn resend_packet(row: &Leased, proto_ver: u8) -> Result<(Vec<u8>, Vec<u8>)> {
+    if row.released {
+        if row.qos != 2 || row.packet_id == 0 {
+            return Err(Error::Invalid(format!(
+                "row marked released is QoS {} with packet id {}",
+                row.qos, row.packet_id
+            )));
+        }
+        let (h, b) = pubrel(row.packet_id);
+        return Ok((h.to_vec(), b.to_vec()));
+    }
+    prepare_resend(
+        &row.data,
+        proto_ver,
+        row.qos,
+        row.packet_id,
+        row.expiry_secs,
+    )
+}
+
+/// Removes a row that cannot be sent: counted (`dropped_malformed`) and logged by the library,
+/// never handed out again.
+fn drop_malformed(ob: &Outbox, row: &Leased, why: &Error) -> Result<()> {
+    ob.drop_row(row.seq, &why.to_string())
+}
+
+/// N4. The next row as a new nng message ready to send but for its packet id: Ok(None) when
+/// there is nothing to send now. A row that does not make a packet is dropped (counted, logged)
+/// and the next one is tried.
 ///
 /// # Safety
 /// Calls nng's allocator; the returned message belongs to the caller.
-pub unsafe fn lease(ob: &Outbox) -> Result<Option<(*mut nng_msg, i64, u16)>> {
-    let Some(row) = ob.lease()? else {
-        return Ok(None);
-    };
-    let built = (|| {
-        let (h, b) = split_packet(&row.data)?;
-        let mut msg: *mut nng_msg = std::ptr::null_mut();
-        let rv = sys::nng_msg_alloc(&mut msg, 0);
-        if rv != 0 || msg.is_null() {
-            return Err(Error::Io(format!("nng_msg_alloc failed ({rv})")));
-        }
-        let rv = sys::nng_msg_header_append(msg, h.as_ptr().cast(), h.len());
-        let rv = if rv == 0 {
-            sys::nng_msg_append(msg, b.as_ptr().cast(), b.len())
-        } else {
-            rv
-        };
-        if rv != 0 {
-            sys::nng_msg_free(msg);
-            return Err(Error::Io(format!("nng_msg append failed ({rv})")));
-        }
-        Ok(msg)
-    })();
-    match built {
-        Ok(msg) => Ok(Some((msg, row.seq, row.packet_id))),
-        Err(e) => {
-            // The row stays queued; it is handed out again by the next lease.
-            let _ = ob.unlease(row.seq);
-            Err(e)
-        }
+pub unsafe fn lease(ob: &Outbox, proto_ver: u8) -> Result<Option<(*mut nng_msg, LeaseInfo)>> {
+    if !matches!(proto_ver, 3..=5) {
+        return Err(Error::Invalid(format!(
+            "MQTT protocol version {proto_ver} is not 3, 4 or 5"
+        )));
     }
+    for _ in 0..MAX_DROPS_PER_LEASE {
+        let Some(row) = ob.lease()? else {
+            return Ok(None);
+        };
+        let (h, b) = match resend_packet(&row, proto_ver) {
+            Ok(p) => p,
+            Err(e) => {
+                drop_malformed(ob, &row, &e)?;
+                continue;
+            }
+        };
+        return match new_msg(&h, &b) {
+            Ok(msg) => Ok(Some((
+                msg,
+                LeaseInfo {
+                    seq: row.seq,
+                    prev_packet_id: row.packet_id,
+                    released: row.released,
+                },
+            ))),
+            Err(e) => {
+                // The row stays queued; it is handed out again by the next lease.
+                let _ = ob.unlease(row.seq);
+                Err(e)
+            }
+        };
+    }
+    Ok(None)
+}
+
+/// N4. Binds leased row `seq` to `packet_id` and writes it into `msg` (from `lease`): DUP set
+/// when it is the id the message was sent with before. A PUBREL keeps its id: `packet_id` must
+/// be that id. On error `msg` and the row are unchanged.
+///
+/// # Safety
+/// `msg` must be a valid nng message owned by the caller.
+pub unsafe fn bind(ob: &Outbox, seq: i64, packet_id: u16, msg: *mut nng_msg) -> Result<()> {
+    if packet_id == 0 {
+        return Err(Error::Invalid("packet id 0".into()));
+    }
+    let (h, b) = msg_parts_mut(msg);
+    if let Some(pid) = pubrel_packet_id(h, b) {
+        if pid != packet_id {
+            return Err(Error::Invalid(format!(
+                "a PUBREL resumes on its own packet id {pid}, not {packet_id}"
+            )));
+        }
+        return ob.bind(seq, packet_id);
+    }
+    let info = parse_publish(h, b, 4)?;
+    if info.qos == 0 {
+        return Err(Error::Invalid(
+            "a QoS 0 row has no packet id: nmq_outbox_sent() completes it".into(),
+        ));
+    }
+    ob.bind(seq, packet_id)?;
+    let dup = info.packet_id != 0 && info.packet_id == packet_id;
+    set_packet_id(h, b, packet_id, dup)
 }
 
 // ---- The exports of include/nmq_outbox_nng.h -------------------------------------------------
@@ -207,35 +337,55 @@ pub unsafe extern "C" fn nmq_outbox_nng_requeue(
     ob: *mut nmq_outbox,
     msg: *mut nng_msg,
     proto_ver: u8,
+    released: std::os::raw::c_int,
 ) -> nmq_outbox_result {
     with_handle("nmq_outbox_nng_requeue", ob, |h| {
         non_null(msg, "msg")?;
-        requeue(h, msg, proto_ver).map(|_| NMQ_OUTBOX_OK)
+        requeue(h, msg, proto_ver, released != 0).map(|_| NMQ_OUTBOX_OK)
     })
 }
 
-/// Hook N4. On OK `*out` is a new message the caller owns. `seq` and `prev_packet_id` may be
-/// NULL. EMPTY when there is nothing to send now. Thread-safe.
+/// Hook N4. On OK `*out` is a new message the caller owns. `seq`, `prev_packet_id` and
+/// `released` may be NULL. EMPTY when there is nothing to send now. Thread-safe.
 #[no_mangle]
 pub unsafe extern "C" fn nmq_outbox_nng_lease(
     ob: *mut nmq_outbox,
+    proto_ver: u8,
     out: *mut *mut nng_msg,
     seq: *mut i64,
     prev_packet_id: *mut u16,
+    released: *mut u8,
 ) -> nmq_outbox_result {
     with_handle("nmq_outbox_nng_lease", ob, |h| {
         non_null(out, "out")?;
         *out = std::ptr::null_mut();
-        let Some((msg, s, pid)) = lease(h)? else {
+        let Some((msg, info)) = lease(h, proto_ver)? else {
             return Ok(NMQ_OUTBOX_EMPTY);
         };
         *out = msg;
         if !seq.is_null() {
-            *seq = s;
+            *seq = info.seq;
         }
         if !prev_packet_id.is_null() {
-            *prev_packet_id = pid;
+            *prev_packet_id = info.prev_packet_id;
+        }
+        if !released.is_null() {
+            *released = info.released as u8;
         }
         Ok(NMQ_OUTBOX_OK)
+    })
+}
+
+/// Hook N4. Binds and writes the packet id; `msg` stays the caller's either way. Thread-safe.
+#[no_mangle]
+pub unsafe extern "C" fn nmq_outbox_nng_bind(
+    ob: *mut nmq_outbox,
+    seq: i64,
+    packet_id: u16,
+    msg: *mut nng_msg,
+) -> nmq_outbox_result {
+    with_handle("nmq_outbox_nng_bind", ob, |h| {
+        non_null(msg, "msg")?;
+        bind(h, seq, packet_id, msg).map(|_| NMQ_OUTBOX_OK)
     })
 }

@@ -28,6 +28,24 @@ Scenarios:
     drain-cut  linkdown; after the restore, as soon as the first backlog message reaches the
                subscriber, a second 20 s linkdown cut hits the drain
     kill       linkdown; 50 s into the outage NanoMQ gets SIGKILL and is restarted 2 s later
+    slow-pubcomp  no outage: the bridge reaches mosquitto through a proxy (in NanoMQ's
+               namespace) that holds the PUBCOMPs from mosquitto for 6 s (> cancel_timeout
+               5 s) in the first 2 s of every 15 s of the 100 s "outage" window; PUBREC and
+               everything else pass at once (a QoS 2 direct send whose PUBCOMP is late: issue
+               8 item 14)
+    reload     no outage: the bridge is reloaded through NanoMQ's REST API (PUT
+               /api/v4/bridges/remote with its own configuration) every 10 s during the
+               100 s "outage" window (issue 8 item 18)
+    reload-slow  "reload" through the proxy of slow-pubcomp holding every PUBCOMP for 6 s during
+               the window: QoS 2 messages are in flight (PUBREC came) at each reload
+    drain-reload  linkdown; after the restore, as soon as the first backlog message reaches
+               the subscriber, the bridge is reloaded as in "reload" (rows in flight on the old
+               connection: issue 8 item 18)
+    wrong-ack  linkdown, with the bridge going through the proxy of slow-pubcomp, which from
+               the restore on sends a PUBACK before every PUBREC of mosquitto (an ack that
+               does not fit a QoS 2 row: issue 8 item 15)
+    disk-full  linkdown, the cache directory is a 256 KiB tmpfs and flush_mem_threshold 1: the
+               outbox runs out of disk during the outage and refuses messages (issue 8 item 13)
 
 "sent" counts the messages NanoMQ acknowledged to the publisher (PUBACK / PUBCOMP): from then
 on they are NanoMQ's responsibility. Needs: iproute2, iptables, mosquitto, paho-mqtt (pip).
@@ -46,7 +64,9 @@ import time
 TOPICS = {"test1": (1, 0.2), "test2": (1, 1.0), "test3": (2, 1.0), "test4": (2, 1.0),
           "test5": (2, 1.0)}  # topic: (QoS, interval)
 A_ADDR, B_ADDR = "10.99.1.1", "10.99.1.2"
-SCENARIOS = ("linkdown", "blackhole", "drain-cut", "kill")
+SCENARIOS = ("linkdown", "blackhole", "drain-cut", "kill", "slow-pubcomp", "reload", "disk-full",
+             "wrong-ack", "drain-reload", "reload-slow")
+PROXY_PORT = 1884  # slow-pubcomp: the proxy's port on NanoMQ's namespace loopback
 
 NANOMQ_CONF = """\
 mqtt {{
@@ -61,8 +81,8 @@ log {{
     dir = "{dir}"
     file = "nanomq.log"
 }}
-bridges.mqtt.remote {{
-    server = "mqtt-tcp://{remote}:1883"
+{http}bridges.mqtt.remote {{
+    server = "mqtt-tcp://{remote}"
     proto_ver = 5
     clientid = "bridge_client_123"
     clean_start = false
@@ -89,9 +109,19 @@ bridges.mqtt.remote {{
 bridges.mqtt.cache {{
     disk_cache_size = 102400
     mounted_file_path = "{dir}/cache/"
-    flush_mem_threshold = 100
+    flush_mem_threshold = {flush}
     resend_interval = 5000
 }}
+"""
+
+HTTP_CONF = """\
+http_server {
+    port = 8081
+    limit_conn = 4
+    username = admin
+    password = public
+    auth_type = basic
+}
 """
 
 MOSQUITTO_CONF = """\
@@ -210,6 +240,117 @@ def role_sub(args):
     c.loop_stop()
 
 
+def role_proxy(args):
+    """TCP proxy NanoMQ -> mosquitto. Between the Unix times args.start and args.end it holds
+    PUBCOMP packets from mosquitto for args.delay seconds (every other packet passes at once),
+    or with args.puback_first sends a PUBACK before every PUBREC. Logs each held PUBCOMP
+    ("H <time> <packet id>") and each injected PUBACK ("I <time> <packet id>")."""
+    import asyncio
+    log = open(args.out, "a", buffering=1)
+    up_host, up_port = args.to.rsplit(":", 1)
+    started = None  # when args.start_file appeared
+
+    async def pipe_up(reader, writer):
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            writer.close()
+
+    async def pipe_down(reader, writer):
+        nonlocal started
+        loop = asyncio.get_running_loop()
+        buf = b""
+        try:
+            while data := await reader.read(65536):
+                buf += data
+                while True:  # whole MQTT packets: type byte, Remaining Length, rest
+                    n, mult, i, done = 0, 1, 1, False
+                    while i < len(buf) and i <= 4:
+                        n += (buf[i] & 0x7F) * mult
+                        mult *= 128
+                        i += 1
+                        if buf[i - 1] & 0x80 == 0:
+                            done = True
+                            break
+                    if not done or len(buf) < i + n:
+                        break
+                    pkt, buf = buf[:i + n], buf[i + n:]
+                    now = time.time()
+                    if args.start_file and started is None and os.path.exists(args.start_file):
+                        started = now
+                    live = (args.start <= now < args.end or started is not None) and (
+                        args.period <= 0 or (now - args.start) % args.period < args.burst)
+                    if args.puback_first and live and pkt[0] >> 4 == 5:
+                        pid = int.from_bytes(pkt[i:i + 2], "big")
+                        log.write(f"I {now:.3f} {pid}\n")
+                        writer.write(bytes([0x40, 2]) + pkt[i:i + 2])
+                        writer.write(pkt)
+                    elif not args.puback_first and live and pkt[0] >> 4 == 7:
+                        pid = int.from_bytes(pkt[i:i + 2], "big")
+                        log.write(f"H {now:.3f} {pid}\n")
+                        loop.call_later(args.delay, writer.write, pkt)
+                    else:
+                        writer.write(pkt)
+                await writer.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            await asyncio.sleep(args.delay)  # held packets still go out
+            writer.close()
+
+    async def client(creader, cwriter):
+        try:
+            ureader, uwriter = await asyncio.open_connection(up_host, int(up_port))
+        except OSError:
+            cwriter.close()
+            return
+        log.write(f"C {time.time():.3f}\n")
+        await asyncio.gather(pipe_up(creader, uwriter), pipe_down(ureader, cwriter))
+
+    async def serve():
+        srv = await asyncio.start_server(client, "127.0.0.1", args.port)
+        async with srv:
+            await asyncio.sleep(args.duration)
+
+    asyncio.run(serve())
+
+
+def http_call(url, body=None, user="admin", password="public"):
+    import base64
+    import urllib.request
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, method="GET" if body is None else "PUT")
+    req.add_header("Authorization",
+                   "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode())
+    req.add_header("Content-Type", "application/json")
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return r.status, r.read().decode()
+
+
+def role_reload(args):
+    """PUT the bridge's own configuration (the HOCON of NANOMQ_CONF, as JSON): NanoMQ reloads
+    the bridge (a new client socket replaces the old one)."""
+    node = {
+        "server": args.server, "proto_ver": 5, "clientid": "bridge_client_123",
+        "clean_start": False, "keepalive": "3s", "backoff_max": "10s",
+        "forwards": [{"remote_topic": t, "local_topic": t, "qos": q}
+                     for t, (q, _) in TOPICS.items()],
+        "subscription": [{"remote_topic": "test6", "local_topic": "test6", "qos": 2}],
+        "max_parallel_processes": 32, "max_send_queue_len": 256, "max_recv_queue_len": 256,
+        "resend_interval": 50, "resend_wait": 65000, "cancel_timeout": 5000,
+        "retry_qos_0": True,
+    }
+    try:
+        status, text = http_call(args.url, {args.url.rstrip("/").rsplit("/", 1)[1]: node})
+        print(status, text)
+    except Exception as e:  # reported in events.log, the run goes on
+        print("reload failed:", e)
+
+
 # ---------------------------------------------------------------------------------------------
 # The orchestrator
 
@@ -289,6 +430,7 @@ class Lab:
         self.event(f"cut {kind}")
 
     def restore(self):
+        open(os.path.join(self.out, "restored"), "w").close()  # the wrong-ack proxy starts
         if self.cut_kind == "blackhole":
             sh("ip", "netns", "exec", self.a, "iptables", "-D", "INPUT", "-s", B_ADDR, "-j", "DROP")
             sh("ip", "netns", "exec", self.a, "iptables", "-D", "OUTPUT", "-d", B_ADDR, "-j", "DROP")
@@ -324,7 +466,7 @@ def cmd_run(args):
     out = os.path.abspath(os.path.join(args.out, f"{args.label}-{args.scenario}"))
     os.makedirs(os.path.join(out, "cache"), exist_ok=True)
     for f in os.listdir(out):
-        if f.endswith((".log", ".out", ".json", ".db", ".db-wal", ".db-shm")):
+        if f.endswith((".log", ".out", ".json", ".db", ".db-wal", ".db-shm")) or f == "restored":
             os.remove(os.path.join(out, f))
     k = args.scale
     normal, outage, after, drain = 10 * k, 100 * k, 20 * k, 60 * k
@@ -334,8 +476,14 @@ def cmd_run(args):
         signal.signal(s, lambda *a: sys.exit(f"stopped by signal"))
     me = os.path.abspath(__file__)
     py = sys.executable
+    proxied = args.scenario in ("slow-pubcomp", "wrong-ack", "reload-slow")
+    remote = f"127.0.0.1:{PROXY_PORT}" if proxied else f"{B_ADDR}:1883"
     with open(os.path.join(out, "nanomq.conf"), "w") as f:
-        f.write(NANOMQ_CONF.format(dir=out, remote=B_ADDR, log_level=args.log_level))
+        f.write(NANOMQ_CONF.format(dir=out, remote=remote, log_level=args.log_level,
+                                   http=HTTP_CONF if "reload" in args.scenario else "",
+                                   # disk-full: a commit per message, so that a full disk
+                                   # refuses appends at once instead of 8 x 100 later
+                                   flush=1 if args.scenario == "disk-full" else 100))
     with open(os.path.join(out, "mosquitto.conf"), "w") as f:
         f.write(MOSQUITTO_CONF.format(dir=out, extra="".join(l + "\n" for l in args.mosquitto)))
     nmq_env = {"NANOMQ_PID_FILE": os.path.join(out, "nanomq.pid")}
@@ -354,9 +502,24 @@ def cmd_run(args):
 
     lab.up()
     lab.event(f"setup {args.label} {args.scenario} nanomq={nanomq}")
+    cache = os.path.join(out, "cache")
+    if args.scenario == "disk-full":
+        sh("mount", "-t", "tmpfs", "-o", "size=256k", "nmqsc-cache", cache)
+        atexit.register(lambda: sh("umount", cache, check=False))
+    total = normal + outage + after + drain + 120
+    if proxied:
+        t = time.time() + 5  # the publisher starts about 5 s from now
+        window = ((0, 0) if args.scenario == "wrong-ack" else (t + normal, t + normal + outage))
+        lab.start("proxy", lab.a, [py, me, "proxy", "--port", str(PROXY_PORT),
+                                   "--to", f"{B_ADDR}:1883", "--delay", "6",
+                                   "--start", str(window[0]), "--end", str(window[1]),
+                                   "--out", os.path.join(out, "proxy.log"),
+                                   "--duration", str(total)]
+                  + (["--puback-first", "--start-file", os.path.join(out, "restored")]
+                     if args.scenario == "wrong-ack" else
+                     ["--period", "15", "--burst", "2"] if args.scenario == "slow-pubcomp" else []))
     lab.start("mosquitto", lab.b, ["mosquitto", "-c", os.path.join(out, "mosquitto.conf")])
     time.sleep(0.5)
-    total = normal + outage + after + drain + 120
     lab.start("sub", lab.b, [py, me, "sub", "--host", "127.0.0.1", "--port", "1883",
                              "--out", os.path.join(out, "sub.log"), "--duration", str(total)])
     if not wait_for(lambda: read_lines(os.path.join(out, "sub.log"), "C"), 15):
@@ -380,7 +543,24 @@ def cmd_run(args):
         time.sleep(max(0.0, t0 + t - time.monotonic()))
 
     until(normal)
-    lab.cut("blackhole" if args.scenario == "blackhole" else "linkdown")
+    if args.scenario in ("slow-pubcomp", "reload", "reload-slow"):
+        # no outage: the fault window is marked like one, for the analysis
+        lab.event(f"cut {args.scenario}")
+        if args.scenario in ("reload", "reload-slow"):
+            base = "http://127.0.0.1:8081/api/v4/bridges/remote"
+            n = 0
+            while time.monotonic() < t0 + normal + outage - 10:
+                until(normal + 10 * n + 5)
+                r = subprocess.run(["ip", "netns", "exec", lab.a, py, me, "reload",
+                                    "--url", base, "--server", f"mqtt-tcp://{remote}"],
+                                   stdout=subprocess.PIPE,
+                                   stderr=subprocess.STDOUT, text=True)
+                lab.event(f"reload {n}: {r.stdout.strip()[-200:]}")
+                n += 1
+        until(normal + outage)
+        lab.event("restore")
+    else:
+        lab.cut("blackhole" if args.scenario == "blackhole" else "linkdown")
     if args.scenario == "kill":
         until(normal + outage / 2)
         lab.stop("nanomq", signal.SIGKILL)
@@ -388,9 +568,10 @@ def cmd_run(args):
         time.sleep(2)
         lab.start("nanomq", nmq_ns, nmq_cmd, cwd=out, env=nmq_env)
         lab.event("nanomq restarted")
-    until(normal + outage)
-    lab.restore()
-    if args.scenario == "drain-cut":
+    if args.scenario not in ("slow-pubcomp", "reload", "reload-slow"):
+        until(normal + outage)
+        lab.restore()
+    if args.scenario in ("drain-cut", "drain-reload"):
         restore_t = time.time()
 
         def backlog_seen():
@@ -398,9 +579,16 @@ def cmd_run(args):
                        for r in read_lines(os.path.join(out, "sub.log"), "R")[-50:])
         seen = wait_for(backlog_seen, 30 * max(k, 0.34), step=0.02)
         lab.event("first backlog delivery" if seen else "no backlog delivery within 30 s")
-        lab.cut("linkdown")
-        time.sleep(20 * k)
-        lab.restore()
+        if args.scenario == "drain-reload":
+            r = subprocess.run(["ip", "netns", "exec", lab.a, py, me, "reload", "--url",
+                                "http://127.0.0.1:8081/api/v4/bridges/remote",
+                                "--server", f"mqtt-tcp://{remote}"], stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+            lab.event(f"reload: {r.stdout.strip()[-200:]}")
+        else:
+            lab.cut("linkdown")
+            time.sleep(20 * k)
+            lab.restore()
     lab.procs["pub"].wait(timeout=pub_dur + 120)
     lab.event("publisher stopped")
     time.sleep(drain)
@@ -408,6 +596,7 @@ def cmd_run(args):
     lab.stop("sub")
     lab.stop("nanomq")
     lab.stop("mosquitto")
+    lab.stop("proxy")
     lab.down()
     res = analyse(out, args.label, args.scenario)
     with open(os.path.join(out, "result.json"), "w") as f:
@@ -488,6 +677,9 @@ def analyse(out, label, scenario):
     log = os.path.join(out, "nanomq.log")
     text = open(log, errors="replace").read() if os.path.exists(log) else ""
     tot["ctx_msgs_lost_lines"] = text.count("Cached Message in ctx_msgs is lost")
+    tot["outbox_refused_lines"] = text.count("outbox refused a m")
+    tot["held_pubcomps"] = len(read_lines(os.path.join(out, "proxy.log"), "H"))
+    tot["injected_pubacks"] = len(read_lines(os.path.join(out, "proxy.log"), "I"))
     res["total"] = tot
     return res
 
@@ -539,6 +731,22 @@ def main():
     r.add_argument("--log-level", default="warn")
     r.add_argument("--mosquitto", action="append", default=[],
                    help="an extra mosquitto.conf line, e.g. 'max_inflight_messages 0'")
+    px = sub.add_parser("proxy")
+    px.add_argument("--port", type=int, required=True)
+    px.add_argument("--to", required=True)
+    px.add_argument("--delay", type=float, required=True)
+    px.add_argument("--start", type=float, required=True)
+    px.add_argument("--end", type=float, required=True)
+    px.add_argument("--out", required=True)
+    px.add_argument("--duration", type=float, required=True)
+    px.add_argument("--puback-first", action="store_true")
+    px.add_argument("--start-file", help="also active from when this file exists")
+    px.add_argument("--period", type=float, default=0, help="only the first --burst seconds "
+                    "of every --period seconds (0: the whole window)")
+    px.add_argument("--burst", type=float, default=0)
+    rl = sub.add_parser("reload", help="reload a bridge with its own configuration (REST)")
+    rl.add_argument("--url", required=True)
+    rl.add_argument("--server", required=True)
     p = sub.add_parser("pub")
     s = sub.add_parser("sub")
     for x in (p, s):
@@ -553,7 +761,7 @@ def main():
     ana.add_argument("dirs", nargs="+")
     args = ap.parse_args()
     {"run": cmd_run, "pub": role_pub, "sub": role_sub, "report": cmd_report,
-     "analyse": cmd_analyse}[args.cmd](args)
+     "analyse": cmd_analyse, "proxy": role_proxy, "reload": role_reload}[args.cmd](args)
 
 
 if __name__ == "__main__":
