@@ -22,6 +22,9 @@ use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
+/// How long a lock held by another process is waited for before `Busy`.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// A file's identity: (device, inode).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct FileId {
@@ -114,8 +117,20 @@ impl Claim {
                 path.display()
             )));
         }
-        // SAFETY: flock on a descriptor we own; no memory is involved.
-        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        // A lock can outlive its holder's close for a moment: a child forked by any thread of
+        // the holder shares the descriptor until its exec closes it. Such a lock is waited
+        // for, briefly; one a running process keeps is not.
+        let start = std::time::Instant::now();
+        let rc = loop {
+            // SAFETY: flock on a descriptor we own; no memory is involved.
+            let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+            let busy = rc != 0
+                && std::io::Error::last_os_error().raw_os_error() == Some(libc::EWOULDBLOCK);
+            if !busy || start.elapsed() >= LOCK_WAIT {
+                break rc;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        };
         if rc != 0 {
             let e = std::io::Error::last_os_error();
             return Err(if e.raw_os_error() == Some(libc::EWOULDBLOCK) {

@@ -122,6 +122,11 @@ const READ_AHEAD_MAX: usize = 512;
 const READ_AHEAD_BYTES: usize = 4 * 1024 * 1024;
 /// Pending writes beyond `group_commit_count * BACKPRESSURE` make `append` commit inline.
 const BACKPRESSURE: usize = 8;
+/// Data of pending inserts that starts a commit at once (like `group_commit_count` rows)...
+const PENDING_BYTES_DUE: u64 = crate::store::RESERVE_BYTES / 8;
+/// ...and beyond which `append` commits inline: accepted rows not yet on disk always fit in
+/// the reserve released when the disk fills.
+const PENDING_BYTES_MAX: u64 = crate::store::RESERVE_BYTES / 4;
 /// While the disk is full, how often a commit tries to put the reserve back.
 const RESERVE_RETRY: Duration = Duration::from_secs(1);
 
@@ -154,6 +159,8 @@ struct State {
     inflight: BTreeMap<i64, Flight>,
     by_pid: HashMap<u16, i64>,
     pending: Batch,
+    /// Data bytes of `pending.inserts`.
+    pending_bytes: u64,
     pending_since: Option<Instant>,
     messages: u64,
     bytes: u64,
@@ -226,7 +233,8 @@ impl State {
     fn remove_pending_insert(&mut self, seq: i64) -> bool {
         match self.pending.inserts.iter().position(|r| r.seq == seq) {
             Some(i) => {
-                self.pending.inserts.remove(i);
+                let r = self.pending.inserts.remove(i);
+                self.pending_bytes = self.pending_bytes.saturating_sub(r.data.len() as u64);
                 true
             }
             None => false,
@@ -260,7 +268,7 @@ impl State {
     /// (the writer then arms its timer) or fills one. Other writes wake nobody.
     fn writer_due(&self, count: u32) -> bool {
         let n = self.pending.len();
-        n == 1 || n >= count as usize
+        n == 1 || n >= count as usize || self.pending_bytes >= PENDING_BYTES_DUE
     }
 
     /// (messages, bytes) above the drop_oldest limits.
@@ -369,6 +377,7 @@ impl Outbox {
             inflight: BTreeMap::new(),
             by_pid: HashMap::new(),
             pending: Batch::default(),
+            pending_bytes: 0,
             pending_since: None,
             messages: resume.messages,
             bytes: resume.bytes,
@@ -936,7 +945,7 @@ impl Shared {
             }
         }
         let inline = st.write_failed;
-        if !inline && st.pending.len() >= limit {
+        if !inline && (st.pending.len() >= limit || st.pending_bytes >= PENDING_BYTES_MAX) {
             drop(st);
             if let Err(e) = self.flush_inner() {
                 self.refused(&e);
@@ -979,6 +988,7 @@ impl Shared {
             data,
         });
         st.pending_since.get_or_insert_with(Instant::now);
+        st.pending_bytes = st.pending_bytes.saturating_add(len as u64);
         st.messages = st.messages.saturating_add(1);
         st.bytes = st.bytes.saturating_add(len as u64);
         st.enqueued = st.enqueued.saturating_add(1);
@@ -1039,6 +1049,7 @@ impl Shared {
             }
             st.pending_since = None;
             st.writing = true;
+            st.pending_bytes = 0;
             std::mem::take(&mut st.pending)
         };
         let res = match store.write(&batch) {
@@ -1085,6 +1096,7 @@ impl Shared {
                     st.space_low = true;
                 }
                 unwritten.prepend_to(&mut st.pending);
+                st.pending_bytes = st.pending.inserts.iter().map(|r| r.data.len() as u64).sum();
                 st.pending_since.get_or_insert_with(Instant::now);
                 notes.push((
                     true,
@@ -1404,7 +1416,10 @@ impl Shared {
                     None => self.wake.wait(st).unwrap_or_else(|p| p.into_inner()),
                     Some(t) => {
                         let left = ms.saturating_sub(t.elapsed());
-                        if st.pending.len() >= count || left.is_zero() {
+                        if st.pending.len() >= count
+                            || st.pending_bytes >= PENDING_BYTES_DUE
+                            || left.is_zero()
+                        {
                             break;
                         }
                         match self.wake.wait_timeout(st, left) {
