@@ -165,7 +165,8 @@ fn locate(header: &[u8], body: &[u8], proto_ver: u8) -> Result<(PublishInfo, Fie
 /// The largest Remaining Length MQTT can encode (four bytes of variable byte integer).
 const MAX_REMAINING: usize = 268_435_455;
 
-fn encode_varint(mut v: usize, out: &mut Vec<u8>) {
+/// Appends `v` as an MQTT variable byte integer (Remaining Length, Property Length).
+pub fn encode_varint(mut v: usize, out: &mut Vec<u8>) {
     loop {
         let mut b = (v & 0x7f) as u8;
         v >>= 7;
@@ -282,19 +283,10 @@ pub fn split_packet(data: &[u8]) -> Result<(&[u8], &[u8])> {
 mod tests {
     use super::*;
 
-    fn encode_varint(mut v: usize) -> Vec<u8> {
+    fn encode_varint(v: usize) -> Vec<u8> {
         let mut out = Vec::new();
-        loop {
-            let mut b = (v & 0x7f) as u8;
-            v >>= 7;
-            if v > 0 {
-                b |= 0x80;
-            }
-            out.push(b);
-            if v == 0 {
-                return out;
-            }
-        }
+        super::encode_varint(v, &mut out);
+        out
     }
 
     /// Builds (header, body) of a PUBLISH.

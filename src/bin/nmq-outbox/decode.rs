@@ -195,18 +195,7 @@ pub mod tests {
         }
         body.extend_from_slice(payload);
         let mut out = vec![0x30 | (qos << 1)];
-        let mut v = body.len();
-        loop {
-            let mut b = (v & 0x7f) as u8;
-            v >>= 7;
-            if v > 0 {
-                b |= 0x80;
-            }
-            out.push(b);
-            if v == 0 {
-                break;
-            }
-        }
+        nmq_outbox::mqtt::encode_varint(body.len(), &mut out);
         out.extend(body);
         out
     }
