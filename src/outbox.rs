@@ -202,9 +202,22 @@ impl State {
         if !self.remove_pending_insert(seq) {
             self.push_delete(seq);
         }
+        self.unahead(seq);
+        self.forget(bytes);
+    }
+
+    /// Takes a row out of the read-ahead, if it is there.
+    fn unahead(&mut self, seq: i64) {
         if let Ok(i) = self.ahead.binary_search_by_key(&seq, |r| r.seq) {
             self.ahead.remove(i);
         }
+    }
+
+    /// Forgets a row that never reached the disk (refused): out of flight, of the read-ahead
+    /// and of the counters. Its pending insert is already gone.
+    fn vanish(&mut self, seq: i64, bytes: u64) {
+        self.land(seq);
+        self.unahead(seq);
         self.forget(bytes);
     }
 
@@ -999,11 +1012,7 @@ impl Shared {
                 // Not committed: the message is refused, the caller keeps it.
                 let mut st = lock(&self.state);
                 if st.remove_pending_insert(seq) {
-                    st.land(seq);
-                    if let Ok(i) = st.ahead.binary_search_by_key(&seq, |r| r.seq) {
-                        st.ahead.remove(i);
-                    }
-                    st.forget(len as u64);
+                    st.vanish(seq, len as u64);
                     st.enqueued = st.enqueued.saturating_sub(1);
                 }
                 drop(st);
@@ -1176,11 +1185,7 @@ impl Shared {
     /// Rows SQLite refused at commit: gone, counted, logged.
     fn take_refused(&self, st: &mut State, written: Written, notes: &mut Vec<(bool, String)>) {
         for (seq, bytes, why) in written.refused {
-            st.land(seq);
-            if let Ok(i) = st.ahead.binary_search_by_key(&seq, |r| r.seq) {
-                st.ahead.remove(i);
-            }
-            st.forget(bytes);
+            st.vanish(seq, bytes);
             st.dropped_malformed = st.dropped_malformed.saturating_add(1);
             notes.push((
                 true,
