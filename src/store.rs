@@ -254,38 +254,14 @@ impl Store {
             |r| r.get(0),
         )?;
         // Reads every row of the bridge: also how a damaged table shows up at open.
-        let resume = conn.query_row(
-            "SELECT count(*), coalesce(sum(length(data)), 0), min(seq), max(seq)
-             FROM msg WHERE bridge_id = ?1",
-            params![bridge_id],
-            |r| {
-                Ok(Resume {
-                    messages: r.get::<_, i64>(0)?.max(0) as u64,
-                    bytes: r.get::<_, i64>(1)?.max(0) as u64,
-                    min_seq: r.get(2)?,
-                    max_seq: r.get(3)?,
-                })
-            },
-        )?;
+        let resume = query_resume(&conn, bridge_id)?;
         let limit = conn.limit(Limit::SQLITE_LIMIT_LENGTH).max(0) as usize;
         Ok((conn, bridge_id, resume, limit.saturating_sub(ROW_OVERHEAD)))
     }
 
     /// What the bridge holds on disk now.
     pub fn resume(&mut self) -> Result<Resume> {
-        Ok(self.conn.query_row(
-            "SELECT count(*), coalesce(sum(length(data)), 0), min(seq), max(seq)
-             FROM msg WHERE bridge_id = ?1",
-            params![self.bridge_id],
-            |r| {
-                Ok(Resume {
-                    messages: r.get::<_, i64>(0)?.max(0) as u64,
-                    bytes: r.get::<_, i64>(1)?.max(0) as u64,
-                    min_seq: r.get(2)?,
-                    max_seq: r.get(3)?,
-                })
-            },
-        )?)
+        Ok(query_resume(&self.conn, self.bridge_id)?)
     }
 
     /// Moves this bridge's rows out of `legacy`, the one file every bridge shared before files
@@ -617,6 +593,23 @@ impl Store {
         }
         Ok(())
     }
+}
+
+/// Counts, bytes and the seq range of one bridge's rows: what a reopen resumes from.
+fn query_resume(conn: &Connection, bridge_id: i64) -> rusqlite::Result<Resume> {
+    conn.query_row(
+        "SELECT count(*), coalesce(sum(length(data)), 0), min(seq), max(seq)
+         FROM msg WHERE bridge_id = ?1",
+        params![bridge_id],
+        |r| {
+            Ok(Resume {
+                messages: r.get::<_, i64>(0)?.max(0) as u64,
+                bytes: r.get::<_, i64>(1)?.max(0) as u64,
+                min_seq: r.get(2)?,
+                max_seq: r.get(3)?,
+            })
+        },
+    )
 }
 
 /// A copy of `b` whose memory is reserved fallibly (an allocation failure is an error, not an
