@@ -48,6 +48,9 @@ Scenarios:
                PUBCOMP for 6 s during the window; 50 s into it NanoMQ gets SIGKILL (QoS 2
                rows whose PUBREC came are on disk as released) and is restarted 2 s later
                (issue 12 item 3; give the bridge a session expiry with --bridge)
+    takeover   the link is down before NanoMQ starts and stays down; 50 s into the outage
+               NanoMQ gets SIGKILL and --restart-nanomq (e.g. a patched build after a stock
+               one, on the same cache directory) starts 2 s later (issue 12 item 5)
     disk-full  linkdown, the cache directory is a 256 KiB tmpfs and flush_mem_threshold 1: the
                outbox runs out of disk during the outage and refuses messages (issue 8 item 13)
 
@@ -71,7 +74,7 @@ if os.environ.get("NMQSC_QOS0") == "1":  # run --qos0 (the roles inherit it)
     TOPICS["test0"] = (0, 1.0)
 A_ADDR, B_ADDR = "10.99.1.1", "10.99.1.2"
 SCENARIOS = ("linkdown", "blackhole", "drain-cut", "kill", "slow-pubcomp", "reload", "disk-full",
-             "wrong-ack", "drain-reload", "reload-slow", "kill-released")
+             "wrong-ack", "drain-reload", "reload-slow", "kill-released", "takeover")
 PROXY_PORT = 1884  # slow-pubcomp: the proxy's port on NanoMQ's namespace loopback
 
 NANOMQ_CONF = """\
@@ -542,13 +545,18 @@ def cmd_run(args):
                              "--out", os.path.join(out, "sub.log"), "--duration", str(total)])
     if not wait_for(lambda: read_lines(os.path.join(out, "sub.log"), "C"), 15):
         sys.exit("the subscriber did not connect to mosquitto")
+    if args.scenario == "takeover":
+        lab.cut("linkdown")
     lab.start("nanomq", nmq_ns, nmq_cmd, cwd=out, env=nmq_env)
     mlog = os.path.join(out, "mosquitto.log")
     def bridge_in_log():
         return os.path.exists(mlog) and "bridge_client_123" in open(mlog).read()
-    if not wait_for(bridge_in_log, 30):
+    if args.scenario == "takeover":
+        time.sleep(2)  # NanoMQ listening; its bridge cannot connect
+    elif not wait_for(bridge_in_log, 30):
         sys.exit("the NanoMQ bridge did not connect to mosquitto")
-    lab.event("bridge connected")
+    else:
+        lab.event("bridge connected")
     time.sleep(1)
     pub_dur = normal + outage + after
     lab.start("pub", lab.a, [py, me, "pub", "--host", "127.0.0.1", "--port", "1883",
@@ -585,9 +593,9 @@ def cmd_run(args):
             lab.event("nanomq restarted")
         until(normal + outage)
         lab.event("restore")
-    else:
+    elif args.scenario != "takeover":
         lab.cut("blackhole" if args.scenario == "blackhole" else "linkdown")
-    if args.scenario == "kill":
+    if args.scenario in ("kill", "takeover"):
         until(normal + outage / 2)
         lab.stop("nanomq", signal.SIGKILL)
         lab.event("nanomq SIGKILL")
@@ -761,7 +769,7 @@ def main():
                    help="an extra mosquitto.conf line, e.g. 'max_inflight_messages 0'")
     r.add_argument("--bridge", action="append", default=[],
                    help="an extra line in the bridge block, e.g. 'connect_timeout = 0s'")
-    r.add_argument("--restart-nanomq", help="kill, kill-released: restart with this binary "
+    r.add_argument("--restart-nanomq", help="kill, kill-released, takeover: restart with this binary "
                    "instead (e.g. a stock run taken over by a patched binary)")
     r.add_argument("--qos0", action="store_true",
                    help="also publish and forward topic test0 at QoS 0 (1 msg/s)")
