@@ -91,7 +91,7 @@ log {{
     file = "nanomq.log"
 }}
 {http}bridges.mqtt.remote {{
-    server = "mqtt-tcp://{remote}"
+    server = "{scheme}://{remote}"
     proto_ver = 5
     clientid = "bridge_client_123"
     clean_start = false
@@ -490,8 +490,18 @@ def cmd_run(args):
     py = sys.executable
     proxied = args.scenario in ("slow-pubcomp", "wrong-ack", "reload-slow", "kill-released")
     remote = f"127.0.0.1:{PROXY_PORT}" if proxied else f"{B_ADDR}:1883"
+    if args.tls:  # mosquitto gets a TLS listener on 8883 with a self-signed certificate
+        if proxied:
+            sys.exit("--tls does not go with the proxied scenarios")
+        remote = f"{B_ADDR}:8883"
+        crt, key = os.path.join(out, "tls.crt"), os.path.join(out, "tls.key")
+        sh("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+           "-subj", f"/CN={B_ADDR}", "-keyout", key, "-out", crt)
+        args.mosquitto += ["listener 8883 0.0.0.0", f"certfile {crt}", f"keyfile {key}"]
+        args.bridge += [f'ssl {{ enable = true, cacertfile = "{crt}", verify_peer = false }}']
     with open(os.path.join(out, "nanomq.conf"), "w") as f:
         f.write(NANOMQ_CONF.format(dir=out, remote=remote, log_level=args.log_level,
+                                   scheme="tls+mqtt-tcp" if args.tls else "mqtt-tcp",
                                    http=HTTP_CONF if "reload" in args.scenario or args.http
                                    else "",
                                    retry_qos_0=args.retry_qos_0,
@@ -775,6 +785,8 @@ def main():
                    help="also publish and forward topic test0 at QoS 0 (1 msg/s)")
     r.add_argument("--retry-qos-0", default="true", choices=("true", "false"),
                    help="the bridge's retry_qos_0 (default true, the reported configuration)")
+    r.add_argument("--tls", action="store_true",
+                   help="the bridge connects over TLS (tls+mqtt-tcp://, mosquitto listener 8883)")
     r.add_argument("--http", action="store_true",
                    help="enable NanoMQ's HTTP API on 127.0.0.1:8081 of its namespace")
     px = sub.add_parser("proxy")
