@@ -44,6 +44,13 @@ Scenarios:
     wrong-ack  linkdown, with the bridge going through the proxy of slow-pubcomp, which from
                the restore on sends a PUBACK before every PUBREC of mosquitto (an ack that
                does not fit a QoS 2 row: issue 8 item 15)
+    kill-released  no outage: the bridge goes through the proxy of slow-pubcomp holding every
+               PUBCOMP for 6 s during the window; 50 s into it NanoMQ gets SIGKILL (QoS 2
+               rows whose PUBREC came are on disk as released) and is restarted 2 s later
+               (issue 12 item 3; give the bridge a session expiry with --bridge)
+    takeover   the link is down before NanoMQ starts and stays down; 50 s into the outage
+               NanoMQ gets SIGKILL and --restart-nanomq (e.g. a patched build after a stock
+               one, on the same cache directory) starts 2 s later (issue 12 item 5)
     disk-full  linkdown, the cache directory is a 256 KiB tmpfs and flush_mem_threshold 1: the
                outbox runs out of disk during the outage and refuses messages (issue 8 item 13)
 
@@ -63,9 +70,11 @@ import time
 
 TOPICS = {"test1": (1, 0.2), "test2": (1, 1.0), "test3": (2, 1.0), "test4": (2, 1.0),
           "test5": (2, 1.0)}  # topic: (QoS, interval)
+if os.environ.get("NMQSC_QOS0") == "1":  # run --qos0 (the roles inherit it)
+    TOPICS["test0"] = (0, 1.0)
 A_ADDR, B_ADDR = "10.99.1.1", "10.99.1.2"
 SCENARIOS = ("linkdown", "blackhole", "drain-cut", "kill", "slow-pubcomp", "reload", "disk-full",
-             "wrong-ack", "drain-reload", "reload-slow")
+             "wrong-ack", "drain-reload", "reload-slow", "kill-released", "takeover")
 PROXY_PORT = 1884  # slow-pubcomp: the proxy's port on NanoMQ's namespace loopback
 
 NANOMQ_CONF = """\
@@ -82,7 +91,7 @@ log {{
     file = "nanomq.log"
 }}
 {http}bridges.mqtt.remote {{
-    server = "mqtt-tcp://{remote}"
+    server = "{scheme}://{remote}"
     proto_ver = 5
     clientid = "bridge_client_123"
     clean_start = false
@@ -94,7 +103,7 @@ log {{
         {{ remote_topic = "test3", local_topic = "test3", qos = 2 }}
         {{ remote_topic = "test4", local_topic = "test4", qos = 2 }}
         {{ remote_topic = "test5", local_topic = "test5", qos = 2 }}
-    ]
+{forwards_extra}    ]
     subscription = [
         {{ remote_topic = "test6", local_topic = "test6", qos = 2 }}
     ]
@@ -104,8 +113,8 @@ log {{
     resend_interval = 50
     resend_wait = 65000
     cancel_timeout = 5000
-    retry_qos_0 = true
-}}
+    retry_qos_0 = {retry_qos_0}
+{bridge_extra}}}
 bridges.mqtt.cache {{
     disk_cache_size = 102400
     mounted_file_path = "{dir}/cache/"
@@ -463,6 +472,9 @@ def cmd_run(args):
     if (args.nanomq is None) == (args.image is None):
         sys.exit("give either --nanomq <binary> or --image <container image>")
     nanomq = os.path.abspath(args.nanomq) if args.nanomq else None
+    if args.qos0:
+        os.environ["NMQSC_QOS0"] = "1"
+        TOPICS["test0"] = (0, 1.0)
     out = os.path.abspath(os.path.join(args.out, f"{args.label}-{args.scenario}"))
     os.makedirs(os.path.join(out, "cache"), exist_ok=True)
     for f in os.listdir(out):
@@ -476,11 +488,27 @@ def cmd_run(args):
         signal.signal(s, lambda *a: sys.exit(f"stopped by signal"))
     me = os.path.abspath(__file__)
     py = sys.executable
-    proxied = args.scenario in ("slow-pubcomp", "wrong-ack", "reload-slow")
+    proxied = args.scenario in ("slow-pubcomp", "wrong-ack", "reload-slow", "kill-released")
     remote = f"127.0.0.1:{PROXY_PORT}" if proxied else f"{B_ADDR}:1883"
+    if args.tls:  # mosquitto gets a TLS listener on 8883 with a self-signed certificate
+        if proxied:
+            sys.exit("--tls does not go with the proxied scenarios")
+        remote = f"{B_ADDR}:8883"
+        crt, key = os.path.join(out, "tls.crt"), os.path.join(out, "tls.key")
+        sh("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+           "-subj", f"/CN={B_ADDR}", "-keyout", key, "-out", crt)
+        args.mosquitto += ["listener 8883 0.0.0.0", f"certfile {crt}", f"keyfile {key}"]
+        args.bridge += [f'ssl {{ enable = true, cacertfile = "{crt}", verify_peer = false }}']
     with open(os.path.join(out, "nanomq.conf"), "w") as f:
         f.write(NANOMQ_CONF.format(dir=out, remote=remote, log_level=args.log_level,
-                                   http=HTTP_CONF if "reload" in args.scenario else "",
+                                   scheme="tls+mqtt-tcp" if args.tls else "mqtt-tcp",
+                                   http=HTTP_CONF if "reload" in args.scenario or args.http
+                                   else "",
+                                   retry_qos_0=args.retry_qos_0,
+                                   forwards_extra=(
+                                       '        { remote_topic = "test0", local_topic = '
+                                       '"test0", qos = 0 }\n' if args.qos0 else ""),
+                                   bridge_extra="".join(f"    {l}\n" for l in args.bridge),
                                    # disk-full: a commit per message, so that a full disk
                                    # refuses appends at once instead of 8 x 100 later
                                    flush=1 if args.scenario == "disk-full" else 100))
@@ -500,6 +528,9 @@ def cmd_run(args):
         nmq_ns = None
         nanomq = "image:" + args.image
 
+    restart_cmd = nmq_cmd
+    if args.restart_nanomq:  # e.g. stock first, patched after the kill (the takeover)
+        restart_cmd = [os.path.abspath(args.restart_nanomq)] + nmq_cmd[1:]
     lab.up()
     lab.event(f"setup {args.label} {args.scenario} nanomq={nanomq}")
     cache = os.path.join(out, "cache")
@@ -524,13 +555,18 @@ def cmd_run(args):
                              "--out", os.path.join(out, "sub.log"), "--duration", str(total)])
     if not wait_for(lambda: read_lines(os.path.join(out, "sub.log"), "C"), 15):
         sys.exit("the subscriber did not connect to mosquitto")
+    if args.scenario == "takeover":
+        lab.cut("linkdown")
     lab.start("nanomq", nmq_ns, nmq_cmd, cwd=out, env=nmq_env)
     mlog = os.path.join(out, "mosquitto.log")
     def bridge_in_log():
         return os.path.exists(mlog) and "bridge_client_123" in open(mlog).read()
-    if not wait_for(bridge_in_log, 30):
+    if args.scenario == "takeover":
+        time.sleep(2)  # NanoMQ listening; its bridge cannot connect
+    elif not wait_for(bridge_in_log, 30):
         sys.exit("the NanoMQ bridge did not connect to mosquitto")
-    lab.event("bridge connected")
+    else:
+        lab.event("bridge connected")
     time.sleep(1)
     pub_dur = normal + outage + after
     lab.start("pub", lab.a, [py, me, "pub", "--host", "127.0.0.1", "--port", "1883",
@@ -543,7 +579,7 @@ def cmd_run(args):
         time.sleep(max(0.0, t0 + t - time.monotonic()))
 
     until(normal)
-    if args.scenario in ("slow-pubcomp", "reload", "reload-slow"):
+    if args.scenario in ("slow-pubcomp", "reload", "reload-slow", "kill-released"):
         # no outage: the fault window is marked like one, for the analysis
         lab.event(f"cut {args.scenario}")
         if args.scenario in ("reload", "reload-slow"):
@@ -557,18 +593,26 @@ def cmd_run(args):
                                    stderr=subprocess.STDOUT, text=True)
                 lab.event(f"reload {n}: {r.stdout.strip()[-200:]}")
                 n += 1
+        if args.scenario == "kill-released":
+            until(normal + outage / 2)
+            held = len(read_lines(os.path.join(out, "proxy.log"), "H"))
+            lab.stop("nanomq", signal.SIGKILL)
+            lab.event(f"nanomq SIGKILL ({held} PUBCOMPs held so far)")
+            time.sleep(2)
+            lab.start("nanomq", nmq_ns, restart_cmd, cwd=out, env=nmq_env)
+            lab.event("nanomq restarted")
         until(normal + outage)
         lab.event("restore")
-    else:
+    elif args.scenario != "takeover":
         lab.cut("blackhole" if args.scenario == "blackhole" else "linkdown")
-    if args.scenario == "kill":
+    if args.scenario in ("kill", "takeover"):
         until(normal + outage / 2)
         lab.stop("nanomq", signal.SIGKILL)
         lab.event("nanomq SIGKILL")
         time.sleep(2)
-        lab.start("nanomq", nmq_ns, nmq_cmd, cwd=out, env=nmq_env)
-        lab.event("nanomq restarted")
-    if args.scenario not in ("slow-pubcomp", "reload", "reload-slow"):
+        lab.start("nanomq", nmq_ns, restart_cmd, cwd=out, env=nmq_env)
+        lab.event(f"nanomq restarted{' as ' + args.restart_nanomq if args.restart_nanomq else ''}")
+    if args.scenario not in ("slow-pubcomp", "reload", "reload-slow", "kill-released"):
         until(normal + outage)
         lab.restore()
     if args.scenario in ("drain-cut", "drain-reload"):
@@ -624,6 +668,8 @@ def analyse(out, label, scenario):
     acked = {(r[2], int(r[3])) for r in read_lines(os.path.join(out, "pub.log"), "A")}
     published = {(r[2], int(r[3])): float(r[1]) for r in pub}
     recv = read_lines(os.path.join(out, "sub.log"), "R")
+    if any(t == "test0" for (t, _) in published):
+        TOPICS.setdefault("test0", (0, 1.0))
     res = {"label": label, "scenario": scenario, "topics": {}}
     tot = dict(published=0, sent=0, received=0, unique=0, lost=0, duplicated=0,
                out_of_order=0, lost_unacked=0)
@@ -731,6 +777,18 @@ def main():
     r.add_argument("--log-level", default="warn")
     r.add_argument("--mosquitto", action="append", default=[],
                    help="an extra mosquitto.conf line, e.g. 'max_inflight_messages 0'")
+    r.add_argument("--bridge", action="append", default=[],
+                   help="an extra line in the bridge block, e.g. 'connect_timeout = 0s'")
+    r.add_argument("--restart-nanomq", help="kill, kill-released, takeover: restart with this binary "
+                   "instead (e.g. a stock run taken over by a patched binary)")
+    r.add_argument("--qos0", action="store_true",
+                   help="also publish and forward topic test0 at QoS 0 (1 msg/s)")
+    r.add_argument("--retry-qos-0", default="true", choices=("true", "false"),
+                   help="the bridge's retry_qos_0 (default true, the reported configuration)")
+    r.add_argument("--tls", action="store_true",
+                   help="the bridge connects over TLS (tls+mqtt-tcp://, mosquitto listener 8883)")
+    r.add_argument("--http", action="store_true",
+                   help="enable NanoMQ's HTTP API on 127.0.0.1:8081 of its namespace")
     px = sub.add_parser("proxy")
     px.add_argument("--port", type=int, required=True)
     px.add_argument("--to", required=True)
