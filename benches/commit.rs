@@ -106,11 +106,21 @@ fn main() {
         filesystem_of(&base_dir()),
         (n / 10).max(50)
     );
-    let cases: [(&str, usize, Option<u32>); 5] = [
+    let cases: [(&str, usize, Option<u32>); 7] = [
         ("outbox, group commit 20 ms, one at a time", 1, Some(20)),
         ("outbox, group commit 1 ms, one at a time", 1, Some(1)),
+        (
+            "outbox, group commit 0 ms (at once), one at a time",
+            1,
+            Some(0),
+        ),
         ("outbox, group commit 20 ms, window 32", 32, Some(20)),
         ("outbox, group commit 1 ms, window 32", 32, Some(1)),
+        (
+            "outbox, group commit 0 ms (at once), window 32",
+            32,
+            Some(0),
+        ),
         ("raw rusqlite, commit per message (baseline)", 1, None),
     ];
     let mut res: Vec<Vec<(f64, f64, f64)>> = vec![Vec::new(); cases.len()];

@@ -106,7 +106,9 @@ typedef struct nmq_outbox_config {
     uint32_t max_message_bytes;  /* largest message accepted; 0 = 268435455 (MQTT's maximum);
                                     capped at what SQLite stores in a row (logged) */
     uint32_t group_commit_count; /* commit after this many writes; 0 = 100, 1 = every write */
-    uint32_t group_commit_ms;    /* commit pending writes after this long; default 20 */
+    uint32_t group_commit_ms;    /* commit pending writes after this long; default 20;
+                                    0 = at once (writes that come during a commit go into
+                                    the next one: for a host that acks after the commit) */
     uint32_t window;             /* replay in-flight window; 0 = 32; capped by Receive Maximum */
     nmq_outbox_sync sync;
     nmq_outbox_full_policy full_policy;

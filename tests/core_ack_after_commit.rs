@@ -230,3 +230,20 @@ fn one_consumer_sees_every_seq_of_many_appending_threads() {
         "every append was committed and signalled"
     );
 }
+
+#[test]
+fn group_commit_ms_zero_commits_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = Config::new(dir.path().join("o.db"), "b");
+    c.group_commit_ms = 0;
+    let ob = Outbox::open(c).unwrap();
+    let fd = ob.commit_fd().unwrap();
+    for i in 0..200u32 {
+        let seq = ob.append(&msg(format!("m{i}").as_bytes())).unwrap();
+        // Awaited, one commit at a time; the bound only keeps a broken build from hanging.
+        while ob.committed_seq() < seq {
+            assert!(readable(fd, 30_000), "no commit for seq {seq}");
+        }
+    }
+    assert_eq!(ob.stats().unwrap().messages, 200);
+}
