@@ -383,6 +383,39 @@ static void test_malformed_row_dropped(void)
     nmq_outbox_free(ob);
 }
 
+/* Ack after commit, hook B2: the PUBLISH is stored (never sent directly, even with the link
+ * up and nothing held), its seq is given, and a commit reaches it. */
+static void test_append_gives_seq(void)
+{
+    nmq_outbox *ob = open_outbox("append.db");
+    CHECK_RC(nmq_outbox_link_up(ob, 0), NMQ_OUTBOX_OK);
+    int64_t seq = 0, seq2 = 0, committed = 0;
+    nng_msg *m = publish(1, "hello", NULL, 0);
+    CHECK_RC(nmq_outbox_nng_append(ob, 4, m, &seq), NMQ_OUTBOX_OK); /* consumed */
+    m = publish(2, "again", NULL, 0);
+    CHECK_RC(nmq_outbox_nng_append(ob, 4, m, &seq2), NMQ_OUTBOX_OK);
+    CHECK(seq2 == seq + 1);
+    m = publish(1, "x", NULL, 0);
+    CHECK_RC(nmq_outbox_nng_append(ob, 4, m, NULL), NMQ_OUTBOX_OK);
+    CHECK_RC(nmq_outbox_nng_append(ob, 4, NULL, &seq), NMQ_OUTBOX_EINVAL);
+    nng_msg *bad = NULL;
+    nng_msg_alloc(&bad, 0);
+    uint8_t puback[2] = {0x40, 2};
+    nng_msg_header_append(bad, puback, 2);
+    nng_msg_append(bad, "\x00\x01", 2);
+    nmq_outbox_result rv = nmq_outbox_nng_append(ob, 4, bad, &seq);
+    CHECK_RC(rv, NMQ_OUTBOX_EINVAL); /* stays ours */
+    CHECK(nmq_outbox_mqtt_reason(rv) == 0x80);
+    nng_msg_free(bad);
+    CHECK_RC(nmq_outbox_flush(ob), NMQ_OUTBOX_OK);
+    CHECK_RC(nmq_outbox_committed_seq(ob, &committed), NMQ_OUTBOX_OK);
+    CHECK(committed >= seq2 + 1);
+    nmq_outbox_stats st;
+    CHECK_RC(nmq_outbox_get_stats(ob, &st), NMQ_OUTBOX_OK);
+    CHECK(st.messages == 3 && st.inflight == 0);
+    nmq_outbox_free(ob);
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -395,6 +428,7 @@ int main(int argc, char **argv)
     test_released_rows_resume_with_pubrel();
     test_remaining_expiry_on_replay();
     test_malformed_row_dropped();
+    test_append_gives_seq();
     nng_fini(); /* joins nng's own threads, so valgrind sees no stack of theirs */
     return report(argv[0]);
 }

@@ -2,6 +2,7 @@
 #include "nmq_outbox.h"
 
 #include <dirent.h>
+#include <poll.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
@@ -386,6 +387,71 @@ static void test_reject_new(void)
     nmq_outbox_free(ob);
 }
 
+/* Ack after commit: the commit descriptor wakes a poller after a commit, committed_seq drains
+ * it, refused appends get a reason code for the publisher. */
+static int readable(int fd, int ms)
+{
+    struct pollfd p = {.fd = fd, .events = POLLIN, .revents = 0};
+    return poll(&p, 1, ms) == 1 && (p.revents & POLLIN);
+}
+
+static void test_ack_after_commit(void)
+{
+    char p[300];
+    path_in(p, sizeof p, "ackafter.db");
+    nmq_outbox_config c = config(p, "b");
+    c.max_messages = 3;
+    c.full_policy = NMQ_OUTBOX_REJECT_NEW;
+    nmq_outbox *ob = NULL;
+    CHECK_RC(nmq_outbox_open(&c, &ob), NMQ_OUTBOX_OK);
+    int fd = -1, fd2 = -2;
+    int64_t committed = -1, seq = 0, seq2 = 0;
+    CHECK_RC(nmq_outbox_commit_fd(ob, &fd), NMQ_OUTBOX_OK);
+    CHECK_RC(nmq_outbox_commit_fd(ob, &fd2), NMQ_OUTBOX_OK);
+    CHECK(fd >= 0 && fd == fd2);
+    CHECK_RC(nmq_outbox_commit_fd(ob, NULL), NMQ_OUTBOX_EINVAL);
+    CHECK_RC(nmq_outbox_commit_fd(NULL, &fd2), NMQ_OUTBOX_EINVAL);
+    CHECK_RC(nmq_outbox_committed_seq(ob, NULL), NMQ_OUTBOX_EINVAL);
+    CHECK_RC(nmq_outbox_committed_seq(NULL, &committed), NMQ_OUTBOX_EINVAL);
+    CHECK(!readable(fd, 0));
+
+    /* The writer's own timer commits (group_commit_ms 2): wait for the event. The bound only
+     * keeps a broken build from hanging. */
+    CHECK_RC(nmq_outbox_append(ob, 1, 0, u8("a"), 1, &seq), NMQ_OUTBOX_OK);
+    CHECK_RC(nmq_outbox_append(ob, 2, 0, u8("b"), 1, &seq2), NMQ_OUTBOX_OK);
+    CHECK(readable(fd, 30000));
+    CHECK_RC(nmq_outbox_committed_seq(ob, &committed), NMQ_OUTBOX_OK);
+    CHECK(committed >= seq2 && seq2 == seq + 1);
+    CHECK(!readable(fd, 0));
+
+    /* Refused: reported at once, no seq, and the reason code for the publisher's ack. */
+    nmq_outbox_result rv = nmq_outbox_append(ob, 1, 0, u8("c"), 1, NULL);
+    CHECK_RC(rv, NMQ_OUTBOX_OK);
+    rv = nmq_outbox_append(ob, 1, 0, u8("d"), 1, &seq);
+    CHECK_RC(rv, NMQ_OUTBOX_EFULL);
+    CHECK(nmq_outbox_mqtt_reason(rv) == 0x97);
+    CHECK(nmq_outbox_mqtt_reason(NMQ_OUTBOX_ENOSPC) == 0x97);
+    CHECK(nmq_outbox_mqtt_reason(NMQ_OUTBOX_ETOOBIG) == 0x97);
+    CHECK(nmq_outbox_mqtt_reason(NMQ_OUTBOX_EIO) == 0x80);
+    CHECK(nmq_outbox_mqtt_reason(NMQ_OUTBOX_ECLOSED) == 0x80);
+    CHECK(nmq_outbox_mqtt_reason(NMQ_OUTBOX_OK) == 0);
+
+    /* After close: the last value, the descriptor still valid (never signalled again). */
+    CHECK_RC(nmq_outbox_close(ob), NMQ_OUTBOX_OK);
+    CHECK_RC(nmq_outbox_committed_seq(ob, &committed), NMQ_OUTBOX_OK);
+    CHECK(committed == seq2 + 1);
+    CHECK(!readable(fd, 0));
+    nmq_outbox_free(ob);
+
+    /* Reopened: every committed row is there. */
+    ob = NULL;
+    CHECK_RC(nmq_outbox_open(&c, &ob), NMQ_OUTBOX_OK);
+    nmq_outbox_stats st;
+    CHECK_RC(nmq_outbox_get_stats(ob, &st), NMQ_OUTBOX_OK);
+    CHECK(st.messages == 3 && st.committed_seq == committed);
+    nmq_outbox_free(ob);
+}
+
 static void test_corrupt_file(void)
 {
     char p[300];
@@ -591,6 +657,7 @@ int main(int argc, char **argv)
     test_lengths_qos0_drop();
     test_released();
     test_reject_new();
+    test_ack_after_commit();
     test_corrupt_file();
     test_empty_message();
     test_bad_enums();

@@ -36,7 +36,8 @@
  *   nmq_outbox_append() returns once the message is in the group-commit batch. It is on disk
  *   after at most group_commit_count further writes or group_commit_ms milliseconds, or after
  *   nmq_outbox_flush() / nmq_outbox_close() returns OK. A crash can lose only that window;
- *   stats.committed_seq says which appends are on disk.
+ *   stats.committed_seq says which appends are on disk (see ACK AFTER COMMIT below for a host
+ *   that acknowledges its publishers only then).
  */
 #ifndef NMQ_OUTBOX_H
 #define NMQ_OUTBOX_H
@@ -105,7 +106,9 @@ typedef struct nmq_outbox_config {
     uint32_t max_message_bytes;  /* largest message accepted; 0 = 268435455 (MQTT's maximum);
                                     capped at what SQLite stores in a row (logged) */
     uint32_t group_commit_count; /* commit after this many writes; 0 = 100, 1 = every write */
-    uint32_t group_commit_ms;    /* commit pending writes after this long; default 20 */
+    uint32_t group_commit_ms;    /* commit pending writes after this long; default 20;
+                                    0 = at once (writes that come during a commit go into
+                                    the next one: for a host that acks after the commit) */
     uint32_t window;             /* replay in-flight window; 0 = 32; capped by Receive Maximum */
     nmq_outbox_sync sync;
     nmq_outbox_full_policy full_policy;
@@ -275,6 +278,36 @@ nmq_outbox_result nmq_outbox_stats_json(nmq_outbox *ob, char *buf, size_t cap, s
  * each sample labelled bridge="<name>". Buffer rule as nmq_outbox_stats_json(). */
 nmq_outbox_result nmq_outbox_stats_prometheus(nmq_outbox *const *obs, size_t n, char *buf,
                                               size_t cap, size_t *len);
+
+/* ACK AFTER COMMIT (issue 13): a host that acknowledges its own publishers only once their
+ * message is on disk appends it (nmq_outbox_append, or nmq_outbox_nng_append), keeps the seq it
+ * got, and acknowledges when nmq_outbox_committed_seq() reaches that seq. A refused append
+ * (error result) is reported at once; nmq_outbox_mqtt_reason() maps it to the reason code for
+ * the publisher's PUBACK/PUBREC. The library never calls the host for this: the host polls the
+ * commit descriptor (or the committed seq on its own timer). Appends are numbered in the order
+ * they were accepted, so one commit releases every message in it.
+ *
+ * *fd gets a descriptor (an eventfd on Linux, the read end of a non-blocking pipe elsewhere)
+ * that becomes readable after each commit that advanced the committed seq, and stays readable
+ * until nmq_outbox_committed_seq() drains it. The library owns it: never read, write or close
+ * it; it stays open until nmq_outbox_free() (after nmq_outbox_close() it is never signalled
+ * again). It is made on the first call; every call gives the same descriptor. One consumer per
+ * handle: a second thread draining it can take the wake-up of the first (each must then read
+ * the committed seq anyway, which is always safe). Thread-safe. */
+nmq_outbox_result nmq_outbox_commit_fd(nmq_outbox *ob, int *fd);
+
+/* Drains the commit descriptor (if one was made), then *seq gets the committed seq: every
+ * append with seq <= *seq is on disk, or is gone for good and counted before a commit wrote it
+ * (delivered to the remote, dropped by drop_oldest or expiry, refused by SQLite at commit:
+ * dropped_malformed). Rows put back with nmq_outbox_requeue_front() are not appends and are
+ * not covered. Also after nmq_outbox_close() (the last value). Thread-safe; never blocks on a
+ * commit (it takes only the state lock). */
+nmq_outbox_result nmq_outbox_committed_seq(nmq_outbox *ob, int64_t *seq);
+
+/* The MQTT 5 PUBACK/PUBREC reason code for the result of an append: 0x00 for OK (and any
+ * result >= 0), 0x97 "quota exceeded" for EFULL, ENOSPC and ETOOBIG, 0x80 "unspecified error"
+ * for every other error. Thread-safe. */
+uint8_t nmq_outbox_mqtt_reason(nmq_outbox_result result);
 
 /* A static, human-readable string for any result code (unknown codes included). */
 const char *nmq_outbox_strerror(nmq_outbox_result result);

@@ -39,6 +39,14 @@ nmq_outbox_result nmq_outbox_nng_publish(nmq_outbox *ob, nng_aio *lane, int lane
                                          nng_duration timeout_ms, uint8_t proto_ver,
                                          nng_msg *msg, nmq_outbox_decision *decision);
 
+/* Hook B2 with ack after commit (see ACK AFTER COMMIT in nmq_outbox.h): stores a copy of the
+ * encoded PUBLISH at the tail of the outbox, never sending it directly (the replay sends it),
+ * and frees it; *seq (may be NULL) gets its seq: acknowledge the local publisher once
+ * nmq_outbox_committed_seq() >= *seq. On error the message stays with the caller, and
+ * nmq_outbox_mqtt_reason() gives the reason code for the publisher. */
+nmq_outbox_result nmq_outbox_nng_append(nmq_outbox *ob, uint8_t proto_ver, nng_msg *msg,
+                                        int64_t *seq);
+
 /* Hook N1 (mqtt_ctx_send with no pipe): stores the aio's message in the outbox, frees it,
  * clears the aio's message and finishes the aio with 0, so the lane is never left busy.
  * On error nothing is changed: the caller finishes the aio with an error as before. */

@@ -633,6 +633,47 @@ pub unsafe extern "C" fn nmq_outbox_stats_prometheus(
     })
 }
 
+/// Ack after commit: `*fd` (borrowed out-pointer) gets the handle's commit descriptor, owned
+/// by the library. `ob` is borrowed (NULL gives EINVAL). Thread-safe.
+#[no_mangle]
+pub unsafe extern "C" fn nmq_outbox_commit_fd(
+    ob: *mut nmq_outbox,
+    fd: *mut std::os::raw::c_int,
+) -> nmq_outbox_result {
+    with_handle("nmq_outbox_commit_fd", ob, |h| {
+        non_null(fd, "fd")?;
+        *fd = h.commit_fd()?;
+        Ok(NMQ_OUTBOX_OK)
+    })
+}
+
+/// Ack after commit: drains the commit descriptor, then `*seq` (borrowed) gets the committed
+/// seq. `ob` is borrowed (NULL gives EINVAL). Also after close. Thread-safe.
+#[no_mangle]
+pub unsafe extern "C" fn nmq_outbox_committed_seq(
+    ob: *mut nmq_outbox,
+    seq: *mut i64,
+) -> nmq_outbox_result {
+    with_handle("nmq_outbox_committed_seq", ob, |h| {
+        non_null(seq, "seq")?;
+        *seq = h.committed_seq();
+        Ok(NMQ_OUTBOX_OK)
+    })
+}
+
+/// The MQTT 5 PUBACK/PUBREC reason code for an append's result: 0x00 for OK, 0x97 (quota
+/// exceeded) for EFULL, ENOSPC and ETOOBIG, 0x80 (unspecified error) for every other error.
+/// Thread-safe.
+#[no_mangle]
+pub extern "C" fn nmq_outbox_mqtt_reason(result: nmq_outbox_result) -> u8 {
+    match result {
+        NMQ_OUTBOX_OK => 0x00,
+        NMQ_OUTBOX_EFULL | NMQ_OUTBOX_ENOSPC | NMQ_OUTBOX_ETOOBIG => 0x97,
+        r if r > 0 => 0x00,
+        _ => 0x80,
+    }
+}
+
 /// A static string for any code. Never NULL; the caller must not free it. Thread-safe.
 #[no_mangle]
 pub extern "C" fn nmq_outbox_strerror(result: nmq_outbox_result) -> *const c_char {

@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod mqtt;
 #[cfg(feature = "nng")]
 pub mod nng;
+pub mod notify;
 pub mod outbox;
 pub mod stock;
 pub mod store;

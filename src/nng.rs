@@ -95,7 +95,7 @@ unsafe fn store_copy(
     proto_ver: u8,
     front: bool,
     released: bool,
-) -> Result<u8> {
+) -> Result<(u8, i64)> {
     let (h, b) = msg_parts(msg);
     let info = parse_publish(h, b, proto_ver)?;
     if released && (info.qos != 2 || !front) {
@@ -109,8 +109,8 @@ unsafe fn store_copy(
     data.extend_from_slice(h);
     data.extend_from_slice(b);
     let front = front.then_some((info.packet_id, released));
-    ob.insert_owned(info.qos, info.expiry_secs, data, front)?;
-    Ok(info.qos)
+    let seq = ob.insert_owned(info.qos, info.expiry_secs, data, front)?;
+    Ok((info.qos, seq))
 }
 
 /// B2. Returns what was done: SendNow puts `msg` on `lane` for the caller to send; Store
@@ -136,6 +136,17 @@ pub unsafe fn publish(
     store_copy(ob, msg, proto_ver, false, false)?;
     sys::nng_msg_free(msg);
     Ok(Decision::Store)
+}
+
+/// Ack after commit: stores a copy of `msg` at the tail and frees it; its seq. On error `msg`
+/// is untouched.
+///
+/// # Safety
+/// `msg` must be a valid nng message owned by the caller.
+pub unsafe fn append(ob: &Outbox, proto_ver: u8, msg: *mut nng_msg) -> Result<i64> {
+    let (_, seq) = store_copy(ob, msg, proto_ver, false, false)?;
+    sys::nng_msg_free(msg);
+    Ok(seq)
 }
 
 /// N1. On OK the aio's message is stored and freed and the aio finished with 0.
@@ -313,6 +324,26 @@ pub unsafe extern "C" fn nmq_outbox_nng_publish(
             Decision::SendNow => NMQ_OUTBOX_SEND_NOW,
             Decision::Store => NMQ_OUTBOX_STORE,
         };
+        Ok(NMQ_OUTBOX_OK)
+    })
+}
+
+/// Ack after commit (issue 13), hook B2: stores a copy of the PUBLISH at the tail (never
+/// sent directly) and frees it; `*seq` (borrowed, may be NULL) gets its seq, to be compared
+/// with nmq_outbox_committed_seq(). On error `msg` stays with the caller. Thread-safe.
+#[no_mangle]
+pub unsafe extern "C" fn nmq_outbox_nng_append(
+    ob: *mut nmq_outbox,
+    proto_ver: u8,
+    msg: *mut nng_msg,
+    seq: *mut i64,
+) -> nmq_outbox_result {
+    with_handle("nmq_outbox_nng_append", ob, |h| {
+        non_null(msg, "msg")?;
+        let s = append(h, proto_ver, msg)?;
+        if !seq.is_null() {
+            *seq = s;
+        }
         Ok(NMQ_OUTBOX_OK)
     })
 }

@@ -8,11 +8,13 @@ use crate::config::{Config, FullPolicy};
 use crate::error::{Error, Result};
 use crate::files::{self, FileState};
 use crate::log::Logger;
+use crate::notify::Notifier;
 use crate::store::{copy_bytes, now_ms, Batch, Row, Store, Written};
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::os::fd::RawFd;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -315,6 +317,10 @@ struct Shared {
     wake: Condvar,
     /// The connection. Lock order: `db` before `state`.
     db: Mutex<Option<Store>>,
+    /// The commit signal, made on the first `commit_fd` call (hosts that never ask pay nothing).
+    notify: OnceLock<Notifier>,
+    /// Serialises the making of `notify`.
+    notify_init: Mutex<()>,
 }
 
 /// One bridge's durable outbox.
@@ -432,6 +438,8 @@ impl Outbox {
             state: Mutex::new(state),
             wake: Condvar::new(),
             db: Mutex::new(Some(store)),
+            notify: OnceLock::new(),
+            notify_init: Mutex::new(()),
         });
         let worker = Arc::clone(&shared);
         let writer = std::thread::Builder::new()
@@ -851,6 +859,37 @@ impl Outbox {
         Ok(outcome)
     }
 
+    /// Ack after commit (issue 13): a descriptor that becomes readable when a commit advanced
+    /// [`Outbox::committed_seq`]; reading that seq drains it. Owned by the handle (closed when
+    /// it is dropped): never close or read it yourself. Made on the first call; later calls
+    /// give the same descriptor. Also after `close` (then it is never signalled again).
+    pub fn commit_fd(&self) -> Result<RawFd> {
+        let sh = &self.shared;
+        if let Some(n) = sh.notify.get() {
+            return Ok(n.fd());
+        }
+        let _g = lock(&sh.notify_init);
+        if let Some(n) = sh.notify.get() {
+            return Ok(n.fd());
+        }
+        let n = Notifier::new()?;
+        let fd = n.fd();
+        let _ = sh.notify.set(n);
+        Ok(fd)
+    }
+
+    /// Drains the commit descriptor (when one was made), then returns the committed seq:
+    /// every append whose seq is <= it is on disk, or is gone for good and counted (delivered
+    /// to the remote, dropped by `drop_oldest` or expiry, refused by SQLite at commit) before a
+    /// commit wrote it. Appends are numbered in the order they were accepted, so one commit
+    /// releases every seq up to it. Also after `close` (the last value).
+    pub fn committed_seq(&self) -> i64 {
+        if let Some(n) = self.shared.notify.get() {
+            n.drain();
+        }
+        lock(&self.shared.state).committed_seq
+    }
+
     /// The counters. Also after `close` (the last values; `oldest_age_ms` is then 0).
     pub fn stats(&self) -> Result<Stats> {
         let sh = &self.shared;
@@ -1025,6 +1064,13 @@ impl Shared {
         Ok(seq)
     }
 
+    /// Makes the commit descriptor readable, when a host asked for it.
+    fn signal_commit(&self) {
+        if let Some(n) = self.notify.get() {
+            n.signal();
+        }
+    }
+
     fn refused(&self, e: &Error) {
         if *e == Error::NoSpace {
             let mut st = lock(&self.state);
@@ -1048,18 +1094,28 @@ impl Shared {
                 return Err(e);
             }
         };
-        let batch = {
+        let (batch, high) = {
             let mut st = lock(&self.state);
+            // Every append below next_seq is now in this batch, on disk already, or gone
+            // (acknowledged, dropped or expired before a commit): `high` is what a successful
+            // commit makes resolved (`committed_seq`).
+            let high = st.next_seq - 1;
             if st.pending.is_empty() {
+                st.pending_since = None;
+                let advanced = high > st.committed_seq;
+                st.committed_seq = st.committed_seq.max(high);
                 drop(st);
                 drop(db);
+                if advanced {
+                    self.signal_commit();
+                }
                 self.log_trim(trimmed);
                 return Ok(());
             }
             st.pending_since = None;
             st.writing = true;
             st.pending_bytes = 0;
-            std::mem::take(&mut st.pending)
+            (std::mem::take(&mut st.pending), high)
         };
         let res = match store.write(&batch) {
             Err(Error::NoSpace) => self.write_full_disk(store, batch),
@@ -1069,9 +1125,11 @@ impl Shared {
         let mut st = lock(&self.state);
         st.writing = false;
         let mut notes = Vec::new();
+        let mut advanced = false;
         let out = match res {
             Commit::Done(written, batch) => {
                 st.write_failed = false;
+                let before = st.committed_seq;
                 let refused: HashSet<i64> = written.refused.iter().map(|r| r.0).collect();
                 if let Some(max) = batch
                     .inserts
@@ -1082,6 +1140,9 @@ impl Shared {
                 {
                     st.committed_seq = st.committed_seq.max(max);
                 }
+                // Rows SQLite refused (counted in dropped_malformed) are resolved too.
+                st.committed_seq = st.committed_seq.max(high);
+                advanced = st.committed_seq > before;
                 self.take_refused(&mut st, written, &mut notes);
                 if st.space_low
                     && st
@@ -1119,6 +1180,9 @@ impl Shared {
         };
         drop(st);
         drop(db);
+        if advanced {
+            self.signal_commit();
+        }
         self.log_trim(trimmed);
         for (error, n) in notes {
             let line = format!("bridge {:?}: {n}", self.cfg.bridge);

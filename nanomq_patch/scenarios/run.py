@@ -120,7 +120,7 @@ bridges.mqtt.cache {{
     mounted_file_path = "{dir}/cache/"
     flush_mem_threshold = {flush}
     resend_interval = 5000
-}}
+{ack}}}
 """
 
 HTTP_CONF = """\
@@ -194,15 +194,16 @@ def role_pub(args):
     seq = {t: 0 for t in TOPICS}
     start = time.monotonic()
     tick = 0
+    period = 0.2 / args.rate_scale  # --rate-scale 20: every topic 20 times as often
     while True:
-        due = start + tick * 0.2
+        due = start + tick * period
         now = time.monotonic()
         if due - start >= args.duration:
             break
         if due > now:
             time.sleep(due - now)
         for topic, (qos, every) in TOPICS.items():
-            if tick % round(every / 0.2) == 0:
+            if tick % round(every / 0.2) == 0:  # in ticks: the rates scale together
                 seq[topic] += 1
                 t = time.time()
                 out.write(f"P {t:.3f} {topic} {seq[topic]}\n")
@@ -511,7 +512,9 @@ def cmd_run(args):
                                    bridge_extra="".join(f"    {l}\n" for l in args.bridge),
                                    # disk-full: a commit per message, so that a full disk
                                    # refuses appends at once instead of 8 x 100 later
-                                   flush=1 if args.scenario == "disk-full" else 100))
+                                   flush=1 if args.scenario == "disk-full" else 100,
+                                   ack=("    ack_after_commit = true\n"
+                                        if args.ack_after_commit else "")))
     with open(os.path.join(out, "mosquitto.conf"), "w") as f:
         f.write(MOSQUITTO_CONF.format(dir=out, extra="".join(l + "\n" for l in args.mosquitto)))
     nmq_env = {"NANOMQ_PID_FILE": os.path.join(out, "nanomq.pid")}
@@ -571,7 +574,7 @@ def cmd_run(args):
     pub_dur = normal + outage + after
     lab.start("pub", lab.a, [py, me, "pub", "--host", "127.0.0.1", "--port", "1883",
                              "--out", os.path.join(out, "pub.log"), "--duration", str(pub_dur),
-                             "--linger", "5"])
+                             "--linger", "5", "--rate-scale", str(args.rate_scale)])
     t0 = time.monotonic()
     lab.event("publisher started")
 
@@ -606,7 +609,8 @@ def cmd_run(args):
     elif args.scenario != "takeover":
         lab.cut("blackhole" if args.scenario == "blackhole" else "linkdown")
     if args.scenario in ("kill", "takeover"):
-        until(normal + outage / 2)
+        # --kill-at: seconds into the (unscaled) 100 s outage; default its middle
+        until(normal + (outage / 2 if args.kill_at is None else args.kill_at * k))
         lab.stop("nanomq", signal.SIGKILL)
         lab.event("nanomq SIGKILL")
         time.sleep(2)
@@ -724,6 +728,13 @@ def analyse(out, label, scenario):
     text = open(log, errors="replace").read() if os.path.exists(log) else ""
     tot["ctx_msgs_lost_lines"] = text.count("Cached Message in ctx_msgs is lost")
     tot["outbox_refused_lines"] = text.count("outbox refused a m")
+    # publish() to PUBACK/PUBCOMP at the publisher, for the messages acked before the first cut
+    # (a healthy link: ack after commit adds the group-commit wait here)
+    acks = {(r[2], int(r[3])): float(r[1]) for r in read_lines(os.path.join(out, "pub.log"), "A")}
+    lat = sorted((acks[m] - t) * 1000 for m, t in published.items()
+                 if m in acks and (not cuts or t < first_cut))
+    tot["ack_ms_p50"] = round(lat[len(lat) // 2], 1) if lat else None
+    tot["ack_ms_p99"] = round(lat[min(len(lat) - 1, int(len(lat) * 0.99))], 1) if lat else None
     tot["held_pubcomps"] = len(read_lines(os.path.join(out, "proxy.log"), "H"))
     tot["injected_pubacks"] = len(read_lines(os.path.join(out, "proxy.log"), "I"))
     res["total"] = tot
@@ -775,6 +786,12 @@ def main():
     r.add_argument("--scale", type=float, default=1.0, help="time scale (1 = the full timeline)")
     r.add_argument("--prefix", default="nmqsc", help="namespace name prefix")
     r.add_argument("--log-level", default="warn")
+    r.add_argument("--kill-at", type=float, help="kill: SIGKILL this many seconds into the "
+                   "outage (of the unscaled 100 s; scaled with --scale); default 50")
+    r.add_argument("--rate-scale", type=float, default=1.0,
+                   help="publisher rates times this (20: 180 msg/s instead of 9)")
+    r.add_argument("--ack-after-commit", action="store_true",
+                   help="bridges.mqtt.cache.ack_after_commit = true (issue 13)")
     r.add_argument("--mosquitto", action="append", default=[],
                    help="an extra mosquitto.conf line, e.g. 'max_inflight_messages 0'")
     r.add_argument("--bridge", action="append", default=[],
@@ -813,6 +830,7 @@ def main():
         x.add_argument("--out", required=True)
         x.add_argument("--duration", type=float, required=True)
     p.add_argument("--linger", type=float, default=5)
+    p.add_argument("--rate-scale", type=float, default=1.0)
     rep = sub.add_parser("report")
     rep.add_argument("dirs", nargs="+")
     ana = sub.add_parser("analyse", help="recompute result.json from the logs")

@@ -1,0 +1,162 @@
+#!/usr/bin/env python3
+"""Ack after commit (issue 13): publisher-side cost of `bridges.mqtt.cache.ack_after_commit`.
+
+One patched `nanomq` binary, run alternately with the mode off and on (same run, same machine),
+everything on 127.0.0.1 with the bridge settings of throughput.py (mosquitto as the remote, one
+forward at QoS 1, cache on). Two measurements per run:
+  * latency: a paho QoS 1 publisher at a paced `--rate` msg/s; publish() to PUBACK, p50/p99;
+  * throughput: `-n` messages as fast as the publisher's in-flight window (`--window`, 32)
+    allows; PUBACKs per second at the publisher.
+
+    ackbench.py --nanomq <patched nanomq> [-n 5000] [--runs 2] [--rate 200] [--window 32]
+Needs: mosquitto, paho-mqtt (pip).
+"""
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from throughput import CONF, client, free_port, wait_port  # noqa: E402
+
+
+def pct(xs, p):
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
+
+
+def publisher(local, window):
+    lock = threading.Lock()
+    sent, lat = {}, []
+    done = threading.Condition(lock)
+
+    def on_publish(c, u, mid, rc=None, props=None):
+        now = time.perf_counter()
+        with lock:
+            t = sent.pop(mid, None)
+            if t is not None:
+                lat.append(now - t)
+            else:
+                sent[mid] = -now  # ack before the bookkeeping: marked, taken below
+            done.notify_all()
+
+    pub = client(f"ab-pub-{local}-{time.time()}")
+    pub.on_publish = on_publish
+    pub.max_inflight_messages_set(window)
+    pub.max_queued_messages_set(0)
+    pub.connect("127.0.0.1", local)
+    pub.loop_start()
+
+    def publish(payload):
+        t = time.perf_counter()
+        info = pub.publish("tp", payload, qos=1)
+        with lock:
+            early = sent.pop(info.mid, None)
+            if early is not None and early < 0:
+                lat.append(-early - t)
+            else:
+                sent[info.mid] = t
+
+    def wait_all(n, timeout):
+        end = time.time() + timeout
+        with lock:
+            while len(lat) < n and time.time() < end:
+                done.wait(0.5)
+            return len(lat)
+
+    return pub, publish, wait_all, lat
+
+
+def one_run(nanomq, mode, remote, a):
+    d = tempfile.mkdtemp(prefix="nmq-ab-")
+    os.chmod(d, 0o777)
+    os.makedirs(os.path.join(d, "cache"))
+    local = free_port()
+    conf = CONF.format(local=local, remote=remote, dir=d)
+    conf = conf.replace("    flush_mem_threshold = 100\n",
+                        "    flush_mem_threshold = 100\n"
+                        f"    ack_after_commit = {'true' if mode else 'false'}\n")
+    with open(os.path.join(d, "nanomq.conf"), "w") as f:
+        f.write(conf)
+    proc = subprocess.Popen([nanomq, "start", "--conf", os.path.join(d, "nanomq.conf")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_port(local)
+        time.sleep(1.0)  # the bridge connects
+        payload = b"x" * 100
+        # latency, paced
+        pub, publish, wait_all, lat = publisher(local, a.window)
+        n = int(a.rate * a.seconds)
+        t0 = time.time()
+        for i in range(n):
+            ahead = t0 + i / a.rate - time.time()
+            if ahead > 0:
+                time.sleep(ahead)
+            publish(payload)
+        got = wait_all(n, 30)
+        pub.loop_stop()
+        pub.disconnect()
+        lat_ms = [x * 1000 for x in lat]
+        # throughput, window-bound
+        pub, publish, wait_all, lat2 = publisher(local, a.window)
+        t0 = time.perf_counter()
+        for i in range(a.n):
+            publish(payload)
+        got2 = wait_all(a.n, 120)
+        secs = time.perf_counter() - t0
+        pub.loop_stop()
+        pub.disconnect()
+        return dict(acked=got, of=n, p50=pct(lat_ms, 50) if lat_ms else None,
+                    p99=pct(lat_ms, 99) if lat_ms else None, tp=got2 / secs, tp_acked=got2,
+                    tp_of=a.n)
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--nanomq", required=True)
+    ap.add_argument("-n", type=int, default=5000, help="messages of the throughput run")
+    ap.add_argument("--runs", type=int, default=2)
+    ap.add_argument("--rate", type=float, default=200, help="paced msg/s of the latency run")
+    ap.add_argument("--seconds", type=float, default=10, help="length of the latency run")
+    ap.add_argument("--window", type=int, default=32, help="publisher in-flight window")
+    a = ap.parse_args()
+    rdir = tempfile.mkdtemp(prefix="nmq-ab-mosq-")
+    os.chmod(rdir, 0o777)
+    remote = free_port()
+    with open(os.path.join(rdir, "m.conf"), "w") as f:
+        f.write(f"listener {remote} 127.0.0.1\nallow_anonymous true\n")
+    mosq = subprocess.Popen(["mosquitto", "-c", os.path.join(rdir, "m.conf")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_port(remote)
+        res = {False: [], True: []}
+        for i in range(a.runs):
+            for mode in (False, True):
+                r = one_run(a.nanomq, mode, remote, a)
+                res[mode].append(r)
+                print(f"run {i + 1} ack_after_commit={'on ' if mode else 'off'}: latency at "
+                      f"{a.rate:.0f} msg/s p50 {r['p50']:.2f} ms p99 {r['p99']:.2f} ms "
+                      f"({r['acked']}/{r['of']} acked); window {a.window}: {r['tp']:.0f} msg/s "
+                      f"({r['tp_acked']}/{r['tp_of']})",
+                      flush=True)
+        med = {m: {k: statistics.median(x[k] for x in res[m]) for k in ("p50", "p99", "tp")}
+               for m in res}
+        ratio = med[True]["tp"] / med[False]["tp"]
+        print(f"median off: p50 {med[False]['p50']:.2f} ms p99 {med[False]['p99']:.2f} ms "
+              f"{med[False]['tp']:.0f} msg/s; on: p50 {med[True]['p50']:.2f} ms p99 "
+              f"{med[True]['p99']:.2f} ms {med[True]['tp']:.0f} msg/s; throughput on/off "
+              f"{ratio:.3f} (goal >= 0.90: {'PASS' if ratio >= 0.9 else 'MISS'})")
+    finally:
+        mosq.kill()
+        mosq.wait()
+
+
+if __name__ == "__main__":
+    main()
