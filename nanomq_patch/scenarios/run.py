@@ -44,6 +44,15 @@ Scenarios:
     wrong-ack  linkdown, with the bridge going through the proxy of slow-pubcomp, which from
                the restore on sends a PUBACK before every PUBREC of mosquitto (an ack that
                does not fit a QoS 2 row: issue 8 item 15)
+    reload-disk-full  "reload" with the cache of "disk-full": the outbox refuses every message, the
+               stock path (ctx_msgs) carries them while the bridge is reloaded (issue 8 items
+               13 and 18)
+    slow-link  no outage: during the window NanoMQ's uplink is throttled (tc tbf 16 kbit/s on
+               its veth end, TCP send buffer 4 KiB in its namespace) while a publisher on
+               mosquitto's side sends 150 msg/s of test6 at QoS 2 to the bridge's subscription
+               (mosquitto: max_inflight_messages 0): the acks NanoMQ owes, its replayed rows and
+               their PUBRELs queue behind a busy pipe past the 64 entries of NanoNNG's send
+               queue ("ack msg lost due to busy socket"; issue 8 item 16)
     disk-full  linkdown, the cache directory is a 256 KiB tmpfs and flush_mem_threshold 1: the
                outbox runs out of disk during the outage and refuses messages (issue 8 item 13)
 
@@ -65,7 +74,7 @@ TOPICS = {"test1": (1, 0.2), "test2": (1, 1.0), "test3": (2, 1.0), "test4": (2, 
           "test5": (2, 1.0)}  # topic: (QoS, interval)
 A_ADDR, B_ADDR = "10.99.1.1", "10.99.1.2"
 SCENARIOS = ("linkdown", "blackhole", "drain-cut", "kill", "slow-pubcomp", "reload", "disk-full",
-             "wrong-ack", "drain-reload", "reload-slow")
+             "wrong-ack", "drain-reload", "reload-slow", "slow-link", "reload-disk-full")
 PROXY_PORT = 1884  # slow-pubcomp: the proxy's port on NanoMQ's namespace loopback
 
 NANOMQ_CONF = """\
@@ -209,6 +218,29 @@ def role_pub(args):
     c.loop_stop()
     c.disconnect()
     out.write(f"END {time.time():.3f}\n")
+
+
+def role_burst(args):
+    """Publishes test6 at QoS 2, args.rate msg/s for args.duration seconds (slow-link)."""
+    mqtt = paho()
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="scenario_burst",
+                    protocol=mqtt.MQTTv311, clean_session=True)
+    c.max_inflight_messages_set(1000)
+    c.max_queued_messages_set(0)
+    c.connect(args.host, args.port, keepalive=10)
+    c.loop_start()
+    start = time.monotonic()
+    n = 0
+    while time.monotonic() - start < args.duration:
+        due = start + n / args.rate
+        if due > time.monotonic():
+            time.sleep(due - time.monotonic())
+        n += 1
+        c.publish("test6", f"test6|{n}", qos=2)
+    time.sleep(2)
+    c.loop_stop()
+    c.disconnect()
+    print(f"burst: {n} published")
 
 
 def role_sub(args):
@@ -483,9 +515,12 @@ def cmd_run(args):
                                    http=HTTP_CONF if "reload" in args.scenario else "",
                                    # disk-full: a commit per message, so that a full disk
                                    # refuses appends at once instead of 8 x 100 later
-                                   flush=1 if args.scenario == "disk-full" else 100))
+                                   flush=1 if "disk-full" in args.scenario else 100))
+    extra = list(args.mosquitto)
+    if args.scenario == "slow-link":
+        extra += ["max_inflight_messages 0", "max_queued_messages 100000"]
     with open(os.path.join(out, "mosquitto.conf"), "w") as f:
-        f.write(MOSQUITTO_CONF.format(dir=out, extra="".join(l + "\n" for l in args.mosquitto)))
+        f.write(MOSQUITTO_CONF.format(dir=out, extra="".join(l + "\n" for l in extra)))
     nmq_env = {"NANOMQ_PID_FILE": os.path.join(out, "nanomq.pid")}
     nmq_cmd = [nanomq, "start", "--conf", os.path.join(out, "nanomq.conf")]
     nmq_ns = lab.a
@@ -503,7 +538,10 @@ def cmd_run(args):
     lab.up()
     lab.event(f"setup {args.label} {args.scenario} nanomq={nanomq}")
     cache = os.path.join(out, "cache")
-    if args.scenario == "disk-full":
+    if args.scenario == "slow-link":
+        # a small send buffer, so that a throttled link keeps NanoNNG's pipe busy
+        sh("ip", "netns", "exec", lab.a, "sysctl", "-q", "-w", "net.ipv4.tcp_wmem=4096 4096 4096")
+    if "disk-full" in args.scenario:
         sh("mount", "-t", "tmpfs", "-o", "size=256k", "nmqsc-cache", cache)
         atexit.register(lambda: sh("umount", cache, check=False))
     total = normal + outage + after + drain + 120
@@ -543,10 +581,19 @@ def cmd_run(args):
         time.sleep(max(0.0, t0 + t - time.monotonic()))
 
     until(normal)
-    if args.scenario in ("slow-pubcomp", "reload", "reload-slow"):
+    if args.scenario == "slow-link":
+        lab.event("cut slow-link")
+        sh("ip", "netns", "exec", lab.a, "tc", "qdisc", "add", "dev", "nmqsc0", "root", "tbf",
+           "rate", "16kbit", "burst", "1600", "latency", "10s")
+        lab.start("burst", lab.b, [py, me, "burst", "--host", "127.0.0.1", "--port", "1883",
+                                   "--rate", "150", "--duration", str(outage)])
+        until(normal + outage)
+        sh("ip", "netns", "exec", lab.a, "tc", "qdisc", "del", "dev", "nmqsc0", "root")
+        lab.event("restore")
+    elif args.scenario in ("slow-pubcomp", "reload", "reload-slow", "reload-disk-full"):
         # no outage: the fault window is marked like one, for the analysis
         lab.event(f"cut {args.scenario}")
-        if args.scenario in ("reload", "reload-slow"):
+        if args.scenario in ("reload", "reload-slow", "reload-disk-full"):
             base = "http://127.0.0.1:8081/api/v4/bridges/remote"
             n = 0
             while time.monotonic() < t0 + normal + outage - 10:
@@ -568,7 +615,8 @@ def cmd_run(args):
         time.sleep(2)
         lab.start("nanomq", nmq_ns, nmq_cmd, cwd=out, env=nmq_env)
         lab.event("nanomq restarted")
-    if args.scenario not in ("slow-pubcomp", "reload", "reload-slow"):
+    if args.scenario not in ("slow-pubcomp", "reload", "reload-slow", "slow-link",
+                             "reload-disk-full"):
         until(normal + outage)
         lab.restore()
     if args.scenario in ("drain-cut", "drain-reload"):
@@ -597,6 +645,7 @@ def cmd_run(args):
     lab.stop("nanomq")
     lab.stop("mosquitto")
     lab.stop("proxy")
+    lab.stop("burst")
     lab.down()
     res = analyse(out, args.label, args.scenario)
     with open(os.path.join(out, "result.json"), "w") as f:
@@ -674,10 +723,27 @@ def analyse(out, label, scenario):
     # the first backlog message after the (last) restore marks the reconnect, whose delay is
     # the transport's (reconnect backoff, SYN retries after a silent drop), not the cache's
     tot["first_backlog_s"] = round(backlog_first - last_restore, 1) if backlog_first else None
-    log = os.path.join(out, "nanomq.log")
+    # NanoMQ's stdout has every log line; nanomq.log is rotated at 10 KB by the logger
+    log = os.path.join(out, "nanomq.out")
+    if not os.path.exists(log):
+        log = os.path.join(out, "nanomq.log")
     text = open(log, errors="replace").read() if os.path.exists(log) else ""
     tot["ctx_msgs_lost_lines"] = text.count("Cached Message in ctx_msgs is lost")
     tot["outbox_refused_lines"] = text.count("outbox refused a m")
+    tot["busy_socket_lost_lines"] = (text.count("lost due to busy socket") +
+                                     text.count("pipe is busy and lmq is full"))
+    # the outbox's last counters, logged at exit (level info): drops and, with the reason,
+    # messages it refused that the stock fallback path then lost (issue 8 item 13)
+    tot["outbox_at_exit"] = None
+    for name in ("nanomq.log", "nanomq.out"):
+        path = os.path.join(out, name)
+        if tot["outbox_at_exit"] is None and os.path.exists(path):
+            for line in open(path, errors="replace"):
+                if "outbox at exit: " in line:
+                    try:
+                        tot["outbox_at_exit"] = json.loads(line.split("outbox at exit: ", 1)[1])
+                    except ValueError:
+                        pass
     tot["held_pubcomps"] = len(read_lines(os.path.join(out, "proxy.log"), "H"))
     tot["injected_pubacks"] = len(read_lines(os.path.join(out, "proxy.log"), "I"))
     res["total"] = tot
@@ -747,6 +813,11 @@ def main():
     rl = sub.add_parser("reload", help="reload a bridge with its own configuration (REST)")
     rl.add_argument("--url", required=True)
     rl.add_argument("--server", required=True)
+    bu = sub.add_parser("burst")
+    bu.add_argument("--host", required=True)
+    bu.add_argument("--port", type=int, required=True)
+    bu.add_argument("--rate", type=float, required=True)
+    bu.add_argument("--duration", type=float, required=True)
     p = sub.add_parser("pub")
     s = sub.add_parser("sub")
     for x in (p, s):
@@ -761,7 +832,8 @@ def main():
     ana.add_argument("dirs", nargs="+")
     args = ap.parse_args()
     {"run": cmd_run, "pub": role_pub, "sub": role_sub, "report": cmd_report,
-     "analyse": cmd_analyse, "proxy": role_proxy, "reload": role_reload}[args.cmd](args)
+     "analyse": cmd_analyse, "proxy": role_proxy, "reload": role_reload,
+     "burst": role_burst}[args.cmd](args)
 
 
 if __name__ == "__main__":
