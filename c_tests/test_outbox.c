@@ -510,7 +510,7 @@ static void test_count_lost(void)
     nmq_outbox_config c = config(p, "b");
     nmq_outbox *ob = NULL;
     nmq_outbox_stats st;
-    char buf[2048];
+    char buf[8192];
     size_t need = 0;
     CHECK_RC(nmq_outbox_count_lost(NULL, NMQ_OUTBOX_LOST_QUEUE_FULL, 1), NMQ_OUTBOX_EINVAL);
     CHECK_RC(nmq_outbox_open(&c, &ob), NMQ_OUTBOX_OK);

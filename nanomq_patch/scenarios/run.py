@@ -278,13 +278,55 @@ def role_proxy(args):
     or with args.puback_first sends a PUBACK before every PUBREC. Logs each held PUBCOMP
     ("H <time> <packet id>") and each injected PUBACK ("I <time> <packet id>")."""
     import asyncio
+    import re
     log = open(args.out, "a", buffering=1)
+    trace = open(args.trace, "a", buffering=1) if args.trace else None
     up_host, up_port = args.to.rsplit(":", 1)
     started = None  # when args.start_file appeared
+    conns = [0]
 
-    async def pipe_up(reader, writer):
+    def split(buf):
+        """Whole MQTT packets at the head of buf: ([(packet, header length)], rest)."""
+        out = []
+        while True:
+            n, mult, i, done = 0, 1, 1, False
+            while i < len(buf) and i <= 4:
+                n += (buf[i] & 0x7F) * mult
+                mult *= 128
+                i += 1
+                if buf[i - 1] & 0x80 == 0:
+                    done = True
+                    break
+            if not done or len(buf) < i + n:
+                return out, buf
+            out.append((buf[:i + n], i))
+            buf = buf[i + n:]
+
+    def traced(conn, way, pkt, i):
+        """--trace: "<time> <conn> <up|down> <type> <packet id> [<topic>|<seq>]" per packet."""
+        if trace is None:
+            return
+        kind = pkt[0] >> 4
+        pid, what = "-", ""
+        if kind == 3:
+            tl = int.from_bytes(pkt[i:i + 2], "big")
+            if (pkt[0] >> 1) & 3:
+                pid = int.from_bytes(pkt[i + 2 + tl:i + 4 + tl], "big")
+            m = re.search(rb"(test\d)\|(\d+)\|", pkt)
+            what = f" {m.group(1).decode()}|{m.group(2).decode()}" if m else ""
+            what += " dup" if pkt[0] & 8 else ""
+        elif kind in (4, 5, 6, 7):
+            pid = int.from_bytes(pkt[i:i + 2], "big")
+        trace.write(f"{time.time():.3f} {conn} {way} {kind} {pid}{what}\n")
+
+    async def pipe_up(reader, writer, conn):
+        buf = b""
         try:
             while data := await reader.read(65536):
+                if trace is not None:
+                    pkts, buf = split(buf + data)
+                    for pkt, i in pkts:
+                        traced(conn, "up", pkt, i)
                 writer.write(data)
                 await writer.drain()
         except (ConnectionError, OSError):
@@ -292,7 +334,7 @@ def role_proxy(args):
         finally:
             writer.close()
 
-    async def pipe_down(reader, writer):
+    async def pipe_down(reader, writer, conn):
         nonlocal started
         loop = asyncio.get_running_loop()
         buf = b""
@@ -311,6 +353,7 @@ def role_proxy(args):
                     if not done or len(buf) < i + n:
                         break
                     pkt, buf = buf[:i + n], buf[i + n:]
+                    traced(conn, "down", pkt, i)
                     now = time.time()
                     if args.start_file and started is None and os.path.exists(args.start_file):
                         started = now
@@ -341,7 +384,9 @@ def role_proxy(args):
             cwriter.close()
             return
         log.write(f"C {time.time():.3f}\n")
-        await asyncio.gather(pipe_up(creader, uwriter), pipe_down(ureader, cwriter))
+        conns[0] += 1
+        await asyncio.gather(pipe_up(creader, uwriter, conns[0]),
+                             pipe_down(ureader, cwriter, conns[0]))
 
     async def serve():
         srv = await asyncio.start_server(client, "127.0.0.1", args.port)
@@ -552,6 +597,7 @@ def cmd_run(args):
                                    "--to", f"{B_ADDR}:1883", "--delay", "6",
                                    "--start", str(window[0]), "--end", str(window[1]),
                                    "--out", os.path.join(out, "proxy.log"),
+                                   "--trace", os.path.join(out, "proxy-trace.log"),
                                    "--duration", str(total)]
                   + (["--puback-first", "--start-file", os.path.join(out, "restored")]
                      if args.scenario == "wrong-ack" else
@@ -810,6 +856,7 @@ def main():
     px.add_argument("--period", type=float, default=0, help="only the first --burst seconds "
                     "of every --period seconds (0: the whole window)")
     px.add_argument("--burst", type=float, default=0)
+    px.add_argument("--trace", help="log every packet both ways (time, connection, type, id)")
     rl = sub.add_parser("reload", help="reload a bridge with its own configuration (REST)")
     rl.add_argument("--url", required=True)
     rl.add_argument("--server", required=True)
