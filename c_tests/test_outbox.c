@@ -567,6 +567,40 @@ static void test_bad_enums(void)
     nmq_outbox_free(ob);
 }
 
+/* Issue 8 item 13: a message the outbox refused and the host then lost on its own fallback
+ * path is counted by reason, shown in the stats, the JSON and Prometheus, also after close. */
+static void test_count_lost(void)
+{
+    char p[300];
+    path_in(p, sizeof p, "lost.db");
+    nmq_outbox_config c = config(p, "b");
+    nmq_outbox *ob = NULL;
+    nmq_outbox_stats st;
+    char buf[8192];
+    size_t need = 0;
+    CHECK_RC(nmq_outbox_count_lost(NULL, NMQ_OUTBOX_LOST_QUEUE_FULL, 1), NMQ_OUTBOX_EINVAL);
+    CHECK_RC(nmq_outbox_open(&c, &ob), NMQ_OUTBOX_OK);
+    CHECK_RC(nmq_outbox_get_stats(ob, &st), NMQ_OUTBOX_OK);
+    CHECK(st.lost_fallback_queue == 0 && st.lost_fallback_send == 0);
+    CHECK_RC(nmq_outbox_count_lost(ob, NMQ_OUTBOX_LOST_QUEUE_FULL, 3), NMQ_OUTBOX_OK);
+    CHECK_RC(nmq_outbox_count_lost(ob, NMQ_OUTBOX_LOST_SEND_FAILED, 1), NMQ_OUTBOX_OK);
+    CHECK_RC(nmq_outbox_count_lost(ob, (nmq_outbox_lost_reason) 0, 1), NMQ_OUTBOX_EINVAL);
+    CHECK_RC(nmq_outbox_count_lost(ob, (nmq_outbox_lost_reason) 3, 1), NMQ_OUTBOX_EINVAL);
+    CHECK_RC(nmq_outbox_get_stats(ob, &st), NMQ_OUTBOX_OK);
+    CHECK(st.lost_fallback_queue == 3 && st.lost_fallback_send == 1);
+    CHECK(st.messages == 0 && st.enqueued == 0); /* never the outbox's own rows */
+    CHECK_RC(nmq_outbox_stats_json(ob, buf, sizeof buf, &need), NMQ_OUTBOX_OK);
+    CHECK(strstr(buf, "\"fallback_queue\":3,\"fallback_send\":1}") != NULL);
+    CHECK_RC(nmq_outbox_stats_prometheus(&ob, 1, buf, sizeof buf, &need), NMQ_OUTBOX_OK);
+    CHECK(strstr(buf, "nanomq_bridge_outbox_dropped_total{bridge=\"b\",reason=\"fallback_send\"} 1\n") != NULL);
+    CHECK_RC(nmq_outbox_close(ob), NMQ_OUTBOX_OK);
+    /* the B2 fallback also serves messages refused with ECLOSED at shutdown */
+    CHECK_RC(nmq_outbox_count_lost(ob, NMQ_OUTBOX_LOST_SEND_FAILED, UINT64_MAX), NMQ_OUTBOX_OK);
+    CHECK_RC(nmq_outbox_get_stats(ob, &st), NMQ_OUTBOX_OK);
+    CHECK(st.lost_fallback_send == UINT64_MAX); /* saturates */
+    nmq_outbox_free(ob);
+}
+
 /* Several threads append while one drains: the handle is thread-safe, nothing is lost. */
 #define WRITERS 4
 #define PER_WRITER 500
@@ -661,6 +695,7 @@ int main(int argc, char **argv)
     test_corrupt_file();
     test_empty_message();
     test_bad_enums();
+    test_count_lost();
     test_threads();
     return report(argv[0]);
 }

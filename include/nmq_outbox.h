@@ -169,11 +169,21 @@ typedef struct nmq_outbox_stats {
     uint8_t link_up;
     uint8_t space_low;         /* 1: the disk was full and the reserve is spent; appends are
                                   refused with ENOSPC until the reserve can be put back */
+    uint64_t lost_fallback_queue; /* refused by the outbox, then lost on the host's own path:
+                                     its fallback queue was full (nmq_outbox_count_lost) */
+    uint64_t lost_fallback_send;  /* ... or its fallback send failed (nmq_outbox_count_lost) */
 } nmq_outbox_stats;
 
 typedef enum nmq_outbox_drop_reason {
     NMQ_OUTBOX_DROP_MALFORMED = 1 /* the row does not decode or encode as a PUBLISH */
 } nmq_outbox_drop_reason;
+
+typedef enum nmq_outbox_lost_reason {
+    NMQ_OUTBOX_LOST_QUEUE_FULL = 1, /* the host's fallback queue was full and dropped it
+                                       (NanoMQ's ctx_msgs drops its oldest) */
+    NMQ_OUTBOX_LOST_SEND_FAILED = 2 /* the host's fallback send failed and freed it (no link and
+                                       nowhere to keep it, ack timeout, socket closed) */
+} nmq_outbox_lost_reason;
 
 /* Fills *cfg with the defaults and abi_version. path and bridge stay NULL: set them. */
 void nmq_outbox_config_init(nmq_outbox_config *cfg);
@@ -251,6 +261,15 @@ nmq_outbox_result nmq_outbox_drop(nmq_outbox *ob, int64_t seq, nmq_outbox_drop_r
 nmq_outbox_result nmq_outbox_ack(nmq_outbox *ob, uint16_t packet_id, nmq_outbox_ack_type type,
                                  uint8_t reason_code, nmq_outbox_ack_outcome *outcome);
 
+/* `n` messages this outbox refused (ENOSPC, EIO, ECLOSED, ETOOBIG: the host kept them) were
+ * then lost on the host's own path for `reason`: added (saturating) to stats.lost_fallback_queue
+ * or stats.lost_fallback_send, shown in nmq_outbox_stats_json() ("dropped": "fallback_queue",
+ * "fallback_send") and nmq_outbox_stats_prometheus() (reason="fallback_queue" /
+ * "fallback_send"). Works after nmq_outbox_close() too. EINVAL for an unknown reason.
+ * `ob` is borrowed. Thread-safe. */
+nmq_outbox_result nmq_outbox_count_lost(nmq_outbox *ob, nmq_outbox_lost_reason reason,
+                                        uint64_t n);
+
 /* Writes the counters of this bridge to *out. Also after nmq_outbox_close() (the last values). */
 nmq_outbox_result nmq_outbox_get_stats(nmq_outbox *ob, nmq_outbox_stats *out);
 
@@ -266,7 +285,8 @@ nmq_outbox_result nmq_outbox_import_stock(nmq_outbox *ob, const char *path,
 /* This bridge's counters as one JSON object (for NanoMQ's REST API), e.g.
  * {"bridge":"emqx1","file":"/var/lib/nanomq/nmq_outbox-emqx1.db","link_up":true,"messages":812,
  *  "bytes":81200,"inflight":32,"oldest_age_ms":95500,"enqueued":1170,"acked":358,"resent":3,
- *  "dropped":{"full":0,"expired":0,"rejected":0,"malformed":0,"unwritten":0},
+ *  "dropped":{"full":0,"expired":0,"rejected":0,"malformed":0,"unwritten":0,
+ *             "fallback_queue":0,"fallback_send":0},
  *  "refused_nospace":0,"space_low":false,"window":32,"committed_seq":1170}
  * written NUL-terminated into buf (cap bytes, caller-owned). *len (not NULL) gets the bytes
  * needed, NUL included; when cap is smaller nothing is written and ETOOBIG is returned. */

@@ -14,7 +14,7 @@
 use crate::config::{Config, FullPolicy, SyncMode};
 use crate::error::{Error, Result};
 use crate::log::{Level, Logger};
-use crate::outbox::{AckKind, AckOutcome, Decision, NewMessage, Outbox};
+use crate::outbox::{AckKind, AckOutcome, Decision, LostReason, NewMessage, Outbox};
 use std::ffi::{c_char, c_void, CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
@@ -523,6 +523,25 @@ pub unsafe extern "C" fn nmq_outbox_ack(
     })
 }
 
+/// Counts messages the outbox refused that the host then lost. `ob` is borrowed (NULL gives
+/// EINVAL); also after close. Thread-safe.
+#[no_mangle]
+pub unsafe extern "C" fn nmq_outbox_count_lost(
+    ob: *mut nmq_outbox,
+    reason: nmq_outbox_lost_reason,
+    n: u64,
+) -> nmq_outbox_result {
+    with_handle("nmq_outbox_count_lost", ob, |h| {
+        let why = match reason {
+            NMQ_OUTBOX_LOST_QUEUE_FULL => LostReason::QueueFull,
+            NMQ_OUTBOX_LOST_SEND_FAILED => LostReason::SendFailed,
+            other => return Err(Error::Invalid(format!("lost reason {other}"))),
+        };
+        h.count_lost(why, n);
+        Ok(NMQ_OUTBOX_OK)
+    })
+}
+
 /// Writes the counters to `*out` (borrowed). `ob` is borrowed (NULL gives EINVAL). Thread-safe.
 #[no_mangle]
 pub unsafe extern "C" fn nmq_outbox_get_stats(
@@ -550,6 +569,8 @@ pub unsafe extern "C" fn nmq_outbox_get_stats(
             window: s.window,
             link_up: s.link_up as u8,
             space_low: s.space_low as u8,
+            lost_fallback_queue: s.lost_fallback_queue,
+            lost_fallback_send: s.lost_fallback_send,
         };
         Ok(NMQ_OUTBOX_OK)
     })

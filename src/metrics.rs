@@ -34,7 +34,8 @@ pub fn json(bridge: &str, file: &str, s: &Stats) -> String {
             "{{\"bridge\":{},\"file\":{},\"link_up\":{},\"messages\":{},\"bytes\":{},",
             "\"inflight\":{},\"oldest_age_ms\":{},\"enqueued\":{},\"acked\":{},\"resent\":{},",
             "\"dropped\":{{\"full\":{},\"expired\":{},\"rejected\":{},\"malformed\":{},",
-            "\"unwritten\":{}}},\"refused_nospace\":{},\"space_low\":{},\"window\":{},",
+            "\"unwritten\":{},\"fallback_queue\":{},\"fallback_send\":{}}},",
+            "\"refused_nospace\":{},\"space_low\":{},\"window\":{},",
             "\"committed_seq\":{}}}"
         ),
         json_str(bridge),
@@ -52,6 +53,8 @@ pub fn json(bridge: &str, file: &str, s: &Stats) -> String {
         s.dropped_rejected,
         s.dropped_malformed,
         s.dropped_unwritten,
+        s.lost_fallback_queue,
+        s.lost_fallback_send,
         s.refused_nospace,
         s.space_low,
         s.window,
@@ -134,13 +137,15 @@ pub fn prometheus(bridges: &[(&str, &Stats)]) -> String {
             );
         }
     }
-    let drops: [(&str, Get); 6] = [
+    let drops: [(&str, Get); 8] = [
         ("full", |s| s.dropped_full),
         ("expired", |s| s.dropped_expired),
         ("rejected", |s| s.dropped_rejected),
         ("malformed", |s| s.dropped_malformed),
         ("unwritten", |s| s.dropped_unwritten),
         ("refused_nospace", |s| s.refused_nospace),
+        ("fallback_queue", |s| s.lost_fallback_queue),
+        ("fallback_send", |s| s.lost_fallback_send),
     ];
     out.push_str(
         "# HELP nanomq_bridge_outbox_dropped_total Messages dropped or refused, by reason.\n",
@@ -177,6 +182,8 @@ mod tests {
             dropped_malformed: 4,
             dropped_unwritten: 5,
             refused_nospace: 6,
+            lost_fallback_queue: 7,
+            lost_fallback_send: 8,
             oldest_age_ms: 95_500,
             committed_seq: 1170,
             link_up: true,
@@ -194,7 +201,10 @@ mod tests {
             "\"messages\":812",
             "\"inflight\":32",
             "\"oldest_age_ms\":95500",
-            "\"dropped\":{\"full\":1,\"expired\":2,\"rejected\":3,\"malformed\":4,\"unwritten\":5}",
+            concat!(
+                "\"dropped\":{\"full\":1,\"expired\":2,\"rejected\":3,\"malformed\":4,",
+                "\"unwritten\":5,\"fallback_queue\":7,\"fallback_send\":8}"
+            ),
             "\"refused_nospace\":6",
             "\"space_low\":false",
             "\"committed_seq\":1170}",
@@ -218,6 +228,12 @@ mod tests {
         assert!(text.contains("nanomq_bridge_outbox_oldest_age_seconds{bridge=\"emqx1\"} 95\n"));
         assert!(text.contains(
             "nanomq_bridge_outbox_dropped_total{bridge=\"emqx1\",reason=\"refused_nospace\"} 6\n"
+        ));
+        assert!(text.contains(
+            "nanomq_bridge_outbox_dropped_total{bridge=\"emqx1\",reason=\"fallback_queue\"} 7\n"
+        ));
+        assert!(text.contains(
+            "nanomq_bridge_outbox_dropped_total{bridge=\"b\\\"2\",reason=\"fallback_send\"} 8\n"
         ));
         // Each family's HELP and TYPE appear once, before all of its samples.
         let mut seen = std::collections::HashSet::new();

@@ -79,6 +79,15 @@ pub enum AckOutcome {
     NotOurs,
 }
 
+/// Where the host lost a message this outbox had refused (see `Outbox::count_lost`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LostReason {
+    /// The host's fallback queue was full and dropped it (NanoMQ's `ctx_msgs`).
+    QueueFull,
+    /// The host's fallback send failed and the message was freed.
+    SendFailed,
+}
+
 /// Counters and gauges of one bridge.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Stats {
@@ -104,6 +113,11 @@ pub struct Stats {
     pub dropped_unwritten: u64,
     /// Appends refused with `NoSpace` (the caller kept the message).
     pub refused_nospace: u64,
+    /// Messages this outbox refused that the host then lost on its own path (`count_lost`):
+    /// its fallback queue was full (NanoMQ's `ctx_msgs` drops its oldest)...
+    pub lost_fallback_queue: u64,
+    /// ...or its fallback send failed (no link and nowhere to keep it, timeout, socket closed).
+    pub lost_fallback_send: u64,
     /// Milliseconds since the oldest held row was accepted (0 when empty).
     pub oldest_age_ms: u64,
     /// Every row appended with a seq <= this is committed to disk.
@@ -176,6 +190,8 @@ struct State {
     dropped_malformed: u64,
     dropped_unwritten: u64,
     refused_nospace: u64,
+    lost_fallback_queue: u64,
+    lost_fallback_send: u64,
     /// The last commit failed; appends commit inline until one succeeds.
     write_failed: bool,
     /// The disk was full and the reserve is spent: appends are refused until it is back.
@@ -410,6 +426,8 @@ impl Outbox {
             dropped_malformed: 0,
             dropped_unwritten: 0,
             refused_nospace: 0,
+            lost_fallback_queue: 0,
+            lost_fallback_send: 0,
             write_failed: false,
             space_low,
             last_reserve_try: space_low.then(Instant::now),
@@ -803,6 +821,18 @@ impl Outbox {
         Ok(())
     }
 
+    /// The host lost `n` messages that this outbox had refused (`NoSpace`, `Io`, `Closed`,
+    /// `TooBig`) on its own fallback path: counted by reason (saturating), so that every message
+    /// is acknowledged or counted. Also after `close` (the counters stay readable).
+    pub fn count_lost(&self, reason: LostReason, n: u64) {
+        let mut st = lock(&self.shared.state);
+        let c = match reason {
+            LostReason::QueueFull => &mut st.lost_fallback_queue,
+            LostReason::SendFailed => &mut st.lost_fallback_send,
+        };
+        *c = c.saturating_add(n);
+    }
+
     /// An acknowledgement from the remote.
     pub fn ack(&self, packet_id: u16, kind: AckKind, reason: u8) -> Result<AckOutcome> {
         let sh = &self.shared;
@@ -917,6 +947,8 @@ impl Outbox {
             dropped_malformed: st.dropped_malformed,
             dropped_unwritten: st.dropped_unwritten,
             refused_nospace: st.refused_nospace,
+            lost_fallback_queue: st.lost_fallback_queue,
+            lost_fallback_send: st.lost_fallback_send,
             oldest_age_ms: oldest.map_or(0, |t| (now_ms() - t).max(0) as u64),
             committed_seq: st.committed_seq,
             link_up: st.link_up,

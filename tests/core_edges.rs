@@ -5,7 +5,7 @@
 //!
 //! Child processes are this same test binary, re-run with `NMQ_EDGE_CHILD` set.
 
-use nmq_outbox::{AckKind, Config, Error, Level, Logger, NewMessage, Outbox, Stats};
+use nmq_outbox::{AckKind, Config, Error, Level, Logger, LostReason, NewMessage, Outbox, Stats};
 use rusqlite::{params, Connection};
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -661,4 +661,28 @@ fn a_per_bridge_file_takes_its_rows_from_the_old_shared_file() {
     let b = Outbox::open(cfg(dir.path(), "b")).unwrap();
     assert_eq!(b.stats().unwrap().messages, 3);
     assert!(rows_on_disk(&shared, "b").is_empty());
+}
+
+/// Item 13: a message the outbox refused that the host then lost on its own fallback path is
+/// counted with its reason, apart from the outbox's own rows; the counters saturate and can
+/// still be counted and read after close (the fallback also serves refusals at shutdown).
+#[test]
+fn count_lost_counts_host_fallback_losses_by_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let ob = Outbox::open(cfg(&dir.path().join("lost.db"), "b")).unwrap();
+    ob.append(&msg(1, b"kept")).unwrap();
+    ob.count_lost(LostReason::QueueFull, 2);
+    ob.count_lost(LostReason::SendFailed, 1);
+    ob.count_lost(LostReason::QueueFull, 1);
+    let s = ob.stats().unwrap();
+    assert_eq!((s.lost_fallback_queue, s.lost_fallback_send), (3, 1));
+    assert_eq!(
+        (s.messages, s.enqueued),
+        (1, 1),
+        "the outbox's own rows are not touched"
+    );
+    ob.close().unwrap();
+    ob.count_lost(LostReason::SendFailed, u64::MAX);
+    let s = ob.stats().unwrap();
+    assert_eq!((s.lost_fallback_queue, s.lost_fallback_send), (3, u64::MAX));
 }

@@ -51,6 +51,15 @@ Scenarios:
     takeover   the link is down before NanoMQ starts and stays down; 50 s into the outage
                NanoMQ gets SIGKILL and --restart-nanomq (e.g. a patched build after a stock
                one, on the same cache directory) starts 2 s later (issue 12 item 5)
+    reload-disk-full  "reload" with the cache of "disk-full": the outbox refuses every message, the
+               stock path (ctx_msgs) carries them while the bridge is reloaded (issue 8 items
+               13 and 18)
+    slow-link  no outage: during the window NanoMQ's uplink is throttled (tc tbf 16 kbit/s on
+               its veth end, TCP send buffer 4 KiB in its namespace) while a publisher on
+               mosquitto's side sends 150 msg/s of test6 at QoS 2 to the bridge's subscription
+               (mosquitto: max_inflight_messages 0): the acks NanoMQ owes, its replayed rows and
+               their PUBRELs queue behind a busy pipe past the 64 entries of NanoNNG's send
+               queue ("ack msg lost due to busy socket"; issue 8 item 16)
     disk-full  linkdown, the cache directory is a 256 KiB tmpfs and flush_mem_threshold 1: the
                outbox runs out of disk during the outage and refuses messages (issue 8 item 13)
 
@@ -74,7 +83,8 @@ if os.environ.get("NMQSC_QOS0") == "1":  # run --qos0 (the roles inherit it)
     TOPICS["test0"] = (0, 1.0)
 A_ADDR, B_ADDR = "10.99.1.1", "10.99.1.2"
 SCENARIOS = ("linkdown", "blackhole", "drain-cut", "kill", "slow-pubcomp", "reload", "disk-full",
-             "wrong-ack", "drain-reload", "reload-slow", "kill-released", "takeover")
+             "wrong-ack", "drain-reload", "reload-slow", "kill-released", "takeover",
+             "slow-link", "reload-disk-full")
 PROXY_PORT = 1884  # slow-pubcomp: the proxy's port on NanoMQ's namespace loopback
 
 NANOMQ_CONF = """\
@@ -221,6 +231,29 @@ def role_pub(args):
     out.write(f"END {time.time():.3f}\n")
 
 
+def role_burst(args):
+    """Publishes test6 at QoS 2, args.rate msg/s for args.duration seconds (slow-link)."""
+    mqtt = paho()
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="scenario_burst",
+                    protocol=mqtt.MQTTv311, clean_session=True)
+    c.max_inflight_messages_set(1000)
+    c.max_queued_messages_set(0)
+    c.connect(args.host, args.port, keepalive=10)
+    c.loop_start()
+    start = time.monotonic()
+    n = 0
+    while time.monotonic() - start < args.duration:
+        due = start + n / args.rate
+        if due > time.monotonic():
+            time.sleep(due - time.monotonic())
+        n += 1
+        c.publish("test6", f"test6|{n}", qos=2)
+    time.sleep(2)
+    c.loop_stop()
+    c.disconnect()
+    print(f"burst: {n} published")
+
+
 def role_sub(args):
     """Subscribes to test1..test5 at QoS 2 on the remote; logs every delivery."""
     mqtt = paho()
@@ -256,13 +289,55 @@ def role_proxy(args):
     or with args.puback_first sends a PUBACK before every PUBREC. Logs each held PUBCOMP
     ("H <time> <packet id>") and each injected PUBACK ("I <time> <packet id>")."""
     import asyncio
+    import re
     log = open(args.out, "a", buffering=1)
+    trace = open(args.trace, "a", buffering=1) if args.trace else None
     up_host, up_port = args.to.rsplit(":", 1)
     started = None  # when args.start_file appeared
+    conns = [0]
 
-    async def pipe_up(reader, writer):
+    def split(buf):
+        """Whole MQTT packets at the head of buf: ([(packet, header length)], rest)."""
+        out = []
+        while True:
+            n, mult, i, done = 0, 1, 1, False
+            while i < len(buf) and i <= 4:
+                n += (buf[i] & 0x7F) * mult
+                mult *= 128
+                i += 1
+                if buf[i - 1] & 0x80 == 0:
+                    done = True
+                    break
+            if not done or len(buf) < i + n:
+                return out, buf
+            out.append((buf[:i + n], i))
+            buf = buf[i + n:]
+
+    def traced(conn, way, pkt, i):
+        """--trace: "<time> <conn> <up|down> <type> <packet id> [<topic>|<seq>]" per packet."""
+        if trace is None:
+            return
+        kind = pkt[0] >> 4
+        pid, what = "-", ""
+        if kind == 3:
+            tl = int.from_bytes(pkt[i:i + 2], "big")
+            if (pkt[0] >> 1) & 3:
+                pid = int.from_bytes(pkt[i + 2 + tl:i + 4 + tl], "big")
+            m = re.search(rb"(test\d)\|(\d+)\|", pkt)
+            what = f" {m.group(1).decode()}|{m.group(2).decode()}" if m else ""
+            what += " dup" if pkt[0] & 8 else ""
+        elif kind in (4, 5, 6, 7):
+            pid = int.from_bytes(pkt[i:i + 2], "big")
+        trace.write(f"{time.time():.3f} {conn} {way} {kind} {pid}{what}\n")
+
+    async def pipe_up(reader, writer, conn):
+        buf = b""
         try:
             while data := await reader.read(65536):
+                if trace is not None:
+                    pkts, buf = split(buf + data)
+                    for pkt, i in pkts:
+                        traced(conn, "up", pkt, i)
                 writer.write(data)
                 await writer.drain()
         except (ConnectionError, OSError):
@@ -270,7 +345,7 @@ def role_proxy(args):
         finally:
             writer.close()
 
-    async def pipe_down(reader, writer):
+    async def pipe_down(reader, writer, conn):
         nonlocal started
         loop = asyncio.get_running_loop()
         buf = b""
@@ -289,6 +364,7 @@ def role_proxy(args):
                     if not done or len(buf) < i + n:
                         break
                     pkt, buf = buf[:i + n], buf[i + n:]
+                    traced(conn, "down", pkt, i)
                     now = time.time()
                     if args.start_file and started is None and os.path.exists(args.start_file):
                         started = now
@@ -319,7 +395,9 @@ def role_proxy(args):
             cwriter.close()
             return
         log.write(f"C {time.time():.3f}\n")
-        await asyncio.gather(pipe_up(creader, uwriter), pipe_down(ureader, cwriter))
+        conns[0] += 1
+        await asyncio.gather(pipe_up(creader, uwriter, conns[0]),
+                             pipe_down(ureader, cwriter, conns[0]))
 
     async def serve():
         srv = await asyncio.start_server(client, "127.0.0.1", args.port)
@@ -512,11 +590,14 @@ def cmd_run(args):
                                    bridge_extra="".join(f"    {l}\n" for l in args.bridge),
                                    # disk-full: a commit per message, so that a full disk
                                    # refuses appends at once instead of 8 x 100 later
-                                   flush=1 if args.scenario == "disk-full" else 100,
+                                   flush=1 if "disk-full" in args.scenario else 100,
                                    ack=("    ack_after_commit = true\n"
                                         if args.ack_after_commit else "")))
+    extra = list(args.mosquitto)
+    if args.scenario == "slow-link":
+        extra += ["max_inflight_messages 0", "max_queued_messages 100000"]
     with open(os.path.join(out, "mosquitto.conf"), "w") as f:
-        f.write(MOSQUITTO_CONF.format(dir=out, extra="".join(l + "\n" for l in args.mosquitto)))
+        f.write(MOSQUITTO_CONF.format(dir=out, extra="".join(l + "\n" for l in extra)))
     nmq_env = {"NANOMQ_PID_FILE": os.path.join(out, "nanomq.pid")}
     nmq_cmd = [nanomq, "start", "--conf", os.path.join(out, "nanomq.conf")]
     nmq_ns = lab.a
@@ -537,7 +618,10 @@ def cmd_run(args):
     lab.up()
     lab.event(f"setup {args.label} {args.scenario} nanomq={nanomq}")
     cache = os.path.join(out, "cache")
-    if args.scenario == "disk-full":
+    if args.scenario == "slow-link":
+        # a small send buffer, so that a throttled link keeps NanoNNG's pipe busy
+        sh("ip", "netns", "exec", lab.a, "sysctl", "-q", "-w", "net.ipv4.tcp_wmem=4096 4096 4096")
+    if "disk-full" in args.scenario:
         sh("mount", "-t", "tmpfs", "-o", "size=256k", "nmqsc-cache", cache)
         atexit.register(lambda: sh("umount", cache, check=False))
     total = normal + outage + after + drain + 120
@@ -548,6 +632,7 @@ def cmd_run(args):
                                    "--to", f"{B_ADDR}:1883", "--delay", "6",
                                    "--start", str(window[0]), "--end", str(window[1]),
                                    "--out", os.path.join(out, "proxy.log"),
+                                   "--trace", os.path.join(out, "proxy-trace.log"),
                                    "--duration", str(total)]
                   + (["--puback-first", "--start-file", os.path.join(out, "restored")]
                      if args.scenario == "wrong-ack" else
@@ -582,10 +667,20 @@ def cmd_run(args):
         time.sleep(max(0.0, t0 + t - time.monotonic()))
 
     until(normal)
-    if args.scenario in ("slow-pubcomp", "reload", "reload-slow", "kill-released"):
+    if args.scenario == "slow-link":
+        lab.event("cut slow-link")
+        sh("ip", "netns", "exec", lab.a, "tc", "qdisc", "add", "dev", "nmqsc0", "root", "tbf",
+           "rate", "16kbit", "burst", "1600", "latency", "10s")
+        lab.start("burst", lab.b, [py, me, "burst", "--host", "127.0.0.1", "--port", "1883",
+                                   "--rate", "150", "--duration", str(outage)])
+        until(normal + outage)
+        sh("ip", "netns", "exec", lab.a, "tc", "qdisc", "del", "dev", "nmqsc0", "root")
+        lab.event("restore")
+    elif args.scenario in ("slow-pubcomp", "reload", "reload-slow", "reload-disk-full",
+                           "kill-released"):
         # no outage: the fault window is marked like one, for the analysis
         lab.event(f"cut {args.scenario}")
-        if args.scenario in ("reload", "reload-slow"):
+        if args.scenario in ("reload", "reload-slow", "reload-disk-full"):
             base = "http://127.0.0.1:8081/api/v4/bridges/remote"
             n = 0
             while time.monotonic() < t0 + normal + outage - 10:
@@ -616,7 +711,8 @@ def cmd_run(args):
         time.sleep(2)
         lab.start("nanomq", nmq_ns, restart_cmd, cwd=out, env=nmq_env)
         lab.event(f"nanomq restarted{' as ' + args.restart_nanomq if args.restart_nanomq else ''}")
-    if args.scenario not in ("slow-pubcomp", "reload", "reload-slow", "kill-released"):
+    if args.scenario not in ("slow-pubcomp", "reload", "reload-slow", "kill-released",
+                             "slow-link", "reload-disk-full"):
         until(normal + outage)
         lab.restore()
     if args.scenario in ("drain-cut", "drain-reload"):
@@ -645,6 +741,7 @@ def cmd_run(args):
     lab.stop("nanomq")
     lab.stop("mosquitto")
     lab.stop("proxy")
+    lab.stop("burst")
     lab.down()
     res = analyse(out, args.label, args.scenario)
     with open(os.path.join(out, "result.json"), "w") as f:
@@ -724,7 +821,10 @@ def analyse(out, label, scenario):
     # the first backlog message after the (last) restore marks the reconnect, whose delay is
     # the transport's (reconnect backoff, SYN retries after a silent drop), not the cache's
     tot["first_backlog_s"] = round(backlog_first - last_restore, 1) if backlog_first else None
-    log = os.path.join(out, "nanomq.log")
+    # NanoMQ's stdout has every log line; nanomq.log is rotated at 10 KB by the logger
+    log = os.path.join(out, "nanomq.out")
+    if not os.path.exists(log):
+        log = os.path.join(out, "nanomq.log")
     text = open(log, errors="replace").read() if os.path.exists(log) else ""
     tot["ctx_msgs_lost_lines"] = text.count("Cached Message in ctx_msgs is lost")
     tot["outbox_refused_lines"] = text.count("outbox refused a m")
@@ -735,6 +835,20 @@ def analyse(out, label, scenario):
                  if m in acks and (not cuts or t < first_cut))
     tot["ack_ms_p50"] = round(lat[len(lat) // 2], 1) if lat else None
     tot["ack_ms_p99"] = round(lat[min(len(lat) - 1, int(len(lat) * 0.99))], 1) if lat else None
+    tot["busy_socket_lost_lines"] = (text.count("lost due to busy socket") +
+                                     text.count("pipe is busy and lmq is full"))
+    # the outbox's last counters, logged at exit (level info): drops and, with the reason,
+    # messages it refused that the stock fallback path then lost (issue 8 item 13)
+    tot["outbox_at_exit"] = None
+    for name in ("nanomq.log", "nanomq.out"):
+        path = os.path.join(out, name)
+        if tot["outbox_at_exit"] is None and os.path.exists(path):
+            for line in open(path, errors="replace"):
+                if "outbox at exit: " in line:
+                    try:
+                        tot["outbox_at_exit"] = json.loads(line.split("outbox at exit: ", 1)[1])
+                    except ValueError:
+                        pass
     tot["held_pubcomps"] = len(read_lines(os.path.join(out, "proxy.log"), "H"))
     tot["injected_pubacks"] = len(read_lines(os.path.join(out, "proxy.log"), "I"))
     res["total"] = tot
@@ -819,9 +933,15 @@ def main():
     px.add_argument("--period", type=float, default=0, help="only the first --burst seconds "
                     "of every --period seconds (0: the whole window)")
     px.add_argument("--burst", type=float, default=0)
+    px.add_argument("--trace", help="log every packet both ways (time, connection, type, id)")
     rl = sub.add_parser("reload", help="reload a bridge with its own configuration (REST)")
     rl.add_argument("--url", required=True)
     rl.add_argument("--server", required=True)
+    bu = sub.add_parser("burst")
+    bu.add_argument("--host", required=True)
+    bu.add_argument("--port", type=int, required=True)
+    bu.add_argument("--rate", type=float, required=True)
+    bu.add_argument("--duration", type=float, required=True)
     p = sub.add_parser("pub")
     s = sub.add_parser("sub")
     for x in (p, s):
@@ -837,7 +957,8 @@ def main():
     ana.add_argument("dirs", nargs="+")
     args = ap.parse_args()
     {"run": cmd_run, "pub": role_pub, "sub": role_sub, "report": cmd_report,
-     "analyse": cmd_analyse, "proxy": role_proxy, "reload": role_reload}[args.cmd](args)
+     "analyse": cmd_analyse, "proxy": role_proxy, "reload": role_reload,
+     "burst": role_burst}[args.cmd](args)
 
 
 if __name__ == "__main__":
