@@ -310,14 +310,14 @@ class Subscriber:
             self.first = now
         self.last = now
 
-    def wait(self, n, timeout):
+    def wait(self, n, timeout, stall=15):
         end = time.time() + timeout
         last_n, last_t = -1, time.time()
         while self.n < n and time.time() < end:
             time.sleep(0.05)
             if self.n != last_n:
                 last_n, last_t = self.n, time.time()
-            elif time.time() - last_t > 15:  # nothing for 15 s: give up
+            elif time.time() - last_t > stall:  # nothing new for `stall` s: give up
                 break
         return self.n
 
@@ -390,7 +390,7 @@ def cmd_rate(a, edges):
                         sub = Subscriber(remote.port, f"sub-{label}-{rate}-{run}")
                         c0 = cpu_secs(e.p.pid)
                         acked = publish(e.port, n, rate, f"pub-{label}-{rate}-{run}")
-                        got = sub.wait(acked, 30)
+                        got = sub.wait(acked, 30, stall=5)
                         c1 = cpu_secs(e.p.pid)
                         dups = sub.dups
                         sub.close()
