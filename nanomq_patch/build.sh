@@ -5,7 +5,7 @@
 #
 #   nanomq_patch/build.sh [options] <nanomq-source-tree> <out-dir> [-- <extra cmake args>]
 #
-# Steps: prerequisites -> the library (cargo, honours CARGO_TARGET_DIR) -> the link archive
+# Steps: prerequisites -> the library (cargo, profile edge, honours CARGO_TARGET_DIR) -> the link archive
 # (make-archive.sh) -> the hooks (apply.sh) -> NanoMQ's CMake (Release, tests off, SQLite and
 # TLS on, -DNMQ_OUTBOX=ON) -> build -> <out-dir>/nanomq (+ nanomq_cli) -> verification:
 #   1. every nmq_outbox_* function of the archive is in the binary, and the version banner
@@ -28,6 +28,7 @@
 #                        strip --strip-debug: the Rust code brings line tables, NanoMQ's
 #                        Release build none; symbols stay, so nm still shows nmq_outbox_*)
 # Environment: CARGO_TARGET_DIR (where cargo builds the library; default <repo>/target),
+#   LIBSQLITE3_FLAGS (the bundled SQLite's options; default: build.sh's NMQ_SQLITE_FLAGS),
 #   CARGO (default cargo), CMAKE_GENERATOR (default Ninja when ninja exists, else make),
 #   JOBS, NMQ_CARGO_OFFLINE=1 (cargo --offline, e.g. with vendored crates).
 set -euo pipefail
@@ -151,14 +152,32 @@ say "cargo $rv, cmake $(cmake --version | awk 'NR==1{print $3}'), generator $gen
 # --------------------------------------------------------------------------------------------
 target=${CARGO_TARGET_DIR:-$repo/target}
 case $target in /*) ;; *) target=$(pwd)/$target ;; esac
-step "3/7 the library (cargo build --release --lib --features nng, target dir $target)"
+# The SQLite that the library bundles, with only what the outbox uses (libsqlite3-sys reads
+# LIBSQLITE3_FLAGS; -U undoes one of its defaults): no full-text search, R-tree, dbstat,
+# STAT4, soundex, column metadata, extension loading, JSON, deprecated APIs, shared cache or
+# memory statistics. About 0.6 MB less code (benches/README.md, "Footprint"); make-archive.sh
+# fails if rusqlite then calls a function this SQLite lacks. The CLI and the tests keep
+# libsqlite3-sys's defaults. Set LIBSQLITE3_FLAGS to override (empty: the defaults).
+NMQ_SQLITE_FLAGS="-USQLITE_ENABLE_FTS3 -USQLITE_ENABLE_FTS3_PARENTHESIS -USQLITE_ENABLE_FTS5
+ -USQLITE_ENABLE_RTREE -USQLITE_ENABLE_DBSTAT_VTAB -USQLITE_ENABLE_STAT4 -USQLITE_SOUNDEX
+ -USQLITE_ENABLE_COLUMN_METADATA -USQLITE_ENABLE_LOAD_EXTENSION -DSQLITE_OMIT_LOAD_EXTENSION
+ -DSQLITE_OMIT_DEPRECATED -DSQLITE_OMIT_SHARED_CACHE -DSQLITE_OMIT_JSON
+ -DSQLITE_DEFAULT_MEMSTATUS=0"
+sqlite_flags=${LIBSQLITE3_FLAGS-$NMQ_SQLITE_FLAGS}
+step "3/7 the library (cargo rustc --profile edge --lib --features nng, target dir $target)"
 offline=()
 [ "${NMQ_CARGO_OFFLINE:-}" = 1 ] && offline=(--offline)
+# Profile edge (Cargo.toml): release tuned for size. The library alone: no CLI dependencies.
+# `cargo rustc --crate-type staticlib`: with the rlib and cdylib of Cargo.toml's crate-type in
+# the same rustc run, rustc would not do the LTO, and the objects would carry LLVM bitcode that
+# binutils' LTO plugin cannot read.
 (cd "$repo" && NMQ_OUTBOX_NNG_INCLUDE="$tree/nng/include" CARGO_TARGET_DIR="$target" \
-	"$cargo" build --release --locked "${offline[@]}" --lib --features nng) ||
+	LIBSQLITE3_FLAGS="$(echo $sqlite_flags)" \
+	"$cargo" rustc --profile edge --locked "${offline[@]}" --lib --no-default-features --features nng \
+	--crate-type staticlib) ||
 	die "cargo build of the library failed (output above)"
 archive_dir=$target/nanomq
-CARGO_TARGET_DIR=$target "$repo/nanomq_patch/make-archive.sh" "$target/release/libnmq_outbox.a" "$archive_dir" ||
+CARGO_TARGET_DIR=$target "$repo/nanomq_patch/make-archive.sh" "$target/edge/libnmq_outbox.a" "$archive_dir" ||
 	die "make-archive.sh failed (output above)"
 archive=$archive_dir/libnmq_outbox_nanomq.a
 libver=$(sed -n 's/^version *= *"\(.*\)"/\1/p' "$repo/Cargo.toml" | head -1)

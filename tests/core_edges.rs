@@ -143,27 +143,59 @@ fn drop_oldest_trim_never_takes_a_leased_row_and_counters_stay_exact() {
 }
 
 /// Writes garbage over every leaf page of the msg table except the first one (which holds the
-/// rows of the first bridge and the first rows of the next), found with SQLite's dbstat.
+/// rows of the first bridge and the first rows of the next). The leaves are found by walking the
+/// table's b-tree in the file from its root page (`sqlite_master.rootpage`), so that the test
+/// needs no SQLite extension (dbstat is compiled out of the size-tuned NanoMQ build).
 fn corrupt_later_leaves(path: &Path) -> usize {
     use std::io::{Seek, SeekFrom, Write};
-    let (pages, size): (Vec<i64>, i64) = {
+    let (root, size): (u32, usize) = {
         let c = Connection::open(path).unwrap();
+        // The file alone must hold every page: fold the WAL in.
+        c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .unwrap();
         let size: i64 = c.query_row("PRAGMA page_size", [], |r| r.get(0)).unwrap();
-        let mut s = c
-            .prepare(
-                "SELECT pageno FROM dbstat WHERE name = 'msg' AND pagetype = 'leaf'
-                 ORDER BY path LIMIT -1 OFFSET 1",
+        let root: i64 = c
+            .query_row(
+                "SELECT rootpage FROM sqlite_master WHERE type = 'table' AND name = 'msg'",
+                [],
+                |r| r.get(0),
             )
             .unwrap();
-        let pages = s.query_map([], |r| r.get(0)).unwrap();
-        (pages.map(|p| p.unwrap()).collect(), size)
+        (root as u32, size as usize)
     };
+    let file = std::fs::read(path).unwrap();
+    let mut leaves = Vec::new();
+    btree_leaves(&file, size, root, &mut leaves);
+    let pages = &leaves[1..];
     let mut f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
-    for p in &pages {
-        f.seek(SeekFrom::Start(((p - 1) * size) as u64)).unwrap();
-        f.write_all(&vec![0xA5u8; size as usize]).unwrap();
+    for p in pages {
+        f.seek(SeekFrom::Start(((p - 1) as usize * size) as u64))
+            .unwrap();
+        f.write_all(&vec![0xA5u8; size]).unwrap();
     }
     pages.len()
+}
+
+/// The leaf pages of the b-tree rooted at `page`, left to right (SQLite's file format, section
+/// "B-tree Pages": a page header of 8 bytes on leaves and 12 on interior pages, which end with
+/// the right-most child; each interior cell starts with its left child's 4-byte page number).
+fn btree_leaves(file: &[u8], size: usize, page: u32, out: &mut Vec<u32>) {
+    let base = (page as usize - 1) * size;
+    let hdr = base + if page == 1 { 100 } else { 0 };
+    let be16 = |o: usize| u16::from_be_bytes([file[o], file[o + 1]]) as usize;
+    let be32 = |o: usize| u32::from_be_bytes(file[o..o + 4].try_into().unwrap());
+    match file[hdr] {
+        0x0D | 0x0A => out.push(page),
+        0x05 | 0x02 => {
+            let cells = be16(hdr + 3);
+            for i in 0..cells {
+                let cell = base + be16(hdr + 12 + 2 * i);
+                btree_leaves(file, size, be32(cell), out);
+            }
+            btree_leaves(file, size, be32(hdr + 8), out);
+        }
+        t => panic!("page {page}: not a b-tree page (type {t:#x})"),
+    }
 }
 
 /// Item 3: bridge B found its pages corrupt at open and renamed the file that bridge A had

@@ -141,10 +141,10 @@ check "build.sh: missing cmake: named" grep -q 'missing: cmake (Debian/Ubuntu pa
 
 # --- make-archive.sh honours CARGO_TARGET_DIR -----------------------------------------------
 out=$(CARGO_TARGET_DIR=$tmp/tdir "$here/make-archive.sh" 2>&1); rc=$?
-check "make-archive.sh: looks in \$CARGO_TARGET_DIR/release" [ $rc -eq 2 ] && grep -q "$tmp/tdir/release/libnmq_outbox.a" <<<"$out"
+check "make-archive.sh: looks in \$CARGO_TARGET_DIR/edge" [ $rc -eq 2 ] && grep -q "$tmp/tdir/edge/libnmq_outbox.a" <<<"$out"
 if [ -n "$lib_archive" ]; then
-	mkdir -p "$tmp/tdir/release"
-	ln -s "$(cd "$(dirname "$lib_archive")" && pwd)/$(basename "$lib_archive")" "$tmp/tdir/release/libnmq_outbox.a"
+	mkdir -p "$tmp/tdir/edge"
+	ln -s "$(cd "$(dirname "$lib_archive")" && pwd)/$(basename "$lib_archive")" "$tmp/tdir/edge/libnmq_outbox.a"
 	out=$(cd "$tmp" && CARGO_TARGET_DIR=tdir "$here/make-archive.sh" 2>&1); rc=$?
 	check "make-archive.sh: relative CARGO_TARGET_DIR, archive in <target>/nanomq" [ $rc -eq 0 ] && [ -f "$tmp/tdir/nanomq/libnmq_outbox_nanomq.a" ]
 	check "make-archive.sh: no global sqlite3_* symbol" grep -q ', 0 of them global' <<<"$out"

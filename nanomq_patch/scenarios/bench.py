@@ -1,0 +1,546 @@
+#!/usr/bin/env python3
+"""End-to-end speed and memory of an edge broker's MQTT bridge: stock NanoMQ, NanoMQ patched
+with nmq-outbox, and Mosquitto's own bridge as the peer (issue 11, item 1).
+
+It builds nothing: it takes built `nanomq` binaries (and Debian's `mosquitto` from PATH).
+Everything runs on 127.0.0.1 without root; never in CI. Topology per run:
+
+    publisher (paho, QoS 1) -> edge broker -> [proxy] -> remote mosquitto -> subscriber
+
+The edge is `nanomq` with the bridge settings of throughput.py (MQTT 5, clean_start false,
+forwards tp at QoS 1, cache on), or `mosquitto` with a `connection` bridge of the same topic
+(QoS 1, cleansession false, MQTT 5, a queue as large as the backlog). The proxy (a child
+process of this script) forwards the bridge's TCP connection to the remote and makes the
+outage: it closes every connection and refuses new ones until the restore.
+
+    bench.py rate   --edge stock=<nanomq> --edge patched=<nanomq> --edge mosquitto [--rates ...]
+    bench.py drain  --edge patched=<nanomq> --edge mosquitto [-n 100000] [--drain-bench <bin>]
+    bench.py rss    --edge patched=<nanomq> [-n 1000000]
+
+rate  (a): for each offered rate (paced publisher, --secs seconds per step) every edge gets a
+      run, edges alternating; a step is lossless when the subscriber got every message that the
+      edge acknowledged to the publisher, and all of them. Prints received/offered, CPU of the
+      edge process per message (utime + stime from /proc, over the step) and the highest
+      lossless rate of each edge.
+drain (b): the link is cut, n messages are published into the edge and acknowledged, then the
+      link is restored: drain msg/s from the restore to the last message at the subscriber (and
+      from the first to the last). With --drain-bench (the library's `drain` bench binary,
+      cargo bench --bench drain --no-run) the library's own drain of the same n at the window
+      NanoMQ uses (min(32, the remote's Receive Maximum)) runs in the same session.
+rss   (c): VmRSS of the edge with the link down and nothing waiting, then with n messages
+      waiting (all acknowledged to the publisher), then after the drain.
+Repeat with --runs; runs of the edges alternate; medians are printed with every run's value.
+Needs: mosquitto, paho-mqtt (pip).
+"""
+import argparse
+import os
+import select
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.properties import Properties
+from paho.mqtt.packettypes import PacketTypes
+
+TOPIC = "tp"
+REMOTE_RM = 64  # the remote's max_inflight_messages = its Receive Maximum
+OUTBOX_WINDOW = 32  # the library's default window (nanomq_patch/README.md)
+
+NANOMQ_CONF = """\
+mqtt {{
+    max_packet_size = 1MB
+}}
+listeners.tcp {{
+    bind = "127.0.0.1:{local}"
+}}
+log {{
+    to = [file]
+    level = warn
+    dir = "{dir}"
+    file = "nanomq.log"
+}}
+bridges.mqtt.remote {{
+    server = "mqtt-tcp://127.0.0.1:{remote}"
+    proto_ver = 5
+    clientid = "{cid}"
+    clean_start = false
+    keepalive = 3s
+    backoff_max = 2s
+    forwards = [
+        {{ remote_topic = "{topic}", local_topic = "{topic}", qos = 1 }}
+    ]
+    max_parallel_processes = 32
+    max_send_queue_len = 256
+    cancel_timeout = 5000
+}}
+bridges.mqtt.cache {{
+    disk_cache_size = {cache}
+    mounted_file_path = "{dir}/cache/"
+    flush_mem_threshold = 100
+}}
+"""
+
+MOSQ_EDGE_CONF = """\
+listener {local} 127.0.0.1
+allow_anonymous true
+persistence false
+max_queued_messages {cache}
+max_inflight_messages 20
+connection {cid}
+address 127.0.0.1:{remote}
+bridge_protocol_version mqttv50
+cleansession false
+restart_timeout 1 2
+topic {topic} out 1
+"""
+
+REMOTE_CONF = """\
+listener {port} 127.0.0.1
+allow_anonymous true
+persistence false
+max_queued_messages 10000000
+max_inflight_messages {rm}
+"""
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+def wait_port(port, deadline_s=10.0):
+    end = time.time() + deadline_s
+    while time.time() < end:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    sys.exit(f"bench.py: nothing listens on {port}")
+
+
+def cpu_secs(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+# --- the proxy: a child process; SIGUSR1 cuts, SIGUSR2 restores -------------------------------
+def role_proxy(listen, target, start_cut):
+    cut = [start_cut]
+    pairs = []
+    srv = [None]
+
+    def open_srv():
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.0.1", listen))
+        s.listen(16)
+        srv[0] = s
+
+    def on_cut(*_):
+        cut[0] = True
+
+    def on_restore(*_):
+        cut[0] = False
+
+    signal.signal(signal.SIGUSR1, on_cut)
+    signal.signal(signal.SIGUSR2, on_restore)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    if not start_cut:
+        open_srv()
+    print("ready", flush=True)
+    while True:
+        if cut[0]:
+            for a, b in pairs:
+                a.close()
+                b.close()
+            pairs.clear()
+            if srv[0]:
+                srv[0].close()
+                srv[0] = None
+            time.sleep(0.01)
+            continue
+        if srv[0] is None:
+            open_srv()
+        socks = [srv[0]] + [s for p in pairs for s in p]
+        try:
+            r, _, _ = select.select(socks, [], [], 0.05)
+        except (OSError, ValueError):
+            continue
+        for s in r:
+            if s is srv[0]:
+                c, _ = s.accept()
+                c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                u = socket.create_connection(("127.0.0.1", target))
+                u.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                pairs.append((c, u))
+                continue
+            pair = next((p for p in pairs if s in p), None)
+            if pair is None:
+                continue
+            other = pair[1] if s is pair[0] else pair[0]
+            try:
+                data = s.recv(65536)
+                if data:
+                    other.sendall(data)
+                    continue
+            except OSError:
+                pass
+            pair[0].close()
+            pair[1].close()
+            pairs.remove(pair)
+
+
+class Proxy:
+    def __init__(self, target, start_cut):
+        self.port = free_port()
+        self.p = subprocess.Popen([sys.executable, __file__, "proxy", str(self.port), str(target),
+                                   "1" if start_cut else "0"], stdout=subprocess.PIPE, text=True)
+        assert self.p.stdout.readline().strip() == "ready"
+
+    def cut(self):
+        self.p.send_signal(signal.SIGUSR1)
+
+    def restore(self):
+        self.p.send_signal(signal.SIGUSR2)
+
+    def close(self):
+        self.p.terminate()
+        self.p.wait()
+
+
+# --- brokers ----------------------------------------------------------------------------------
+class Remote:
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="nmq-bench-remote-")
+        os.chmod(self.dir, 0o777)
+        self.port = free_port()
+        conf = os.path.join(self.dir, "m.conf")
+        with open(conf, "w") as f:
+            f.write(REMOTE_CONF.format(port=self.port, rm=REMOTE_RM))
+        self.p = subprocess.Popen(["mosquitto", "-c", conf], stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL)
+        wait_port(self.port)
+
+    def close(self):
+        self.p.kill()
+        self.p.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class Edge:
+    """`kind` is a nanomq binary or the word mosquitto."""
+
+    def __init__(self, label, kind, remote_port, cache):
+        self.label, self.kind = label, kind
+        self.dir = tempfile.mkdtemp(prefix=f"nmq-bench-{label}-")
+        os.chmod(self.dir, 0o777)
+        os.makedirs(os.path.join(self.dir, "cache"))
+        self.port = free_port()
+        fmt = dict(local=self.port, remote=remote_port, dir=self.dir, topic=TOPIC, cache=cache,
+                   cid=f"bridge_{label}_{self.port}")
+        if kind == "mosquitto":
+            conf = os.path.join(self.dir, "edge.conf")
+            with open(conf, "w") as f:
+                f.write(MOSQ_EDGE_CONF.format(**fmt))
+            cmd = ["mosquitto", "-c", conf]
+        else:
+            conf = os.path.join(self.dir, "nanomq.conf")
+            with open(conf, "w") as f:
+                f.write(NANOMQ_CONF.format(**fmt))
+            cmd = [kind, "start", "--conf", conf]
+        self.p = subprocess.Popen(cmd, cwd=self.dir, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL)
+        wait_port(self.port)
+
+    def close(self):
+        self.p.kill()
+        self.p.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def client(cid):
+    return mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=cid,
+                       protocol=mqtt.MQTTv5)
+
+
+class Subscriber:
+    def __init__(self, port, cid):
+        self.n = 0
+        self.seen = set()
+        self.dups = 0
+        self.first = self.last = None
+        self.c = client(cid)
+        self.c.on_message = self.on_message
+        ok = threading.Event()
+        self.c.on_subscribe = lambda *a: ok.set()
+        self.c.connect("127.0.0.1", port)
+        self.c.subscribe(TOPIC, 1)
+        self.c.loop_start()
+        if not ok.wait(10):
+            sys.exit("bench.py: the subscriber did not subscribe")
+
+    def on_message(self, c, u, m):
+        now = time.time()
+        if m.payload in self.seen:
+            self.dups += 1  # a duplicate (QoS 1 allows them): counted once in n
+            return
+        self.seen.add(m.payload)
+        self.n += 1
+        if self.first is None:
+            self.first = now
+        self.last = now
+
+    def wait(self, n, timeout, stall=15):
+        end = time.time() + timeout
+        last_n, last_t = -1, time.time()
+        while self.n < n and time.time() < end:
+            time.sleep(0.05)
+            if self.n != last_n:
+                last_n, last_t = self.n, time.time()
+            elif time.time() - last_t > stall:  # nothing new for `stall` s: give up
+                break
+        return self.n
+
+    def close(self):
+        self.c.loop_stop()
+        self.c.disconnect()
+
+
+def publish(port, n, rate, cid):
+    """Publishes n QoS 1 messages (rate msg/s, 0 = as fast as a window of 1000 allows); returns
+    the number the edge acknowledged."""
+    acked = [0]
+    done = threading.Event()
+    pub = client(cid)
+
+    def on_publish(c, u, mid, rc=None, props=None):
+        acked[0] += 1
+        if acked[0] >= n:
+            done.set()
+
+    pub.on_publish = on_publish
+    pub.max_inflight_messages_set(1000)
+    pub.max_queued_messages_set(0)
+    pub.connect("127.0.0.1", port)
+    pub.loop_start()
+    t0 = time.time()
+    for i in range(n):
+        payload = f"{cid}|{i}|".encode().ljust(100, b"x")
+        if rate and i % 20 == 0:
+            ahead = t0 + i / rate - time.time()
+            if ahead > 0:
+                time.sleep(ahead)
+        while pub.publish(TOPIC, payload, qos=1).rc == mqtt.MQTT_ERR_QUEUE_SIZE:
+            time.sleep(0.001)
+    done.wait(60 + (n / rate if rate else n / 1000))
+    pub.loop_stop()
+    pub.disconnect()
+    return acked[0]
+
+
+def settle(edge, sub_port, label):
+    """Waits until the edge's bridge forwards: one probe message reaches the remote."""
+    s = Subscriber(sub_port, f"probe-sub-{label}-{time.time_ns()}")
+    end = time.time() + 20
+    while s.n == 0 and time.time() < end:
+        publish(edge.port, 1, 0, f"probe-pub-{label}-{time.time_ns()}")
+        s.wait(1, 1)
+    s.close()
+    if s.n == 0:
+        sys.exit(f"bench.py: {label}: the bridge forwards nothing within 20 s")
+
+
+# --- (a) rate -------------------------------------------------------------------------------
+def cmd_rate(a, edges):
+    remote = Remote()
+    best = {l: 0 for l, _ in edges}
+    try:
+        print("| offered msg/s | edge | run | acked | received | lost | duplicates | "
+              "edge CPU us/msg |")
+        print("|---|---|---|---|---|---|---|---|")
+        for rate in a.rates:
+            n = int(rate * a.secs)
+            ok = {l: True for l, _ in edges}
+            for run in range(a.runs):
+                order = edges if run % 2 == 0 else list(reversed(edges))
+                for label, kind in order:
+                    e = Edge(label, kind, remote.port, max(102400, n))
+                    try:
+                        settle(e, remote.port, label)
+                        sub = Subscriber(remote.port, f"sub-{label}-{rate}-{run}")
+                        c0 = cpu_secs(e.p.pid)
+                        acked = publish(e.port, n, rate, f"pub-{label}-{rate}-{run}")
+                        got = sub.wait(acked, 30, stall=5)
+                        c1 = cpu_secs(e.p.pid)
+                        dups = sub.dups
+                        sub.close()
+                    finally:
+                        e.close()
+                    lost = n - got
+                    ok[label] &= lost == 0
+                    print(f"| {rate} | {label} | {run + 1} | {acked} | {got} | {lost} | {dups} | "
+                          f"{1e6 * (c1 - c0) / max(got, 1):.1f} |", flush=True)
+            for label in ok:
+                if ok[label]:
+                    best[label] = max(best[label], rate)
+        for label, r in best.items():
+            print(f"highest lossless offered rate, {label}: {r} msg/s (of {a.rates})")
+    finally:
+        remote.close()
+
+
+# --- (b) drain --------------------------------------------------------------------------------
+def drain_once(label, kind, remote, n):
+    proxy = Proxy(remote.port, start_cut=False)
+    e = Edge(label, kind, proxy.port, max(102400, 2 * n))
+    try:
+        settle(e, remote.port, label)
+        proxy.cut()
+        time.sleep(1.0)
+        sub = Subscriber(remote.port, f"dsub-{label}-{time.time_ns()}")
+        acked = publish(e.port, n, 0, f"dpub-{label}-{time.time_ns()}")
+        base = sub.n  # what leaked through before the cut (should be 0)
+        rss_waiting = rss_kib(e.p.pid)
+        proxy.restore()
+        t0 = time.time()
+        got = sub.wait(base + acked, a_timeout[0]) - base
+        sub.close()
+        first, last = sub.first, sub.last
+        span = (last - first) if got > 1 else 0
+        return dict(acked=acked, got=got, from_restore=got / max(last - t0, 1e-9) if got else 0,
+                    first_to_last=got / span if got > 1 else 0, rss_waiting=rss_waiting)
+    finally:
+        e.close()
+        proxy.close()
+
+
+a_timeout = [120]
+
+
+def lib_drain(binary, n, window):
+    env = dict(os.environ, NMQ_BENCH_N=str(n), NMQ_BENCH_REPS="1",
+               NMQ_BENCH_WINDOWS=str(window))
+    out = subprocess.run([binary], env=env, capture_output=True, text=True, timeout=600).stdout
+    for line in out.splitlines():
+        cells = [c.strip() for c in line.split("|")]
+        if len(cells) > 4 and cells[1].split(" ")[0] == str(window):
+            return float(cells[3]), float(cells[4])
+    sys.exit(f"bench.py: no window {window} row in the drain bench's output:\n{out}")
+
+
+def cmd_drain(a, edges):
+    a_timeout[0] = a.timeout
+    remote = Remote()
+    res = {l: [] for l, _ in edges}
+    lib = []
+    window = min(OUTBOX_WINDOW, REMOTE_RM)
+    try:
+        print(f"drain of a {a.n}-message backlog (100 B, QoS 1) after the restore; remote "
+              f"Receive Maximum {REMOTE_RM}, so NanoMQ's window is {window}")
+        print("| edge | run | acked | delivered | msg/s from restore | msg/s first..last |")
+        print("|---|---|---|---|---|---|")
+        for run in range(a.runs):
+            order = edges if run % 2 == 0 else list(reversed(edges))
+            for label, kind in order:
+                r = drain_once(label, kind, remote, a.n)
+                res[label].append(r)
+                print(f"| {label} | {run + 1} | {r['acked']} | {r['got']} | "
+                      f"{r['from_restore']:.0f} | {r['first_to_last']:.0f} |", flush=True)
+            if a.drain_bench:
+                o, p = lib_drain(a.drain_bench, a.n, window)
+                lib.append(o)
+                print(f"| library drain bench, window {window} | {run + 1} | {a.n} | {a.n} | "
+                      f"{o:.0f} (plain publisher {p:.0f}) | - |", flush=True)
+        for label, rs in res.items():
+            m = statistics.median(r["from_restore"] for r in rs)
+            print(f"median {label}: {m:.0f} msg/s from the restore", end="")
+            if lib:
+                print(f"; library drain bench {statistics.median(lib):.0f} msg/s, "
+                      f"library/{label} {statistics.median(lib) / max(m, 1e-9):.2f}", end="")
+            print()
+    finally:
+        remote.close()
+
+
+# --- (c) rss ----------------------------------------------------------------------------------
+def cmd_rss(a, edges):
+    remote = Remote()
+    try:
+        print("| edge | RSS link down, nothing waiting | RSS with n waiting | n acked | "
+              "RSS after the drain | delivered |")
+        print("|---|---|---|---|---|---|")
+        for label, kind in edges:
+            proxy = Proxy(remote.port, start_cut=False)
+            e = Edge(label, kind, proxy.port, max(102400, 2 * a.n))
+            try:
+                settle(e, remote.port, label)
+                proxy.cut()
+                time.sleep(2.0)
+                empty = rss_kib(e.p.pid)
+                sub = Subscriber(remote.port, f"rsub-{label}")
+                acked = publish(e.port, a.n, 0, f"rpub-{label}")
+                time.sleep(2.0)
+                waiting = rss_kib(e.p.pid)
+                proxy.restore()
+                got = sub.wait(acked, a.timeout)
+                after = rss_kib(e.p.pid)
+                sub.close()
+            finally:
+                e.close()
+                proxy.close()
+            print(f"| {label} | {empty / 1024:.1f} MiB | {waiting / 1024:.1f} MiB | {acked} | "
+                  f"{after / 1024:.1f} MiB | {got} |", flush=True)
+    finally:
+        remote.close()
+
+
+def main():
+    if len(sys.argv) > 1 and sys.argv[1] == "proxy":
+        role_proxy(int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "1")
+        return
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sp = ap.add_subparsers(dest="cmd", required=True)
+    for name in ("rate", "drain", "rss"):
+        p = sp.add_parser(name)
+        p.add_argument("--edge", action="append", required=True,
+                       help="label=<nanomq binary>, or mosquitto (Mosquitto's own bridge)")
+        p.add_argument("--runs", type=int, default=1 if name == "rss" else 2)
+        p.add_argument("--timeout", type=float, default=300)
+        if name == "rate":
+            p.add_argument("--rates", type=lambda s: [int(x) for x in s.split(",")],
+                           default=[500, 1000, 2000, 4000, 8000])
+            p.add_argument("--secs", type=float, default=5)
+        else:
+            p.add_argument("-n", type=int, default=100000 if name == "drain" else 1000000)
+        if name == "drain":
+            p.add_argument("--drain-bench", help="the library's drain bench binary")
+    a = ap.parse_args()
+    edges = []
+    for e in a.edge:
+        label, _, kind = e.partition("=")
+        edges.append((label, kind or label))
+    {"rate": cmd_rate, "drain": cmd_drain, "rss": cmd_rss}[a.cmd](a, edges)
+
+
+if __name__ == "__main__":
+    main()
