@@ -16,6 +16,7 @@ outage: it closes every connection and refuses new ones until the restore.
     bench.py rate   --edge stock=<nanomq> --edge patched=<nanomq> --edge mosquitto [--rates ...]
     bench.py drain  --edge patched=<nanomq> --edge mosquitto [-n 100000] [--drain-bench <bin>]
     bench.py rss    --edge patched=<nanomq> [-n 1000000]
+    bench.py quota  --edge stock=<nanomq> --edge patched=<nanomq> [-n 3000]
 
 rate  (a): for each offered rate (paced publisher, --secs seconds per step) every edge gets a
       run, edges alternating; a step is lossless when the subscriber got every message that the
@@ -29,6 +30,11 @@ drain (b): the link is cut, n messages are published into the edge and acknowled
       NanoMQ uses (min(32, the remote's Receive Maximum)) runs in the same session.
 rss   (c): VmRSS of the edge with the link down and nothing waiting, then with n messages
       waiting (all acknowledged to the publisher), then after the drain.
+quota (d): one MQTT 5 client publishes n QoS 1 messages one at a time; exit 1 if the edge ever
+      disconnects it (NanoNNG f2acbcf25 without hook N11: at every 1024th message, 0x93).
+Environment: NMQ_BENCH_LOG=<level> (the edge NanoMQ's log level, default warn), NMQ_BENCH_KEEP=1
+(keep each edge's directory with nanomq.log), NMQ_BENCH_REMOTE_LOG=<file> (the remote
+mosquitto's `log_type all` log: every PUBLISH, its dup flag, connects).
 Repeat with --runs; runs of the edges alternate; medians are printed with every run's value.
 Needs: mosquitto, paho-mqtt (pip).
 """
@@ -62,9 +68,13 @@ listeners.tcp {{
 }}
 log {{
     to = [file]
-    level = warn
+    level = {loglevel}
     dir = "{dir}"
     file = "nanomq.log"
+    rotation {{
+        size = 512MB
+        count = 2
+    }}
 }}
 bridges.mqtt.remote {{
     server = "mqtt-tcp://127.0.0.1:{remote}"
@@ -237,6 +247,8 @@ class Remote:
         conf = os.path.join(self.dir, "m.conf")
         with open(conf, "w") as f:
             f.write(REMOTE_CONF.format(port=self.port, rm=REMOTE_RM))
+            if os.environ.get("NMQ_BENCH_REMOTE_LOG"):  # the remote's packet log, for a look
+                f.write(f"log_dest file {os.environ['NMQ_BENCH_REMOTE_LOG']}\nlog_type all\n")
         self.p = subprocess.Popen(["mosquitto", "-c", conf], stdout=subprocess.DEVNULL,
                                   stderr=subprocess.DEVNULL)
         wait_port(self.port)
@@ -257,7 +269,8 @@ class Edge:
         os.makedirs(os.path.join(self.dir, "cache"))
         self.port = free_port()
         fmt = dict(local=self.port, remote=remote_port, dir=self.dir, topic=TOPIC, cache=cache,
-                   cid=f"bridge_{label}_{self.port}")
+                   cid=f"bridge_{label}_{self.port}",
+                   loglevel=os.environ.get("NMQ_BENCH_LOG", "warn"))
         if kind == "mosquitto":
             conf = os.path.join(self.dir, "edge.conf")
             with open(conf, "w") as f:
@@ -275,7 +288,10 @@ class Edge:
     def close(self):
         self.p.kill()
         self.p.wait()
-        shutil.rmtree(self.dir, ignore_errors=True)
+        if os.environ.get("NMQ_BENCH_KEEP"):  # keep the edge's log and cache for a look
+            print(f"bench.py: kept {self.dir}", file=sys.stderr)
+        else:
+            shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def client(cid):
@@ -482,6 +498,42 @@ def cmd_drain(a, edges):
         remote.close()
 
 
+# --- (d) quota: NanoNNG's per-connection receive quota ------------------------------------
+def cmd_quota(a, edges):
+    """One MQTT v5 client publishes n QoS 1 messages one at a time (each acknowledged before the
+    next): the broker must never disconnect it (stock NanoNNG counts its receive quota of 1 024
+    down per QoS 1/2 PUBLISH and never up, then closes with 0x93 Receive Maximum exceeded)."""
+    remote = Remote()
+    bad = 0
+    try:
+        print("| edge | published one at a time | acked | disconnects (reason) |")
+        print("|---|---|---|---|")
+        for label, kind in edges:
+            e = Edge(label, kind, remote.port, 102400)
+            reasons = []
+            try:
+                pub = client(f"qpub-{label}")
+                pub.on_disconnect = lambda c, u, f, rc, p=None: reasons.append(str(rc))
+                pub.connect("127.0.0.1", e.port)
+                pub.loop_start()
+                acked = 0
+                for i in range(a.n):
+                    info = pub.publish(TOPIC, f"q|{i}".encode(), qos=1)
+                    info.wait_for_publish(10)
+                    if not info.is_published():
+                        break
+                    acked += 1
+                pub.loop_stop()
+            finally:
+                e.close()
+            bad += len(reasons) > 0 or acked < a.n
+            print(f"| {label} | {a.n} | {acked} | {len(reasons)} ({', '.join(reasons[:3])}) |",
+                  flush=True)
+    finally:
+        remote.close()
+    sys.exit(1 if bad else 0)
+
+
 # --- (c) rss ----------------------------------------------------------------------------------
 def cmd_rss(a, edges):
     remote = Remote()
@@ -520,7 +572,7 @@ def main():
         return
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sp = ap.add_subparsers(dest="cmd", required=True)
-    for name in ("rate", "drain", "rss"):
+    for name in ("rate", "drain", "rss", "quota"):
         p = sp.add_parser(name)
         p.add_argument("--edge", action="append", required=True,
                        help="label=<nanomq binary>, or mosquitto (Mosquitto's own bridge)")
@@ -531,7 +583,8 @@ def main():
                            default=[500, 1000, 2000, 4000, 8000])
             p.add_argument("--secs", type=float, default=5)
         else:
-            p.add_argument("-n", type=int, default=100000 if name == "drain" else 1000000)
+            p.add_argument("-n", type=int, default={"drain": 100000, "rss": 1000000,
+                                                    "quota": 3000}[name])
         if name == "drain":
             p.add_argument("--drain-bench", help="the library's drain bench binary")
     a = ap.parse_args()
@@ -539,7 +592,7 @@ def main():
     for e in a.edge:
         label, _, kind = e.partition("=")
         edges.append((label, kind or label))
-    {"rate": cmd_rate, "drain": cmd_drain, "rss": cmd_rss}[a.cmd](a, edges)
+    {"rate": cmd_rate, "drain": cmd_drain, "rss": cmd_rss, "quota": cmd_quota}[a.cmd](a, edges)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ done
 for f in apply.sh make-archive.sh; do
 	check "sh -n $f" sh -n "$here/$f"
 done
-for f in scenarios/run.py scenarios/throughput.py; do
+for f in scenarios/run.py scenarios/throughput.py scenarios/bench.py; do
 	check "python3 parses $f" python3 -c 'import ast, sys; ast.parse(open(sys.argv[1]).read())' "$here/$f"
 done
 
