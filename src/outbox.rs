@@ -321,7 +321,7 @@ impl State {
 
 /// What a commit did: written (with the rows SQLite refused), or failed with what is unwritten.
 enum Commit {
-    Done(Written, Batch),
+    Done(Written),
     Failed(Error, Batch),
 }
 
@@ -1151,7 +1151,7 @@ impl Shared {
         };
         let res = match store.write(&batch) {
             Err(Error::NoSpace) => self.write_full_disk(store, batch),
-            Ok(w) => Commit::Done(w, batch),
+            Ok(w) => Commit::Done(w),
             Err(e) => Commit::Failed(e, batch),
         };
         let mut st = lock(&self.state);
@@ -1159,20 +1159,12 @@ impl Shared {
         let mut notes = Vec::new();
         let mut advanced = false;
         let out = match res {
-            Commit::Done(written, batch) => {
+            Commit::Done(written) => {
                 st.write_failed = false;
                 let before = st.committed_seq;
-                let refused: HashSet<i64> = written.refused.iter().map(|r| r.0).collect();
-                if let Some(max) = batch
-                    .inserts
-                    .iter()
-                    .map(|r| r.seq)
-                    .filter(|s| !refused.contains(s))
-                    .max()
-                {
-                    st.committed_seq = st.committed_seq.max(max);
-                }
-                // Rows SQLite refused (counted in dropped_malformed) are resolved too.
+                // `high` covers every insert of the batch (their seqs are below next_seq; rows
+                // put back at the front have lower ones), and the rows SQLite refused
+                // (counted in dropped_malformed) are resolved too.
                 st.committed_seq = st.committed_seq.max(high);
                 advanced = st.committed_seq > before;
                 self.take_refused(&mut st, written, &mut notes);
@@ -1244,7 +1236,7 @@ impl Shared {
                 self.cfg.bridge
             ));
             match store.write(&batch) {
-                Ok(w) => return Commit::Done(w, batch),
+                Ok(w) => return Commit::Done(w),
                 Err(Error::NoSpace) => {}
                 Err(e) => return Commit::Failed(e, batch),
             }
