@@ -21,7 +21,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from throughput import CONF, client, free_port, wait_port  # noqa: E402
+from throughput import CONF, client, free_port, remote_mosquitto, wait_port  # noqa: E402
 
 
 def pct(xs, p):
@@ -127,13 +127,7 @@ def main():
     ap.add_argument("--seconds", type=float, default=10, help="length of the latency run")
     ap.add_argument("--window", type=int, default=32, help="publisher in-flight window")
     a = ap.parse_args()
-    rdir = tempfile.mkdtemp(prefix="nmq-ab-mosq-")
-    os.chmod(rdir, 0o777)
-    remote = free_port()
-    with open(os.path.join(rdir, "m.conf"), "w") as f:
-        f.write(f"listener {remote} 127.0.0.1\nallow_anonymous true\n")
-    mosq = subprocess.Popen(["mosquitto", "-c", os.path.join(rdir, "m.conf")],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    remote, mosq = remote_mosquitto("nmq-ab-mosq-")
     try:
         wait_port(remote)
         res = {False: [], True: []}

@@ -52,8 +52,9 @@ import threading
 import time
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.properties import Properties
-from paho.mqtt.packettypes import PacketTypes
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from throughput import free_port, wait_port  # noqa: E402
 
 TOPIC = "tp"
 REMOTE_RM = 64  # the remote's max_inflight_messages = its Receive Maximum
@@ -118,25 +119,6 @@ persistence false
 max_queued_messages 10000000
 max_inflight_messages {rm}
 """
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
-
-
-def wait_port(port, deadline_s=10.0):
-    end = time.time() + deadline_s
-    while time.time() < end:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    sys.exit(f"bench.py: nothing listens on {port}")
 
 
 def cpu_secs(pid):

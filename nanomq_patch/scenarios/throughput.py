@@ -72,6 +72,18 @@ def wait_port(port, deadline_s=10.0):
     sys.exit(f"nothing listens on {port}")
 
 
+def remote_mosquitto(prefix):
+    """Starts a plain mosquitto on a free loopback port: (port, process); kill it when done."""
+    rdir = tempfile.mkdtemp(prefix=prefix)
+    os.chmod(rdir, 0o777)
+    port = free_port()
+    with open(os.path.join(rdir, "m.conf"), "w") as f:
+        f.write(f"listener {port} 127.0.0.1\nallow_anonymous true\n")
+    mosq = subprocess.Popen(["mosquitto", "-c", os.path.join(rdir, "m.conf")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return port, mosq
+
+
 def client(cid):
     return mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=cid)
 
@@ -138,13 +150,7 @@ def main():
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--rate", type=float, default=0, help="offered msg/s; 0 = unpaced burst")
     a = ap.parse_args()
-    rdir = tempfile.mkdtemp(prefix="nmq-tp-mosq-")
-    os.chmod(rdir, 0o777)
-    remote = free_port()
-    with open(os.path.join(rdir, "m.conf"), "w") as f:
-        f.write(f"listener {remote} 127.0.0.1\nallow_anonymous true\n")
-    mosq = subprocess.Popen(["mosquitto", "-c", os.path.join(rdir, "m.conf")],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    remote, mosq = remote_mosquitto("nmq-tp-mosq-")
     try:
         wait_port(remote)
         rates = {"stock": [], "patched": []}
