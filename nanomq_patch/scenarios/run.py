@@ -351,19 +351,8 @@ def role_proxy(args):
         buf = b""
         try:
             while data := await reader.read(65536):
-                buf += data
-                while True:  # whole MQTT packets: type byte, Remaining Length, rest
-                    n, mult, i, done = 0, 1, 1, False
-                    while i < len(buf) and i <= 4:
-                        n += (buf[i] & 0x7F) * mult
-                        mult *= 128
-                        i += 1
-                        if buf[i - 1] & 0x80 == 0:
-                            done = True
-                            break
-                    if not done or len(buf) < i + n:
-                        break
-                    pkt, buf = buf[:i + n], buf[i + n:]
+                pkts, buf = split(buf + data)
+                for pkt, i in pkts:
                     traced(conn, "down", pkt, i)
                     now = time.time()
                     if args.start_file and started is None and os.path.exists(args.start_file):
@@ -564,7 +553,7 @@ def cmd_run(args):
     lab = Lab(out, args.prefix)
     atexit.register(lab.down)
     for s in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(s, lambda *a: sys.exit(f"stopped by signal"))
+        signal.signal(s, lambda *a: sys.exit("stopped by signal"))
     me = os.path.abspath(__file__)
     py = sys.executable
     proxied = args.scenario in ("slow-pubcomp", "wrong-ack", "reload-slow", "kill-released")
