@@ -14,7 +14,7 @@ mod common;
 
 use common::*;
 use nmq_outbox::{Config, NewMessage, Outbox};
-use rusqlite::{params, Connection};
+use rusqlite::params;
 use std::collections::VecDeque;
 use std::time::Instant;
 
@@ -72,13 +72,7 @@ fn outbox_case(n: usize, window: usize, ms: u32) -> (Vec<f64>, f64) {
 /// The baseline: insert and commit each message on its own (a host that commits per message).
 fn raw_case(n: usize) -> (Vec<f64>, f64) {
     let dir = fresh_dir("commit-raw");
-    let conn = Connection::open(dir.path().join("raw.db")).unwrap();
-    let mode: String = conn
-        .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(mode, "wal");
-    conn.execute_batch("PRAGMA synchronous=NORMAL").unwrap();
-    conn.execute_batch(SCHEMA).unwrap();
+    let conn = raw_conn(dir.path(), "NORMAL");
     let payload = vec![0x5Au8; 100];
     let mut lat = Vec::with_capacity(n);
     let t0 = Instant::now();

@@ -15,7 +15,7 @@ mod common;
 
 use common::*;
 use nmq_outbox::{Config, NewMessage, Outbox, SyncMode};
-use rusqlite::{params, Connection};
+use rusqlite::params;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 /// Goal for NORMAL, 100 B: at least this many msg/s...
@@ -68,17 +68,13 @@ fn outbox_run(n: usize, size: usize, sync: SyncMode, batch: u32) -> Run {
 
 fn raw_run(n: usize, size: usize, sync: SyncMode, batch: u32) -> Run {
     let dir = fresh_dir("ingest-raw");
-    let mut conn = Connection::open(dir.path().join("raw.db")).unwrap();
-    let mode: String = conn
-        .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(mode, "wal");
-    conn.execute_batch(match sync {
-        SyncMode::Normal => "PRAGMA synchronous=NORMAL",
-        SyncMode::Full => "PRAGMA synchronous=FULL",
-    })
-    .unwrap();
-    conn.execute_batch(SCHEMA).unwrap();
+    let mut conn = raw_conn(
+        dir.path(),
+        match sync {
+            SyncMode::Normal => "NORMAL",
+            SyncMode::Full => "FULL",
+        },
+    );
     let payload = vec![0x5Au8; size];
     timed(n, || {
         let mut seq = 0i64;

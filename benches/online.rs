@@ -22,7 +22,7 @@ mod common;
 
 use common::*;
 use nmq_outbox::{AckKind, AckOutcome, Config, Decision, NewMessage, Outbox};
-use rusqlite::{params, Connection};
+use rusqlite::params;
 use std::hint::black_box;
 use std::path::Path;
 use std::time::Instant;
@@ -98,17 +98,6 @@ fn outbox_chunks(dir: &Path, m: u64) -> f64 {
     ns
 }
 
-fn raw_conn(dir: &Path) -> Connection {
-    let conn = Connection::open(dir.join("raw.db")).unwrap();
-    let mode: String = conn
-        .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(mode, "wal");
-    conn.execute_batch("PRAGMA synchronous=NORMAL").unwrap();
-    conn.execute_batch(SCHEMA).unwrap();
-    conn
-}
-
 const INSERT: &str =
     "INSERT INTO msg(bridge_id, seq, qos, expires_at, enqueued_at, packet_id, data)
                       VALUES (1, ?1, 1, 0, 0, 0, ?2)";
@@ -116,7 +105,7 @@ const SELECT: &str = "SELECT data FROM msg WHERE bridge_id = 1 AND seq = ?1";
 const DELETE: &str = "DELETE FROM msg WHERE bridge_id = 1 AND seq = ?1";
 
 fn raw_one_at_a_time(dir: &Path, m: u64) -> f64 {
-    let mut conn = raw_conn(dir);
+    let mut conn = raw_conn(dir, "NORMAL");
     ns_per(m, || {
         let mut seq = 0i64;
         while (seq as u64) < m {
@@ -147,7 +136,7 @@ fn raw_one_at_a_time(dir: &Path, m: u64) -> f64 {
 }
 
 fn raw_chunks(dir: &Path, m: u64) -> f64 {
-    let mut conn = raw_conn(dir);
+    let mut conn = raw_conn(dir, "NORMAL");
     ns_per(m, || {
         let mut seq = 0i64;
         for _ in 0..m / CHUNK {

@@ -8,6 +8,20 @@ use std::path::{Path, PathBuf};
 #[allow(unused_imports)]
 pub use nmq_outbox::store::SCHEMA;
 
+/// The raw baselines' connection: `raw.db` in `dir`, WAL, `synchronous` as given ("NORMAL" or
+/// "FULL"), the store's schema.
+pub fn raw_conn(dir: &Path, synchronous: &str) -> rusqlite::Connection {
+    let conn = rusqlite::Connection::open(dir.join("raw.db")).unwrap();
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, "wal");
+    conn.execute_batch(&format!("PRAGMA synchronous={synchronous}"))
+        .unwrap();
+    conn.execute_batch(SCHEMA).unwrap();
+    conn
+}
+
 /// An integer knob from the environment, or `default`.
 pub fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name)
