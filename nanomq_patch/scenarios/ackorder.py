@@ -10,11 +10,12 @@ earlier.
 Everything on 127.0.0.1: one mosquitto as the remote, a patched `nanomq` with the mode on and
 one bridge (forwards `tp`) or, with `--two-bridges`, two (bridge `a` forwards `tp` and `a`,
 bridge `b` forwards `tp` and `b`, each to its own remote topic). A raw-socket MQTT client
-publishes `-n` QoS 1 messages, cycling over the topics `tp`, `local` (no forward) and, with
-two bridges, `a` and `b`, with up to `--window` unacknowledged, and checks that the packet ids
-of the PUBACKs come back in publish order. Exit status 1 on any ack out of order or missing.
+publishes `-n` QoS 1 (`--qos 2`: QoS 2) messages, cycling over the topics `tp`, `local` (no
+forward) and, with two bridges, `a` and `b`, with up to `--window` unacknowledged, and checks
+that the packet ids of the PUBACKs (PUBRECs) come back in publish order. Exit status 1 on any
+ack out of order or missing.
 
-    ackorder.py --nanomq <patched nanomq> [-n 3000] [--window 64] [--two-bridges] [--v5]
+    ackorder.py --nanomq <patched nanomq> [-n 3000] [--window 64] [--two-bridges] [--v5] [--qos 2]
 Needs: mosquitto.
 """
 import argparse
@@ -121,9 +122,13 @@ class Raw:
                 raise EOFError("connection closed")
             self.buf += chunk
 
-    def publish(self, topic, pid, payload):
+    def publish(self, topic, pid, payload, qos=1):
         props = b"\x00" if self.v5 else b""
-        self.s.sendall(packet(0x32, enc_str(topic) + pid.to_bytes(2, "big") + props + payload))
+        self.s.sendall(packet(0x30 | qos << 1,
+                              enc_str(topic) + pid.to_bytes(2, "big") + props + payload))
+
+    def pubrel(self, pid):
+        self.s.sendall(packet(0x62, pid.to_bytes(2, "big")))
 
 
 def run(a):
@@ -158,12 +163,14 @@ def run(a):
         while len(acks) < a.n and time.time() < deadline:
             while nxt < a.n and len(sent) - len(acks) < a.window:
                 pid = nxt % 65535 + 1
-                c.publish(topics[nxt % len(topics)], pid, b"x" * 64)
+                c.publish(topics[nxt % len(topics)], pid, b"x" * 64, a.qos)
                 sent.append(pid)
                 nxt += 1
             first, body = c.read()
-            if first >> 4 == 4:
+            if first >> 4 == (4 if a.qos == 1 else 5):  # PUBACK, PUBREC
                 pid = int.from_bytes(body[:2], "big")
+                if a.qos == 2:
+                    c.pubrel(pid)
                 acks.append(pid)
                 if len(body) > 2 and body[2] != 0:
                     reasons[body[2]] = reasons.get(body[2], 0) + 1
@@ -188,7 +195,8 @@ def run(a):
                              f"before id {sent[low]}, topic {topics[low % len(topics)]})")
         acked.add(i)
     print(f"{'two bridges' if a.two_bridges else 'one bridge'}, MQTT "
-          f"{'5' if a.v5 else '3.1.1'}, window {a.window}: {len(acks)}/{a.n} PUBACKs, "
+          f"{'5' if a.v5 else '3.1.1'}, QoS {a.qos}, window {a.window}: {len(acks)}/{a.n} "
+          f"{'PUBACKs' if a.qos == 1 else 'PUBRECs'}, "
           f"{out} overtook an earlier one"
           + (first_bad or "")
           + (f", reason codes {reasons}" if reasons else ""))
@@ -202,6 +210,8 @@ def main():
     ap.add_argument("--window", type=int, default=64, help="unacknowledged PUBLISHes at most")
     ap.add_argument("--two-bridges", action="store_true")
     ap.add_argument("--v5", action="store_true", help="connect with MQTT 5 (else 3.1.1)")
+    ap.add_argument("--qos", type=int, default=1, choices=(1, 2),
+                    help="2: PUBLISH at QoS 2, the PUBRECs are checked (PUBREL sent for each)")
     ap.add_argument("--topics", help="comma-separated topics to cycle over instead")
     ap.add_argument("--timeout", type=float, default=60)
     sys.exit(run(ap.parse_args()))

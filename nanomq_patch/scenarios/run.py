@@ -64,7 +64,11 @@ Scenarios:
                outbox runs out of disk during the outage and refuses messages (issue 8 item 13)
 
 "sent" counts the messages NanoMQ acknowledged to the publisher (PUBACK / PUBCOMP): from then
-on they are NanoMQ's responsibility. Needs: iproute2, iptables, mosquitto, paho-mqtt (pip).
+on they are NanoMQ's responsibility. With --pub-v5 the publisher speaks MQTT 5: "refused"
+counts the messages acknowledged with an error reason code (PUBACK/PUBREC >= 0x80, e.g. 0x97
+from ack_after_commit when the outbox refuses), "unaccounted" those neither delivered nor
+refused. --two-bridges adds a bridge forwarding the same topics to b/<topic>: "second_bridge"
+counts what it delivered and lost. Needs: iproute2, iptables, mosquitto, paho-mqtt (pip).
 """
 import argparse
 import atexit
