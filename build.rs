@@ -22,6 +22,7 @@ fn main() {
     let nng = env::var_os("CARGO_FEATURE_NNG").is_some();
     println!("cargo:rerun-if-changed=include/nmq_outbox.h");
     println!("cargo:rerun-if-changed=include/nmq_outbox_nng.h");
+    println!("cargo:rerun-if-changed=src/ffi_ack.rs");
     println!("cargo:rerun-if-changed=src/ffi.rs");
     println!("cargo:rerun-if-changed=src/nng.rs");
     println!("cargo:rerun-if-env-changed=NMQ_OUTBOX_NNG_INCLUDE");
@@ -91,6 +92,7 @@ fn main() {
     // Reverse direction: every export of ours is declared in a header.
     let mut exported = BTreeSet::new();
     exported.extend(no_mangle_fns("src/ffi.rs"));
+    exported.extend(no_mangle_fns("src/ffi_ack.rs"));
     if nng {
         exported.extend(no_mangle_fns("src/nng.rs"));
     }

@@ -452,6 +452,35 @@ static void test_ack_after_commit(void)
     nmq_outbox_free(ob);
 }
 
+/* ACK ORDER: a ready ack behind one that waits stays queued; pop gives them oldest first. */
+static void test_ack_order(void)
+{
+    nmq_outbox_ack_order *q = nmq_outbox_ack_order_new();
+    nmq_outbox_pub_ack a;
+    CHECK(q != NULL);
+    CHECK_RC(nmq_outbox_ack_order_push(q, 10, 1), NMQ_OUTBOX_OK);
+    CHECK_RC(nmq_outbox_ack_order_push(q, 11, 2), NMQ_OUTBOX_OK);
+    CHECK_RC(nmq_outbox_ack_order_push(q, 12, 1), NMQ_OUTBOX_OK);
+    CHECK_RC(nmq_outbox_ack_order_push(q, 13, 0), NMQ_OUTBOX_EINVAL);
+    CHECK_RC(nmq_outbox_ack_order_ready(q, 12, 0), NMQ_OUTBOX_OK);    /* no forward */
+    CHECK_RC(nmq_outbox_ack_order_ready(q, 11, 0x97), NMQ_OUTBOX_OK); /* refused */
+    CHECK_RC(nmq_outbox_ack_order_ready(q, 99, 0), NMQ_OUTBOX_NOT_OURS);
+    CHECK_RC(nmq_outbox_ack_order_pop(q, &a), NMQ_OUTBOX_EMPTY);     /* 10 waits */
+    CHECK_RC(nmq_outbox_ack_order_ready(q, 10, 0), NMQ_OUTBOX_OK);
+    CHECK_RC(nmq_outbox_ack_order_pop(q, &a), NMQ_OUTBOX_OK);
+    CHECK(a.packet_id == 10 && a.qos == 1 && a.reason == 0);
+    CHECK_RC(nmq_outbox_ack_order_pop(q, &a), NMQ_OUTBOX_OK);
+    CHECK(a.packet_id == 11 && a.qos == 2 && a.reason == 0x97);
+    CHECK_RC(nmq_outbox_ack_order_pop(q, &a), NMQ_OUTBOX_OK);
+    CHECK(a.packet_id == 12 && a.qos == 1 && a.reason == 0);
+    CHECK_RC(nmq_outbox_ack_order_pop(q, &a), NMQ_OUTBOX_EMPTY);
+    CHECK_RC(nmq_outbox_ack_order_pop(q, NULL), NMQ_OUTBOX_EINVAL);
+    CHECK_RC(nmq_outbox_ack_order_push(NULL, 1, 1), NMQ_OUTBOX_EINVAL);
+    CHECK_RC(nmq_outbox_ack_order_push(q, 14, 1), NMQ_OUTBOX_OK); /* freed unsent */
+    nmq_outbox_ack_order_free(q);
+    nmq_outbox_ack_order_free(NULL);
+}
+
 static void test_corrupt_file(void)
 {
     char p[300];
@@ -692,6 +721,7 @@ int main(int argc, char **argv)
     test_released();
     test_reject_new();
     test_ack_after_commit();
+    test_ack_order();
     test_corrupt_file();
     test_empty_message();
     test_bad_enums();

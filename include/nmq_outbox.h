@@ -329,6 +329,46 @@ nmq_outbox_result nmq_outbox_committed_seq(nmq_outbox *ob, int64_t *seq);
  * for every other error. Thread-safe. */
 uint8_t nmq_outbox_mqtt_reason(nmq_outbox_result result);
 
+/* ACK ORDER (issue 13): MQTT (3.1.1 and 5, section 4.6) wants a client's PUBACKs/PUBRECs in
+ * the order of its PUBLISHes, but deferred acks become ready in any order (two outboxes commit
+ * independently, a message no bridge forwards is ready at once, worker threads finish one
+ * client's messages out of order). One nmq_outbox_ack_order per client connection keeps them
+ * in order: push each deferred QoS 1/2 PUBLISH where the connection receives it (wire order),
+ * mark it ready when its ack may go, then send every ack pop gives (the ready ones at the
+ * front, oldest first; a ready ack behind one that waits stays queued).
+ * Not thread-safe: the caller serialises all calls on one queue (e.g. the connection's lock).
+ * Independent of any nmq_outbox handle. */
+typedef struct nmq_outbox_ack_order nmq_outbox_ack_order;
+
+typedef struct nmq_outbox_pub_ack {
+    uint16_t packet_id;
+    uint8_t qos;    /* 1: PUBACK, 2: PUBREC */
+    uint8_t reason; /* MQTT 5 reason code, 0 = success */
+} nmq_outbox_pub_ack;
+
+/* A new, empty queue, owned by the caller (free it with nmq_outbox_ack_order_free), or NULL
+ * when memory could not be had. */
+nmq_outbox_ack_order *nmq_outbox_ack_order_new(void);
+
+/* Frees q and the acks still in it (they are never sent). NULL is a no-op. */
+void nmq_outbox_ack_order_free(nmq_outbox_ack_order *q);
+
+/* A QoS 1/2 PUBLISH with this packet id arrived; its ack waits for
+ * nmq_outbox_ack_order_ready(). EINVAL for NULL or a QoS other than 1/2; EFULL when 65535 are
+ * pending (nothing queued: the caller acks it itself). */
+nmq_outbox_result nmq_outbox_ack_order_push(nmq_outbox_ack_order *q, uint16_t packet_id,
+                                            uint8_t qos);
+
+/* The ack of packet_id may go, with reason: marks the oldest pending, not yet ready entry of
+ * that packet id. NOT_OURS when there is none (the caller may send that ack itself). EINVAL
+ * for NULL. */
+nmq_outbox_result nmq_outbox_ack_order_ready(nmq_outbox_ack_order *q, uint16_t packet_id,
+                                             uint8_t reason);
+
+/* OK: *out (caller-owned) gets the oldest ack, which was ready and leaves the queue; EMPTY:
+ * the queue is empty or its oldest ack is not ready. EINVAL for NULL. */
+nmq_outbox_result nmq_outbox_ack_order_pop(nmq_outbox_ack_order *q, nmq_outbox_pub_ack *out);
+
 /* A static, human-readable string for any result code (unknown codes included). */
 const char *nmq_outbox_strerror(nmq_outbox_result result);
 

@@ -5,9 +5,11 @@
 //! * [`outbox`]: the logic (routing, replay window, acks, limits, expiry, counters).
 //! * `ffi`: the C ABI of `include/nmq_outbox.h`, a thin translation layer.
 
+pub mod ack_order;
 pub mod config;
 pub mod error;
 pub mod ffi;
+pub mod ffi_ack;
 pub mod files;
 pub mod log;
 pub mod metrics;

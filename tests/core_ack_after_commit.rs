@@ -1,7 +1,8 @@
 //! Ack after commit (issue 13): the commit descriptor, `committed_seq` and refused appends.
 //! A host acknowledges its publisher once `committed_seq() >= seq`; these tests check that the
 //! descriptor wakes it after a commit, that every seq up to the committed one is on disk, and
-//! that a refused append is reported at once with a reason code for the publisher.
+//! that a refused append is reported at once with a reason code for the publisher, and (with
+//! `ack_order`) that two outboxes and one client give acks in publish order.
 
 use nmq_outbox::ffi::{code, sys};
 use nmq_outbox::{AckKind, Config, Error, FullPolicy, NewMessage, Outbox};
@@ -246,4 +247,50 @@ fn group_commit_ms_zero_commits_at_once() {
         }
     }
     assert_eq!(ob.stats().unwrap().messages, 200);
+}
+
+/// The host's loop with two bridges (bridge.c's queue, N10's per-client order): a message both
+/// outboxes took is acknowledged once both have committed it, a message no outbox took is
+/// ready at once, and the client's acks leave in the order of its PUBLISHes.
+#[test]
+fn two_outboxes_and_the_ack_order_release_acks_in_publish_order() {
+    use nmq_outbox::ack_order::AckOrder;
+    let dir = tempfile::tempdir().unwrap();
+    let a = manual(&dir.path().join("a.db"));
+    let b = manual(&dir.path().join("b.db"));
+    let mut order = AckOrder::new();
+    // packet id 1: both bridges; 2: no bridge; 3: bridge b only
+    for id in 1..=3 {
+        assert!(order.push(id, 1));
+    }
+    let waits: Vec<(u16, Option<i64>, Option<i64>)> = vec![
+        (
+            1,
+            Some(a.append(&msg(b"1")).unwrap()),
+            Some(b.append(&msg(b"1")).unwrap()),
+        ),
+        (3, None, Some(b.append(&msg(b"3")).unwrap())),
+    ];
+    assert!(order.ready(2, 0)); // no outbox took it: ready at once
+    let mut sent = Vec::new();
+    let release = |order: &mut AckOrder, done: &mut Vec<u16>| {
+        let (ca, cb) = (a.committed_seq(), b.committed_seq());
+        for (id, sa, sb) in &waits {
+            let ok = sa.map_or(true, |s| s <= ca) && sb.map_or(true, |s| s <= cb);
+            if ok && !done.contains(id) && order.ready(*id, 0) {
+                done.push(*id);
+            }
+        }
+        std::iter::from_fn(|| order.pop())
+            .map(|x| x.packet_id)
+            .collect::<Vec<_>>()
+    };
+    let mut done = Vec::new();
+    assert_eq!(release(&mut order, &mut done), Vec::<u16>::new());
+    b.flush().unwrap(); // 3 is on b's disk, 1 waits for a: nothing may go (2 and 3 behind 1)
+    assert_eq!(release(&mut order, &mut done), Vec::<u16>::new());
+    a.flush().unwrap();
+    sent.extend(release(&mut order, &mut done));
+    assert_eq!(sent, vec![1, 2, 3]);
+    assert!(order.is_empty());
 }

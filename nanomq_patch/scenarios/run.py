@@ -64,7 +64,11 @@ Scenarios:
                outbox runs out of disk during the outage and refuses messages (issue 8 item 13)
 
 "sent" counts the messages NanoMQ acknowledged to the publisher (PUBACK / PUBCOMP): from then
-on they are NanoMQ's responsibility. Needs: iproute2, iptables, mosquitto, paho-mqtt (pip).
+on they are NanoMQ's responsibility. With --pub-v5 the publisher speaks MQTT 5: "refused"
+counts the messages acknowledged with an error reason code (PUBACK/PUBREC >= 0x80, e.g. 0x97
+from ack_after_commit when the outbox refuses), "unaccounted" those neither delivered nor
+refused. --two-bridges adds a bridge forwarding the same topics to b/<topic>: "second_bridge"
+counts what it delivered and lost. Needs: iproute2, iptables, mosquitto, paho-mqtt (pip).
 """
 import argparse
 import atexit
@@ -184,17 +188,34 @@ def role_pub(args):
     pending = {}  # mid -> (topic, seq)
     early = {}  # mid -> ack time, for an ack that beat the bookkeeping below
 
+    v5 = os.environ.get("NMQSC_PUB_V5") == "1"  # run --pub-v5
+    pubrec = {}  # mid -> PUBREC reason code (paho does not pass it on)
+
     def on_publish(client, userdata, mid, reason_code=None, properties=None):
         now = time.time()
+        code = pubrec.pop(mid, None) if v5 else None
+        if code is None and v5 and reason_code is not None:
+            code = reason_code.value
+        kind = "F" if code is not None and code >= 0x80 else "A"  # F: acked with an error
         with lock:
             ts = pending.pop(mid, None)
             if ts is None:
-                early[mid] = now
+                early[mid] = (now, kind, code)
         if ts:
-            out.write(f"A {now:.3f} {ts[0]} {ts[1]}\n")
+            out.write(f"{kind} {now:.3f} {ts[0]} {ts[1]}" +
+                      (f" {code:#04x}\n" if kind == "F" else "\n"))
 
     c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="scenario_pub",
-                    protocol=mqtt.MQTTv311, clean_session=True)
+                    protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
+                    **({} if v5 else {"clean_session": True}))
+    if v5:
+        handle_pubrec = c._handle_pubrec
+
+        def pubrec_with_reason():  # MQTT 5 PUBREC: packet id, reason code (0 if absent)
+            pkt = c._in_packet["packet"]
+            pubrec[int.from_bytes(pkt[:2], "big")] = pkt[2] if len(pkt) > 2 else 0
+            return handle_pubrec()
+        c._handle_pubrec = pubrec_with_reason
     c.on_publish = on_publish
     c.max_inflight_messages_set(1000)
     c.max_queued_messages_set(0)
@@ -223,7 +244,9 @@ def role_pub(args):
                     if acked is None:
                         pending[info.mid] = (topic, seq[topic])
                 if acked is not None:
-                    out.write(f"A {acked:.3f} {topic} {seq[topic]}\n")
+                    now, kind, code = acked
+                    out.write(f"{kind} {now:.3f} {topic} {seq[topic]}" +
+                              (f" {code:#04x}\n" if kind == "F" else "\n"))
         tick += 1
     time.sleep(args.linger)  # late acks (e.g. after NanoMQ restarted)
     c.loop_stop()
@@ -260,7 +283,8 @@ def role_sub(args):
     out = open(args.out, "a", buffering=1)
 
     def on_connect(client, userdata, flags, reason_code, properties=None):
-        client.subscribe([(t, 2) for t in TOPICS])
+        # b/<topic>: what the second bridge of --two-bridges forwards
+        client.subscribe([(t, 2) for t in TOPICS] + [("b/" + t, 2) for t in TOPICS])
         out.write(f"C {time.time():.3f}\n")
 
     def on_message(client, userdata, msg):
@@ -268,6 +292,8 @@ def role_sub(args):
             topic, seq, tpub = msg.payload.decode().split("|")
         except ValueError:
             return
+        if msg.topic.startswith("b/"):
+            topic = "b/" + topic
         out.write(f"R {time.time():.3f} {topic} {seq} {tpub} {int(msg.dup)} {msg.mid}\n")
 
     c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="scenario_sub",
@@ -543,6 +569,8 @@ def cmd_run(args):
     if args.qos0:
         os.environ["NMQSC_QOS0"] = "1"
         TOPICS["test0"] = (0, 1.0)
+    if args.pub_v5:
+        os.environ["NMQSC_PUB_V5"] = "1"
     out = os.path.abspath(os.path.join(args.out, f"{args.label}-{args.scenario}"))
     os.makedirs(os.path.join(out, "cache"), exist_ok=True)
     for f in os.listdir(out):
@@ -582,6 +610,15 @@ def cmd_run(args):
                                    flush=1 if "disk-full" in args.scenario else 100,
                                    ack=("    ack_after_commit = true\n"
                                         if args.ack_after_commit else "")))
+    if args.two_bridges:  # a second bridge forwards the same topics to b/<topic>
+        conf = open(os.path.join(out, "nanomq.conf")).read()
+        a = conf.index("bridges.mqtt.remote {")
+        b = conf.index("bridges.mqtt.cache {")
+        second = (conf[a:b].replace("bridges.mqtt.remote {", "bridges.mqtt.second {")
+                  .replace('"bridge_client_123"', '"bridge_client_456"')
+                  .replace('remote_topic = "test', 'remote_topic = "b/test'))
+        with open(os.path.join(out, "nanomq.conf"), "w") as f:
+            f.write(conf[:b] + second + conf[b:])
     extra = list(args.mosquitto)
     if args.scenario == "slow-link":
         extra += ["max_inflight_messages 0", "max_queued_messages 100000"]
@@ -756,13 +793,15 @@ def analyse(out, label, scenario):
     restores = [t for t, w in ev if w == "restore"]
     pub = read_lines(os.path.join(out, "pub.log"), "P")
     acked = {(r[2], int(r[3])) for r in read_lines(os.path.join(out, "pub.log"), "A")}
+    # acked with an error reason code (MQTT 5 publisher, --pub-v5): refused, the publisher knows
+    refused = {(r[2], int(r[3])) for r in read_lines(os.path.join(out, "pub.log"), "F")}
     published = {(r[2], int(r[3])): float(r[1]) for r in pub}
     recv = read_lines(os.path.join(out, "sub.log"), "R")
     if any(t == "test0" for (t, _) in published):
         TOPICS.setdefault("test0", (0, 1.0))
     res = {"label": label, "scenario": scenario, "topics": {}}
     tot = dict(published=0, sent=0, received=0, unique=0, lost=0, duplicated=0,
-               out_of_order=0, lost_unacked=0)
+               out_of_order=0, lost_unacked=0, refused=0, unaccounted=0)
     first_cut, last_restore = (cuts[0] if cuts else 0), (restores[-1] if restores else 0)
     backlog_first, backlog_last, remote = None, None, []
     for topic in TOPICS:
@@ -797,15 +836,22 @@ def analyse(out, label, scenario):
         intake.sort()
         ooo_remote = (len(intake) - longest_increasing([x for _, x in intake])
                       if len(intake) == len(order) and len(intake) < 65000 else None)
+        refd = {s for (t, s) in refused if t == topic}
         d = dict(published=len(pubd), sent=len(sent), received=len(seen) + dup,
                  unique=len(seen), lost=len(sent - seen), duplicated=dup, out_of_order=ooo,
-                 lost_unacked=len((pubd - sent) - seen))
+                 lost_unacked=len((pubd - sent - refd) - seen), refused=len(refd),
+                 # neither delivered nor acked with an error code
+                 unaccounted=len(pubd - seen - refd))
         res["topics"][topic] = d
         for key in tot:
             tot[key] += d[key]
         d["out_of_order_at_remote"] = ooo_remote
         remote.append(ooo_remote)
     tot["out_of_order_at_remote"] = None if None in remote else sum(remote)
+    # --two-bridges: what the second bridge delivered (b/<topic>) of the acked messages
+    seen_b = {(r[2][2:], int(r[3])) for r in recv if r[2].startswith("b/")}
+    if seen_b:
+        tot["second_bridge"] = dict(unique=len(seen_b), lost=len(acked - seen_b))
     tot["drain_s"] = round(backlog_last - last_restore, 1) if backlog_last else None
     # the first backlog message after the (last) restore marks the reconnect, whose delay is
     # the transport's (reconnect backoff, SYN retries after a silent drop), not the cache's
@@ -895,6 +941,10 @@ def main():
                    help="publisher rates times this (20: 180 msg/s instead of 9)")
     r.add_argument("--ack-after-commit", action="store_true",
                    help="bridges.mqtt.cache.ack_after_commit = true (issue 13)")
+    r.add_argument("--pub-v5", action="store_true",
+                   help="the publisher speaks MQTT 5 (PUBACK/PUBREC reason codes: F lines)")
+    r.add_argument("--two-bridges", action="store_true",
+                   help="a second bridge forwards test1..test5 to b/test1..b/test5")
     r.add_argument("--mosquitto", action="append", default=[],
                    help="an extra mosquitto.conf line, e.g. 'max_inflight_messages 0'")
     r.add_argument("--bridge", action="append", default=[],
