@@ -25,16 +25,22 @@ rate  (a): for each offered rate (paced publisher, --secs seconds per step) ever
       lossless rate of each edge.
 drain (b): the link is cut, n messages are published into the edge and acknowledged, then the
       link is restored: drain msg/s from the restore to the last message at the subscriber (and
-      from the first to the last). With --drain-bench (the library's `drain` bench binary,
+      from the first to the last), the time from the restore to the first message (the
+      reconnect), and the CPU of each process over the drain (edge, proxy, remote, subscriber:
+      which one is the bottleneck). --sub mosquitto_sub takes the subscriber out of the bench's
+      Python process. With --drain-bench (the library's `drain` bench binary,
       cargo bench --bench drain --no-run) the library's own drain of the same n at the window
       NanoMQ uses (min(32, the remote's Receive Maximum)) runs in the same session.
 rss   (c): VmRSS of the edge with the link down and nothing waiting, then with n messages
-      waiting (all acknowledged to the publisher), then after the drain.
+      waiting (all acknowledged to the publisher), its peak while draining (sampled every 0.2 s),
+      then after the drain; with the time the fill and the drain took.
 quota (d): one MQTT 5 client publishes n QoS 1 messages one at a time; exit 1 if the edge ever
       disconnects it (NanoNNG f2acbcf25 without hook N11: at every 1024th message, 0x93).
 Environment: NMQ_BENCH_LOG=<level> (the edge NanoMQ's log level, default warn), NMQ_BENCH_KEEP=1
 (keep each edge's directory with nanomq.log), NMQ_BENCH_REMOTE_LOG=<file> (the remote
-mosquitto's `log_type all` log: every PUBLISH, its dup flag, connects).
+mosquitto's `log_type all` log: every PUBLISH, its dup flag, connects), NMQ_BENCH_PROFILE=<shell
+command with {pid}> (drain: run on each NanoMQ edge from the restore to the last message, then
+SIGINT; e.g. "perf record -g -o /tmp/p.data -p {pid}" or "strace -c -f -o /tmp/s.txt -p {pid}").
 Repeat with --runs; runs of the edges alternate; medians are printed with every run's value.
 Needs: mosquitto, paho-mqtt (pip).
 """
@@ -125,6 +131,10 @@ def cpu_secs(pid):
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def load():
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def rss_kib(pid):
@@ -324,6 +334,60 @@ class Subscriber:
         self.c.disconnect()
 
 
+class FastSubscriber:
+    """The Subscriber's interface on `mosquitto_sub` (C; line-buffered `%U %p` lines read by a
+    thread), for runs where a Python MQTT client could be the bottleneck (drain --sub
+    mosquitto_sub). Times are mosquitto_sub's own receive timestamps."""
+
+    def __init__(self, port, cid, qos=1):
+        self.n = 0
+        self.seen = set()
+        self.dups = 0
+        self.first = self.last = None
+        self.probed = threading.Event()
+        self.p = subprocess.Popen(
+            ["stdbuf", "-oL", "mosquitto_sub", "-h", "127.0.0.1", "-p", str(port), "-i", cid,
+             "-V", "mqttv5", "-q", str(qos), "-t", TOPIC, "-F", "%U %p"],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        threading.Thread(target=self._read, daemon=True).start()
+        probe = client(f"{cid}-probe")
+        probe.connect("127.0.0.1", port)
+        probe.loop_start()
+        end = time.time() + 10
+        while not self.probed.wait(0.2) and time.time() < end:  # subscribed once one arrives
+            probe.publish(TOPIC, b"probe", qos=0)
+        probe.loop_stop()
+        probe.disconnect()
+        if not self.probed.is_set():
+            sys.exit("bench.py: mosquitto_sub did not subscribe")
+
+    def _read(self):
+        for line in self.p.stdout:
+            ts, _, payload = line.rstrip(b"\n").partition(b" ")
+            if payload == b"probe":
+                self.probed.set()
+                continue
+            if payload in self.seen:
+                self.dups += 1
+                continue
+            self.seen.add(payload)
+            now = float(ts)
+            self.n += 1
+            if self.first is None:
+                self.first = now
+            self.last = now
+
+    wait = Subscriber.wait
+
+    def close(self):
+        self.p.terminate()
+        self.p.wait()
+
+
+def make_subscriber(kind, port, cid):
+    return FastSubscriber(port, cid) if kind == "mosquitto_sub" else Subscriber(port, cid)
+
+
 def publish(port, n, rate, cid):
     """Publishes n QoS 1 messages (rate msg/s, 0 = as fast as a window of 1000 allows); returns
     the number the edge acknowledged."""
@@ -408,25 +472,43 @@ def cmd_rate(a, edges):
 
 
 # --- (b) drain --------------------------------------------------------------------------------
-def drain_once(label, kind, remote, n):
+def drain_once(label, kind, remote, n, sub_kind="paho"):
     proxy = Proxy(remote.port, start_cut=False)
     e = Edge(label, kind, proxy.port, max(102400, 2 * n))
     try:
         settle(e, remote.port, label)
         proxy.cut()
         time.sleep(1.0)
-        sub = Subscriber(remote.port, f"dsub-{label}-{time.time_ns()}")
+        sub = make_subscriber(sub_kind, remote.port, f"dsub-{label}-{time.time_ns()}")
         acked = publish(e.port, n, 0, f"dpub-{label}-{time.time_ns()}")
         base = sub.n  # what leaked through before the cut (should be 0)
         rss_waiting = rss_kib(e.p.pid)
+        # CPU of each process of the run from the restore to the last message: which one is
+        # the bottleneck (the bench's own process holds the paho subscriber)
+        procs = dict(edge=e.p.pid, proxy=proxy.p.pid, remote=remote.p.pid,
+                     sub=sub.p.pid if sub_kind == "mosquitto_sub" else os.getpid())
+        prof = None
+        if os.environ.get("NMQ_BENCH_PROFILE") and kind != "mosquitto":
+            # e.g. "perf record -g -o /tmp/p.data -p {pid}": runs over the drain, then SIGINT
+            prof = subprocess.Popen(os.environ["NMQ_BENCH_PROFILE"].format(pid=e.p.pid),
+                                    shell=True, start_new_session=True)
+            time.sleep(1.0)
+        c0 = {k: cpu_secs(v) for k, v in procs.items()}
         proxy.restore()
         t0 = time.time()
         got = sub.wait(base + acked, a_timeout[0]) - base
+        c1 = {k: cpu_secs(v) for k, v in procs.items()}
+        if prof is not None:
+            os.killpg(prof.pid, signal.SIGINT)
+            prof.wait()
         sub.close()
         first, last = sub.first, sub.last
         span = (last - first) if got > 1 else 0
+        wall = max((last or t0) - t0, 1e-9)
         return dict(acked=acked, got=got, from_restore=got / max(last - t0, 1e-9) if got else 0,
-                    first_to_last=got / span if got > 1 else 0, rss_waiting=rss_waiting)
+                    first_to_last=got / span if got > 1 else 0, rss_waiting=rss_waiting,
+                    reconnect=(first - t0) if first else 0,
+                    cpu={k: 100 * (c1[k] - c0[k]) / wall for k in procs})
     finally:
         e.close()
         proxy.close()
@@ -455,20 +537,24 @@ def cmd_drain(a, edges):
     try:
         print(f"drain of a {a.n}-message backlog (100 B, QoS 1) after the restore; remote "
               f"Receive Maximum {REMOTE_RM}, so NanoMQ's window is {window}")
-        print("| edge | run | acked | delivered | msg/s from restore | msg/s first..last |")
-        print("|---|---|---|---|---|---|")
+        print(f"subscriber: {a.sub}; CPU %: of one core from the restore to the last message")
+        print("| edge | run | acked | delivered | msg/s from restore | msg/s first..last | "
+              "restore to first s | CPU % edge / proxy / remote / subscriber | load |")
+        print("|---|---|---|---|---|---|---|---|---|")
         for run in range(a.runs):
             order = edges if run % 2 == 0 else list(reversed(edges))
             for label, kind in order:
-                r = drain_once(label, kind, remote, a.n)
+                r = drain_once(label, kind, remote, a.n, a.sub)
                 res[label].append(r)
+                cpu = " / ".join(f"{r['cpu'][k]:.0f}" for k in ("edge", "proxy", "remote", "sub"))
                 print(f"| {label} | {run + 1} | {r['acked']} | {r['got']} | "
-                      f"{r['from_restore']:.0f} | {r['first_to_last']:.0f} |", flush=True)
+                      f"{r['from_restore']:.0f} | {r['first_to_last']:.0f} | "
+                      f"{r['reconnect']:.2f} | {cpu} | {load()} |", flush=True)
             if a.drain_bench:
                 o, p = lib_drain(a.drain_bench, a.n, window)
                 lib.append(o)
                 print(f"| library drain bench, window {window} | {run + 1} | {a.n} | {a.n} | "
-                      f"{o:.0f} (plain publisher {p:.0f}) | - |", flush=True)
+                      f"{o:.0f} (plain publisher {p:.0f}) | - | - | - | {load()} |", flush=True)
         for label, rs in res.items():
             m = statistics.median(r["from_restore"] for r in rs)
             print(f"median {label}: {m:.0f} msg/s from the restore", end="")
@@ -521,8 +607,9 @@ def cmd_rss(a, edges):
     remote = Remote()
     try:
         print("| edge | RSS link down, nothing waiting | RSS with n waiting | n acked | "
-              "RSS after the drain | delivered |")
-        print("|---|---|---|---|---|---|")
+              "peak RSS while draining | RSS after the drain | delivered | fill s | drain s | "
+              "load |")
+        print("|---|---|---|---|---|---|---|---|---|---|")
         for label, kind in edges:
             proxy = Proxy(remote.port, start_cut=False)
             e = Edge(label, kind, proxy.port, max(102400, 2 * a.n))
@@ -531,19 +618,34 @@ def cmd_rss(a, edges):
                 proxy.cut()
                 time.sleep(2.0)
                 empty = rss_kib(e.p.pid)
-                sub = Subscriber(remote.port, f"rsub-{label}")
+                sub = make_subscriber(a.sub, remote.port, f"rsub-{label}")
+                t0 = time.time()
                 acked = publish(e.port, a.n, 0, f"rpub-{label}")
+                fill = time.time() - t0
                 time.sleep(2.0)
                 waiting = rss_kib(e.p.pid)
+                peak = [waiting]
                 proxy.restore()
+                t1 = time.time()
+                sampler = threading.Event()
+
+                def sample():  # the edge's RSS while it drains, every 0.2 s
+                    while not sampler.wait(0.2):
+                        peak[0] = max(peak[0], rss_kib(e.p.pid))
+
+                threading.Thread(target=sample, daemon=True).start()
                 got = sub.wait(acked, a.timeout)
+                drain = time.time() - t1
+                sampler.set()
+                time.sleep(2.0)
                 after = rss_kib(e.p.pid)
                 sub.close()
             finally:
                 e.close()
                 proxy.close()
             print(f"| {label} | {empty / 1024:.1f} MiB | {waiting / 1024:.1f} MiB | {acked} | "
-                  f"{after / 1024:.1f} MiB | {got} |", flush=True)
+                  f"{peak[0] / 1024:.1f} MiB | {after / 1024:.1f} MiB | {got} | {fill:.0f} | "
+                  f"{drain:.0f} | {load()} |", flush=True)
     finally:
         remote.close()
 
@@ -569,6 +671,10 @@ def main():
                                                     "quota": 3000}[name])
         if name == "drain":
             p.add_argument("--drain-bench", help="the library's drain bench binary")
+        if name in ("drain", "rss"):
+            p.add_argument("--sub", choices=("paho", "mosquitto_sub"), default="paho",
+                           help="the subscriber at the remote (mosquitto_sub: C, not the bench's "
+                           "own Python process)")
     a = ap.parse_args()
     edges = []
     for e in a.edge:
