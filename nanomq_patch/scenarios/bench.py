@@ -15,6 +15,7 @@ outage: it closes every connection and refuses new ones until the restore.
 
     bench.py rate   --edge stock=<nanomq> --edge patched=<nanomq> --edge mosquitto [--rates ...]
     bench.py drain  --edge patched=<nanomq> --edge mosquitto [-n 100000] [--drain-bench <bin>]
+                    [--sub paho|mosquitto_sub|none] [--outage proxy|iptables]
     bench.py rss    --edge patched=<nanomq> [-n 1000000]
     bench.py quota  --edge stock=<nanomq> --edge patched=<nanomq> [-n 3000]
 
@@ -28,7 +29,11 @@ drain (b): the link is cut, n messages are published into the edge and acknowled
       from the first to the last), the time from the restore to the first message (the
       reconnect), and the CPU of each process over the drain (edge, proxy, remote, subscriber:
       which one is the bottleneck). --sub mosquitto_sub takes the subscriber out of the bench's
-      Python process. With --drain-bench (the library's `drain` bench binary,
+      Python process; --sub none has no subscriber and times the drain by the patched edge's
+      `acked` counter (REST API, polled every 10 ms), as the library's drain bench times it
+      (NanoMQ edges only). --outage iptables takes the proxy out of the data path (the bench
+      re-runs itself in a network namespace of its own, root, and cuts the remote's bridge
+      listener with a REJECT rule). With --drain-bench (the library's `drain` bench binary,
       cargo bench --bench drain --no-run) the library's own drain of the same n at the window
       NanoMQ uses (min(32, the remote's Receive Maximum)) runs in the same session.
 rss   (c): VmRSS of the edge with the link down and nothing waiting, then with n messages
@@ -45,6 +50,8 @@ Repeat with --runs; runs of the edges alternate; medians are printed with every 
 Needs: mosquitto, paho-mqtt (pip).
 """
 import argparse
+import base64
+import json
 import os
 import select
 import shutil
@@ -56,6 +63,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 
 import paho.mqtt.client as mqtt
 
@@ -101,6 +109,16 @@ bridges.mqtt.cache {{
     disk_cache_size = {cache}
     mounted_file_path = "{dir}/cache/"
     flush_mem_threshold = 100
+}}
+"""
+
+NANOMQ_HTTP = """\
+http_server {{
+    port = {port}
+    limit_conn = 4
+    username = admin
+    password = public
+    auth_type = basic
 }}
 """
 
@@ -231,19 +249,59 @@ class Proxy:
 
 
 # --- brokers ----------------------------------------------------------------------------------
+class IptablesCut:
+    """The outage without a proxy in the data path (drain/rss --outage iptables, inside the
+    bench's own network namespace): a REJECT (tcp-reset) rule on the remote's bridge listener
+    resets the bridge's connection at its next packet and refuses reconnects, while the
+    subscriber's listener stays up. Same interface as Proxy; no process of its own."""
+
+    def __init__(self, port):
+        self.port, self.p, self.is_cut = port, None, False
+
+    def _rule(self, op):
+        subprocess.run(["iptables", op, "INPUT", "-p", "tcp", "--dport", str(self.port), "-j",
+                        "REJECT", "--reject-with", "tcp-reset"], check=True)
+
+    def cut(self):
+        self._rule("-I")
+        self.is_cut = True
+
+    def restore(self):
+        self._rule("-D")
+        self.is_cut = False
+
+    def close(self):
+        if self.is_cut:
+            self.restore()
+
+
+def make_cut(kind, remote):
+    """The outage mechanism: (the port the edge's bridge dials, the cutter)."""
+    if kind == "iptables":
+        c = IptablesCut(remote.bridge_port)
+        return c.port, c
+    c = Proxy(remote.port, start_cut=False)
+    return c.port, c
+
+
 class Remote:
-    def __init__(self):
+    def __init__(self, bridge_listener=False):
         self.dir = tempfile.mkdtemp(prefix="nmq-bench-remote-")
         os.chmod(self.dir, 0o777)
         self.port = free_port()
+        # a second listener for the bridges (--outage iptables cuts that one only)
+        self.bridge_port = free_port() if bridge_listener else self.port
         conf = os.path.join(self.dir, "m.conf")
         with open(conf, "w") as f:
             f.write(REMOTE_CONF.format(port=self.port, rm=REMOTE_RM))
+            if bridge_listener:
+                f.write(f"listener {self.bridge_port} 127.0.0.1\n")
             if os.environ.get("NMQ_BENCH_REMOTE_LOG"):  # the remote's packet log, for a look
                 f.write(f"log_dest file {os.environ['NMQ_BENCH_REMOTE_LOG']}\nlog_type all\n")
         self.p = subprocess.Popen(["mosquitto", "-c", conf], stdout=subprocess.DEVNULL,
                                   stderr=subprocess.DEVNULL)
         wait_port(self.port)
+        wait_port(self.bridge_port)
 
     def close(self):
         self.p.kill()
@@ -254,8 +312,9 @@ class Remote:
 class Edge:
     """`kind` is a nanomq binary or the word mosquitto."""
 
-    def __init__(self, label, kind, remote_port, cache):
+    def __init__(self, label, kind, remote_port, cache, http=False):
         self.label, self.kind = label, kind
+        self.http = free_port() if http else None  # NanoMQ's REST API (drain --sub none)
         self.dir = tempfile.mkdtemp(prefix=f"nmq-bench-{label}-")
         os.chmod(self.dir, 0o777)
         os.makedirs(os.path.join(self.dir, "cache"))
@@ -272,6 +331,8 @@ class Edge:
             conf = os.path.join(self.dir, "nanomq.conf")
             with open(conf, "w") as f:
                 f.write(NANOMQ_CONF.format(**fmt))
+                if self.http:
+                    f.write(NANOMQ_HTTP.format(port=self.http))
             cmd = [kind, "start", "--conf", conf]
         self.p = subprocess.Popen(cmd, cwd=self.dir, stdout=subprocess.DEVNULL,
                                   stderr=subprocess.DEVNULL)
@@ -384,8 +445,51 @@ class FastSubscriber:
         self.p.wait()
 
 
-def make_subscriber(kind, port, cid):
-    return FastSubscriber(port, cid) if kind == "mosquitto_sub" else Subscriber(port, cid)
+class OutboxWatcher:
+    """The Subscriber's interface without a subscriber (drain --sub none, NanoMQ edges only):
+    polls the patched edge's REST API every 10 ms for the outbox's `acked` counter, so the
+    drain is timed as the library's drain bench times it, to the remote's last PUBACK, with
+    nobody subscribed at the remote."""
+
+    def __init__(self, http_port):
+        self.url = f"http://127.0.0.1:{http_port}/api/v4/bridges/remote"
+        auth = base64.b64encode(b"admin:public").decode()
+        self.headers = {"Authorization": f"Basic {auth}"}
+        self.base = self.acked()
+        self.n, self.dups, self.first, self.last = 0, 0, None, None
+        self.p = None
+        self.stop = threading.Event()
+        threading.Thread(target=self._poll, daemon=True).start()
+
+    def acked(self):
+        req = urllib.request.Request(self.url, headers=self.headers)
+        with urllib.request.urlopen(req, timeout=5) as r:
+            body = json.load(r)
+        for node in body["data"]["bridge"]["nodes"]:
+            if node.get("outbox"):
+                return node["outbox"]["acked"]
+        sys.exit("bench.py: --sub none: the edge has no outbox (a patched NanoMQ is needed)")
+
+    def _poll(self):
+        while not self.stop.wait(0.01):
+            try:
+                n = self.acked() - self.base
+            except OSError:  # a slow answer or the edge going away at the end
+                continue
+            if n != self.n:
+                now = time.time()
+                if self.first is None:
+                    self.first = now
+                self.n, self.last = n, now
+
+    wait = Subscriber.wait
+
+    def close(self):
+        self.stop.set()
+
+
+def make_subscriber(kind, port, cid, qos=1):
+    return FastSubscriber(port, cid, qos) if kind == "mosquitto_sub" else Subscriber(port, cid)
 
 
 def publish(port, n, rate, cid):
@@ -472,21 +576,27 @@ def cmd_rate(a, edges):
 
 
 # --- (b) drain --------------------------------------------------------------------------------
-def drain_once(label, kind, remote, n, sub_kind="paho"):
-    proxy = Proxy(remote.port, start_cut=False)
-    e = Edge(label, kind, proxy.port, max(102400, 2 * n))
+def drain_once(label, kind, remote, n, sub_kind="paho", outage="proxy", sub_qos=1):
+    port, proxy = make_cut(outage, remote)
+    e = Edge(label, kind, port, max(102400, 2 * n), http=sub_kind == "none")
     try:
         settle(e, remote.port, label)
         proxy.cut()
         time.sleep(1.0)
-        sub = make_subscriber(sub_kind, remote.port, f"dsub-{label}-{time.time_ns()}")
+        if sub_kind == "none":
+            sub = OutboxWatcher(e.http)
+        else:
+            sub = make_subscriber(sub_kind, remote.port, f"dsub-{label}-{time.time_ns()}",
+                                  sub_qos)
         acked = publish(e.port, n, 0, f"dpub-{label}-{time.time_ns()}")
         base = sub.n  # what leaked through before the cut (should be 0)
         rss_waiting = rss_kib(e.p.pid)
         # CPU of each process of the run from the restore to the last message: which one is
         # the bottleneck (the bench's own process holds the paho subscriber)
-        procs = dict(edge=e.p.pid, proxy=proxy.p.pid, remote=remote.p.pid,
-                     sub=sub.p.pid if sub_kind == "mosquitto_sub" else os.getpid())
+        procs = dict(edge=e.p.pid, proxy=proxy.p.pid if proxy.p else None, remote=remote.p.pid,
+                     sub=sub.p.pid if sub_kind == "mosquitto_sub" else
+                     None if sub_kind == "none" else os.getpid())
+        procs = {k: v for k, v in procs.items() if v is not None}
         prof = None
         if os.environ.get("NMQ_BENCH_PROFILE") and kind != "mosquitto":
             # e.g. "perf record -g -o /tmp/p.data -p {pid}": runs over the drain, then SIGINT
@@ -530,23 +640,27 @@ def lib_drain(binary, n, window):
 
 def cmd_drain(a, edges):
     a_timeout[0] = a.timeout
-    remote = Remote()
+    if a.sub == "none":  # timed by the outbox's acked counter: NanoMQ edges only
+        edges = [(l, k) for l, k in edges if k != "mosquitto"]
+    remote = Remote(bridge_listener=a.outage == "iptables")
     res = {l: [] for l, _ in edges}
     lib = []
     window = min(OUTBOX_WINDOW, REMOTE_RM)
     try:
         print(f"drain of a {a.n}-message backlog (100 B, QoS 1) after the restore; remote "
               f"Receive Maximum {REMOTE_RM}, so NanoMQ's window is {window}")
-        print(f"subscriber: {a.sub}; CPU %: of one core from the restore to the last message")
+        print(f"subscriber: {a.sub} (QoS {a.sub_qos}); outage: {a.outage}; CPU %: of one core from the restore "
+              "to the last message")
         print("| edge | run | acked | delivered | msg/s from restore | msg/s first..last | "
               "restore to first s | CPU % edge / proxy / remote / subscriber | load |")
         print("|---|---|---|---|---|---|---|---|---|")
         for run in range(a.runs):
             order = edges if run % 2 == 0 else list(reversed(edges))
             for label, kind in order:
-                r = drain_once(label, kind, remote, a.n, a.sub)
+                r = drain_once(label, kind, remote, a.n, a.sub, a.outage, a.sub_qos)
                 res[label].append(r)
-                cpu = " / ".join(f"{r['cpu'][k]:.0f}" for k in ("edge", "proxy", "remote", "sub"))
+                cpu = " / ".join(f"{r['cpu'][k]:.0f}" if k in r["cpu"] else "-"
+                                 for k in ("edge", "proxy", "remote", "sub"))
                 print(f"| {label} | {run + 1} | {r['acked']} | {r['got']} | "
                       f"{r['from_restore']:.0f} | {r['first_to_last']:.0f} | "
                       f"{r['reconnect']:.2f} | {cpu} | {load()} |", flush=True)
@@ -604,15 +718,15 @@ def cmd_quota(a, edges):
 
 # --- (c) rss ----------------------------------------------------------------------------------
 def cmd_rss(a, edges):
-    remote = Remote()
+    remote = Remote(bridge_listener=a.outage == "iptables")
     try:
         print("| edge | RSS link down, nothing waiting | RSS with n waiting | n acked | "
               "peak RSS while draining | RSS after the drain | delivered | fill s | drain s | "
               "load |")
         print("|---|---|---|---|---|---|---|---|---|---|")
         for label, kind in edges:
-            proxy = Proxy(remote.port, start_cut=False)
-            e = Edge(label, kind, proxy.port, max(102400, 2 * a.n))
+            port, proxy = make_cut(a.outage, remote)
+            e = Edge(label, kind, port, max(102400, 2 * a.n))
             try:
                 settle(e, remote.port, label)
                 proxy.cut()
@@ -650,6 +764,18 @@ def cmd_rss(a, edges):
         remote.close()
 
 
+def in_netns(ns):
+    """Runs this command again inside a new network namespace (loopback up; its iptables rules
+    touch nothing else), then deletes the namespace. Returns the exit code."""
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    try:
+        subprocess.run(["ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up"], check=True)
+        return subprocess.run(["ip", "netns", "exec", ns, "env", f"NMQ_BENCH_NETNS={ns}",
+                               sys.executable, os.path.abspath(__file__)] + sys.argv[1:]).returncode
+    finally:
+        subprocess.run(["ip", "netns", "del", ns])
+
+
 def main():
     if len(sys.argv) > 1 and sys.argv[1] == "proxy":
         role_proxy(int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "1")
@@ -672,10 +798,20 @@ def main():
         if name == "drain":
             p.add_argument("--drain-bench", help="the library's drain bench binary")
         if name in ("drain", "rss"):
-            p.add_argument("--sub", choices=("paho", "mosquitto_sub"), default="paho",
+            p.add_argument("--outage", choices=("proxy", "iptables"), default="proxy",
+                           help="iptables: no proxy in the data path; the bench re-runs itself "
+                           "in a network namespace of its own (root) and cuts with a REJECT rule")
+            p.add_argument("--prefix", default="nmqb", help="--outage iptables: namespace prefix")
+            p.add_argument("--sub", choices=("paho", "mosquitto_sub", "none") if name == "drain"
+                           else ("paho", "mosquitto_sub"), default="paho",
                            help="the subscriber at the remote (mosquitto_sub: C, not the bench's "
                            "own Python process)")
+            p.add_argument("--sub-qos", type=int, choices=(0, 1), default=1,
+                           help="mosquitto_sub's QoS (0: the remote sends it without acks or "
+                           "an in-flight limit; a loss there shows as delivered < acked)")
     a = ap.parse_args()
+    if getattr(a, "outage", "proxy") == "iptables" and not os.environ.get("NMQ_BENCH_NETNS"):
+        sys.exit(in_netns(f"{a.prefix}-{os.getpid()}"))
     edges = []
     for e in a.edge:
         label, _, kind = e.partition("=")
