@@ -617,7 +617,7 @@ def drain_once(label, kind, remote, n, sub_kind="paho", outage="proxy", sub_qos=
         wall = max((last or t0) - t0, 1e-9)
         return dict(acked=acked, got=got, from_restore=got / max(last - t0, 1e-9) if got else 0,
                     first_to_last=got / span if got > 1 else 0, rss_waiting=rss_waiting,
-                    reconnect=(first - t0) if first else 0,
+                    reconnect=(first - t0) if first else 0, dups=sub.dups,
                     cpu={k: 100 * (c1[k] - c0[k]) / wall for k in procs})
     finally:
         e.close()
@@ -661,7 +661,7 @@ def cmd_drain(a, edges):
                 res[label].append(r)
                 cpu = " / ".join(f"{r['cpu'][k]:.0f}" if k in r["cpu"] else "-"
                                  for k in ("edge", "proxy", "remote", "sub"))
-                print(f"| {label} | {run + 1} | {r['acked']} | {r['got']} | "
+                print(f"| {label} | {run + 1} | {r['acked']} | {r['got']} ({r['dups']} dup) | "
                       f"{r['from_restore']:.0f} | {r['first_to_last']:.0f} | "
                       f"{r['reconnect']:.2f} | {cpu} | {load()} |", flush=True)
             if a.drain_bench:
