@@ -457,25 +457,34 @@ class OutboxWatcher:
         self.headers = {"Authorization": f"Basic {auth}"}
         self.base = self.acked()
         self.n, self.dups, self.first, self.last = 0, 0, None, None
+        self.link_up = None
         self.p = None
         self.stop = threading.Event()
         threading.Thread(target=self._poll, daemon=True).start()
 
-    def acked(self):
+    def outbox(self):
         req = urllib.request.Request(self.url, headers=self.headers)
         with urllib.request.urlopen(req, timeout=5) as r:
             body = json.load(r)
         for node in body["data"]["bridge"]["nodes"]:
             if node.get("outbox"):
-                return node["outbox"]["acked"]
+                return node["outbox"]
         sys.exit("bench.py: --sub none: the edge has no outbox (a patched NanoMQ is needed)")
 
+    def acked(self):
+        return self.outbox()["acked"]
+
     def _poll(self):
+        was_up = True
         while not self.stop.wait(0.01):
             try:
-                n = self.acked() - self.base
+                ob = self.outbox()
             except OSError:  # a slow answer or the edge going away at the end
                 continue
+            n = ob["acked"] - self.base
+            if ob["link_up"] and not was_up and self.link_up is None:
+                self.link_up = time.time()  # the reconnect after the restore (poll resolution)
+            was_up = ob["link_up"]
             if n != self.n:
                 now = time.time()
                 if self.first is None:
@@ -617,7 +626,10 @@ def drain_once(label, kind, remote, n, sub_kind="paho", outage="proxy", sub_qos=
         wall = max((last or t0) - t0, 1e-9)
         return dict(acked=acked, got=got, from_restore=got / max(last - t0, 1e-9) if got else 0,
                     first_to_last=got / span if got > 1 else 0, rss_waiting=rss_waiting,
-                    reconnect=(first - t0) if first else 0, dups=sub.dups,
+                    reconnect=(first - t0) if first else 0,
+                    dups="-" if sub_kind == "none" else sub.dups,
+                    from_link_up=got / max(last - sub.link_up, 1e-9)
+                    if getattr(sub, "link_up", None) and got else None,
                     cpu={k: 100 * (c1[k] - c0[k]) / wall for k in procs})
     finally:
         e.close()
@@ -664,12 +676,19 @@ def cmd_drain(a, edges):
                 print(f"| {label} | {run + 1} | {r['acked']} | {r['got']} ({r['dups']} dup) | "
                       f"{r['from_restore']:.0f} | {r['first_to_last']:.0f} | "
                       f"{r['reconnect']:.2f} | {cpu} | {load()} |", flush=True)
+                if r["from_link_up"]:
+                    print(f"| {label} | {run + 1} | from the edge's link_up (REST, 10 ms polls): "
+                          f"{r['from_link_up']:.0f} msg/s | | | | | | |", flush=True)
             if a.drain_bench:
                 o, p = lib_drain(a.drain_bench, a.n, window)
                 lib.append(o)
                 print(f"| library drain bench, window {window} | {run + 1} | {a.n} | {a.n} | "
                       f"{o:.0f} (plain publisher {p:.0f}) | - | - | - | {load()} |", flush=True)
         for label, rs in res.items():
+            up = [r["from_link_up"] for r in rs if r.get("from_link_up")]
+            if up and lib:
+                print(f"median {label} from its link_up: {statistics.median(up):.0f} msg/s; "
+                      f"library/{label} {statistics.median(lib) / statistics.median(up):.2f}")
             m = statistics.median(r["from_restore"] for r in rs)
             print(f"median {label}: {m:.0f} msg/s from the restore", end="")
             if lib:
