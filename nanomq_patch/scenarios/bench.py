@@ -15,6 +15,7 @@ outage: it closes every connection and refuses new ones until the restore.
 
     bench.py rate   --edge stock=<nanomq> --edge patched=<nanomq> --edge mosquitto [--rates ...]
     bench.py drain  --edge patched=<nanomq> --edge mosquitto [-n 100000] [--drain-bench <bin>]
+                    [--sub paho|mosquitto_sub|none] [--outage proxy|iptables]
     bench.py rss    --edge patched=<nanomq> [-n 1000000]
     bench.py quota  --edge stock=<nanomq> --edge patched=<nanomq> [-n 3000]
 
@@ -25,20 +26,32 @@ rate  (a): for each offered rate (paced publisher, --secs seconds per step) ever
       lossless rate of each edge.
 drain (b): the link is cut, n messages are published into the edge and acknowledged, then the
       link is restored: drain msg/s from the restore to the last message at the subscriber (and
-      from the first to the last). With --drain-bench (the library's `drain` bench binary,
+      from the first to the last), the time from the restore to the first message (the
+      reconnect), and the CPU of each process over the drain (edge, proxy, remote, subscriber:
+      which one is the bottleneck). --sub mosquitto_sub takes the subscriber out of the bench's
+      Python process; --sub none has no subscriber and times the drain by the patched edge's
+      `acked` counter (REST API, polled every 10 ms), as the library's drain bench times it
+      (NanoMQ edges only). --outage iptables takes the proxy out of the data path (the bench
+      re-runs itself in a network namespace of its own, root, and cuts the remote's bridge
+      listener with a REJECT rule). With --drain-bench (the library's `drain` bench binary,
       cargo bench --bench drain --no-run) the library's own drain of the same n at the window
       NanoMQ uses (min(32, the remote's Receive Maximum)) runs in the same session.
 rss   (c): VmRSS of the edge with the link down and nothing waiting, then with n messages
-      waiting (all acknowledged to the publisher), then after the drain.
+      waiting (all acknowledged to the publisher), its peak while draining (sampled every 0.2 s),
+      then after the drain; with the time the fill and the drain took.
 quota (d): one MQTT 5 client publishes n QoS 1 messages one at a time; exit 1 if the edge ever
       disconnects it (NanoNNG f2acbcf25 without hook N11: at every 1024th message, 0x93).
 Environment: NMQ_BENCH_LOG=<level> (the edge NanoMQ's log level, default warn), NMQ_BENCH_KEEP=1
 (keep each edge's directory with nanomq.log), NMQ_BENCH_REMOTE_LOG=<file> (the remote
-mosquitto's `log_type all` log: every PUBLISH, its dup flag, connects).
+mosquitto's `log_type all` log: every PUBLISH, its dup flag, connects), NMQ_BENCH_PROFILE=<shell
+command with {pid}> (drain: run on each NanoMQ edge from the restore to the last message, then
+SIGINT; e.g. "perf record -g -o /tmp/p.data -p {pid}" or "strace -c -f -o /tmp/s.txt -p {pid}").
 Repeat with --runs; runs of the edges alternate; medians are printed with every run's value.
 Needs: mosquitto, paho-mqtt (pip).
 """
 import argparse
+import base64
+import json
 import os
 import select
 import shutil
@@ -50,6 +63,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 
 import paho.mqtt.client as mqtt
 
@@ -98,6 +112,16 @@ bridges.mqtt.cache {{
 }}
 """
 
+NANOMQ_HTTP = """\
+http_server {{
+    port = {port}
+    limit_conn = 4
+    username = admin
+    password = public
+    auth_type = basic
+}}
+"""
+
 MOSQ_EDGE_CONF = """\
 listener {local} 127.0.0.1
 allow_anonymous true
@@ -125,6 +149,10 @@ def cpu_secs(pid):
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def load():
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def rss_kib(pid):
@@ -221,19 +249,59 @@ class Proxy:
 
 
 # --- brokers ----------------------------------------------------------------------------------
+class IptablesCut:
+    """The outage without a proxy in the data path (drain/rss --outage iptables, inside the
+    bench's own network namespace): a REJECT (tcp-reset) rule on the remote's bridge listener
+    resets the bridge's connection at its next packet and refuses reconnects, while the
+    subscriber's listener stays up. Same interface as Proxy; no process of its own."""
+
+    def __init__(self, port):
+        self.port, self.p, self.is_cut = port, None, False
+
+    def _rule(self, op):
+        subprocess.run(["iptables", op, "INPUT", "-p", "tcp", "--dport", str(self.port), "-j",
+                        "REJECT", "--reject-with", "tcp-reset"], check=True)
+
+    def cut(self):
+        self._rule("-I")
+        self.is_cut = True
+
+    def restore(self):
+        self._rule("-D")
+        self.is_cut = False
+
+    def close(self):
+        if self.is_cut:
+            self.restore()
+
+
+def make_cut(kind, remote):
+    """The outage mechanism: (the port the edge's bridge dials, the cutter)."""
+    if kind == "iptables":
+        c = IptablesCut(remote.bridge_port)
+        return c.port, c
+    c = Proxy(remote.port, start_cut=False)
+    return c.port, c
+
+
 class Remote:
-    def __init__(self):
+    def __init__(self, bridge_listener=False):
         self.dir = tempfile.mkdtemp(prefix="nmq-bench-remote-")
         os.chmod(self.dir, 0o777)
         self.port = free_port()
+        # a second listener for the bridges (--outage iptables cuts that one only)
+        self.bridge_port = free_port() if bridge_listener else self.port
         conf = os.path.join(self.dir, "m.conf")
         with open(conf, "w") as f:
             f.write(REMOTE_CONF.format(port=self.port, rm=REMOTE_RM))
+            if bridge_listener:
+                f.write(f"listener {self.bridge_port} 127.0.0.1\n")
             if os.environ.get("NMQ_BENCH_REMOTE_LOG"):  # the remote's packet log, for a look
                 f.write(f"log_dest file {os.environ['NMQ_BENCH_REMOTE_LOG']}\nlog_type all\n")
         self.p = subprocess.Popen(["mosquitto", "-c", conf], stdout=subprocess.DEVNULL,
                                   stderr=subprocess.DEVNULL)
         wait_port(self.port)
+        wait_port(self.bridge_port)
 
     def close(self):
         self.p.kill()
@@ -244,8 +312,9 @@ class Remote:
 class Edge:
     """`kind` is a nanomq binary or the word mosquitto."""
 
-    def __init__(self, label, kind, remote_port, cache):
+    def __init__(self, label, kind, remote_port, cache, http=False):
         self.label, self.kind = label, kind
+        self.http = free_port() if http else None  # NanoMQ's REST API (drain --sub none)
         self.dir = tempfile.mkdtemp(prefix=f"nmq-bench-{label}-")
         os.chmod(self.dir, 0o777)
         os.makedirs(os.path.join(self.dir, "cache"))
@@ -262,6 +331,8 @@ class Edge:
             conf = os.path.join(self.dir, "nanomq.conf")
             with open(conf, "w") as f:
                 f.write(NANOMQ_CONF.format(**fmt))
+                if self.http:
+                    f.write(NANOMQ_HTTP.format(port=self.http))
             cmd = [kind, "start", "--conf", conf]
         self.p = subprocess.Popen(cmd, cwd=self.dir, stdout=subprocess.DEVNULL,
                                   stderr=subprocess.DEVNULL)
@@ -322,6 +393,112 @@ class Subscriber:
     def close(self):
         self.c.loop_stop()
         self.c.disconnect()
+
+
+class FastSubscriber:
+    """The Subscriber's interface on `mosquitto_sub` (C; line-buffered `%U %p` lines read by a
+    thread), for runs where a Python MQTT client could be the bottleneck (drain --sub
+    mosquitto_sub). Times are mosquitto_sub's own receive timestamps."""
+
+    def __init__(self, port, cid, qos=1):
+        self.n = 0
+        self.seen = set()
+        self.dups = 0
+        self.first = self.last = None
+        self.probed = threading.Event()
+        self.p = subprocess.Popen(
+            ["stdbuf", "-oL", "mosquitto_sub", "-h", "127.0.0.1", "-p", str(port), "-i", cid,
+             "-V", "mqttv5", "-q", str(qos), "-t", TOPIC, "-F", "%U %p"],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        threading.Thread(target=self._read, daemon=True).start()
+        probe = client(f"{cid}-probe")
+        probe.connect("127.0.0.1", port)
+        probe.loop_start()
+        end = time.time() + 10
+        while not self.probed.wait(0.2) and time.time() < end:  # subscribed once one arrives
+            probe.publish(TOPIC, b"probe", qos=0)
+        probe.loop_stop()
+        probe.disconnect()
+        if not self.probed.is_set():
+            sys.exit("bench.py: mosquitto_sub did not subscribe")
+
+    def _read(self):
+        for line in self.p.stdout:
+            ts, _, payload = line.rstrip(b"\n").partition(b" ")
+            if payload == b"probe":
+                self.probed.set()
+                continue
+            if payload in self.seen:
+                self.dups += 1
+                continue
+            self.seen.add(payload)
+            now = float(ts)
+            self.n += 1
+            if self.first is None:
+                self.first = now
+            self.last = now
+
+    wait = Subscriber.wait
+
+    def close(self):
+        self.p.terminate()
+        self.p.wait()
+
+
+class OutboxWatcher:
+    """The Subscriber's interface without a subscriber (drain --sub none, NanoMQ edges only):
+    polls the patched edge's REST API every 10 ms for the outbox's `acked` counter, so the
+    drain is timed as the library's drain bench times it, to the remote's last PUBACK, with
+    nobody subscribed at the remote."""
+
+    def __init__(self, http_port):
+        self.url = f"http://127.0.0.1:{http_port}/api/v4/bridges/remote"
+        auth = base64.b64encode(b"admin:public").decode()
+        self.headers = {"Authorization": f"Basic {auth}"}
+        self.base = self.acked()
+        self.n, self.dups, self.first, self.last = 0, 0, None, None
+        self.link_up = None
+        self.p = None
+        self.stop = threading.Event()
+        threading.Thread(target=self._poll, daemon=True).start()
+
+    def outbox(self):
+        req = urllib.request.Request(self.url, headers=self.headers)
+        with urllib.request.urlopen(req, timeout=5) as r:
+            body = json.load(r)
+        for node in body["data"]["bridge"]["nodes"]:
+            if node.get("outbox"):
+                return node["outbox"]
+        sys.exit("bench.py: --sub none: the edge has no outbox (a patched NanoMQ is needed)")
+
+    def acked(self):
+        return self.outbox()["acked"]
+
+    def _poll(self):
+        was_up = True
+        while not self.stop.wait(0.01):
+            try:
+                ob = self.outbox()
+            except OSError:  # a slow answer or the edge going away at the end
+                continue
+            n = ob["acked"] - self.base
+            if ob["link_up"] and not was_up and self.link_up is None:
+                self.link_up = time.time()  # the reconnect after the restore (poll resolution)
+            was_up = ob["link_up"]
+            if n != self.n:
+                now = time.time()
+                if self.first is None:
+                    self.first = now
+                self.n, self.last = n, now
+
+    wait = Subscriber.wait
+
+    def close(self):
+        self.stop.set()
+
+
+def make_subscriber(kind, port, cid, qos=1):
+    return FastSubscriber(port, cid, qos) if kind == "mosquitto_sub" else Subscriber(port, cid)
 
 
 def publish(port, n, rate, cid):
@@ -408,25 +585,52 @@ def cmd_rate(a, edges):
 
 
 # --- (b) drain --------------------------------------------------------------------------------
-def drain_once(label, kind, remote, n):
-    proxy = Proxy(remote.port, start_cut=False)
-    e = Edge(label, kind, proxy.port, max(102400, 2 * n))
+def drain_once(label, kind, remote, n, sub_kind="paho", outage="proxy", sub_qos=1):
+    port, proxy = make_cut(outage, remote)
+    e = Edge(label, kind, port, max(102400, 2 * n), http=sub_kind == "none")
     try:
         settle(e, remote.port, label)
         proxy.cut()
         time.sleep(1.0)
-        sub = Subscriber(remote.port, f"dsub-{label}-{time.time_ns()}")
+        if sub_kind == "none":
+            sub = OutboxWatcher(e.http)
+        else:
+            sub = make_subscriber(sub_kind, remote.port, f"dsub-{label}-{time.time_ns()}",
+                                  sub_qos)
         acked = publish(e.port, n, 0, f"dpub-{label}-{time.time_ns()}")
         base = sub.n  # what leaked through before the cut (should be 0)
         rss_waiting = rss_kib(e.p.pid)
+        # CPU of each process of the run from the restore to the last message: which one is
+        # the bottleneck (the bench's own process holds the paho subscriber)
+        procs = dict(edge=e.p.pid, proxy=proxy.p.pid if proxy.p else None, remote=remote.p.pid,
+                     sub=sub.p.pid if sub_kind == "mosquitto_sub" else
+                     None if sub_kind == "none" else os.getpid())
+        procs = {k: v for k, v in procs.items() if v is not None}
+        prof = None
+        if os.environ.get("NMQ_BENCH_PROFILE") and kind != "mosquitto":
+            # e.g. "perf record -g -o /tmp/p.data -p {pid}": runs over the drain, then SIGINT
+            prof = subprocess.Popen(os.environ["NMQ_BENCH_PROFILE"].format(pid=e.p.pid),
+                                    shell=True, start_new_session=True)
+            time.sleep(1.0)
+        c0 = {k: cpu_secs(v) for k, v in procs.items()}
         proxy.restore()
         t0 = time.time()
         got = sub.wait(base + acked, a_timeout[0]) - base
+        c1 = {k: cpu_secs(v) for k, v in procs.items()}
+        if prof is not None:
+            os.killpg(prof.pid, signal.SIGINT)
+            prof.wait()
         sub.close()
         first, last = sub.first, sub.last
         span = (last - first) if got > 1 else 0
+        wall = max((last or t0) - t0, 1e-9)
         return dict(acked=acked, got=got, from_restore=got / max(last - t0, 1e-9) if got else 0,
-                    first_to_last=got / span if got > 1 else 0, rss_waiting=rss_waiting)
+                    first_to_last=got / span if got > 1 else 0, rss_waiting=rss_waiting,
+                    reconnect=(first - t0) if first else 0,
+                    dups="-" if sub_kind == "none" else sub.dups,
+                    from_link_up=got / max(last - sub.link_up, 1e-9)
+                    if getattr(sub, "link_up", None) and got else None,
+                    cpu={k: 100 * (c1[k] - c0[k]) / wall for k in procs})
     finally:
         e.close()
         proxy.close()
@@ -448,28 +652,43 @@ def lib_drain(binary, n, window):
 
 def cmd_drain(a, edges):
     a_timeout[0] = a.timeout
-    remote = Remote()
+    if a.sub == "none":  # timed by the outbox's acked counter: NanoMQ edges only
+        edges = [(l, k) for l, k in edges if k != "mosquitto"]
+    remote = Remote(bridge_listener=a.outage == "iptables")
     res = {l: [] for l, _ in edges}
     lib = []
     window = min(OUTBOX_WINDOW, REMOTE_RM)
     try:
         print(f"drain of a {a.n}-message backlog (100 B, QoS 1) after the restore; remote "
               f"Receive Maximum {REMOTE_RM}, so NanoMQ's window is {window}")
-        print("| edge | run | acked | delivered | msg/s from restore | msg/s first..last |")
-        print("|---|---|---|---|---|---|")
+        print(f"subscriber: {a.sub} (QoS {a.sub_qos}); outage: {a.outage}; CPU %: of one core from the restore "
+              "to the last message")
+        print("| edge | run | acked | delivered | msg/s from restore | msg/s first..last | "
+              "restore to first s | CPU % edge / proxy / remote / subscriber | load |")
+        print("|---|---|---|---|---|---|---|---|---|")
         for run in range(a.runs):
             order = edges if run % 2 == 0 else list(reversed(edges))
             for label, kind in order:
-                r = drain_once(label, kind, remote, a.n)
+                r = drain_once(label, kind, remote, a.n, a.sub, a.outage, a.sub_qos)
                 res[label].append(r)
-                print(f"| {label} | {run + 1} | {r['acked']} | {r['got']} | "
-                      f"{r['from_restore']:.0f} | {r['first_to_last']:.0f} |", flush=True)
+                cpu = " / ".join(f"{r['cpu'][k]:.0f}" if k in r["cpu"] else "-"
+                                 for k in ("edge", "proxy", "remote", "sub"))
+                print(f"| {label} | {run + 1} | {r['acked']} | {r['got']} ({r['dups']} dup) | "
+                      f"{r['from_restore']:.0f} | {r['first_to_last']:.0f} | "
+                      f"{r['reconnect']:.2f} | {cpu} | {load()} |", flush=True)
+                if r["from_link_up"]:
+                    print(f"| {label} | {run + 1} | from the edge's link_up (REST, 10 ms polls): "
+                          f"{r['from_link_up']:.0f} msg/s | | | | | | |", flush=True)
             if a.drain_bench:
                 o, p = lib_drain(a.drain_bench, a.n, window)
                 lib.append(o)
                 print(f"| library drain bench, window {window} | {run + 1} | {a.n} | {a.n} | "
-                      f"{o:.0f} (plain publisher {p:.0f}) | - |", flush=True)
+                      f"{o:.0f} (plain publisher {p:.0f}) | - | - | - | {load()} |", flush=True)
         for label, rs in res.items():
+            up = [r["from_link_up"] for r in rs if r.get("from_link_up")]
+            if up and lib:
+                print(f"median {label} from its link_up: {statistics.median(up):.0f} msg/s; "
+                      f"library/{label} {statistics.median(lib) / statistics.median(up):.2f}")
             m = statistics.median(r["from_restore"] for r in rs)
             print(f"median {label}: {m:.0f} msg/s from the restore", end="")
             if lib:
@@ -518,34 +737,62 @@ def cmd_quota(a, edges):
 
 # --- (c) rss ----------------------------------------------------------------------------------
 def cmd_rss(a, edges):
-    remote = Remote()
+    remote = Remote(bridge_listener=a.outage == "iptables")
     try:
         print("| edge | RSS link down, nothing waiting | RSS with n waiting | n acked | "
-              "RSS after the drain | delivered |")
-        print("|---|---|---|---|---|---|")
+              "peak RSS while draining | RSS after the drain | delivered | fill s | drain s | "
+              "load |")
+        print("|---|---|---|---|---|---|---|---|---|---|")
         for label, kind in edges:
-            proxy = Proxy(remote.port, start_cut=False)
-            e = Edge(label, kind, proxy.port, max(102400, 2 * a.n))
+            port, proxy = make_cut(a.outage, remote)
+            e = Edge(label, kind, port, max(102400, 2 * a.n))
             try:
                 settle(e, remote.port, label)
                 proxy.cut()
                 time.sleep(2.0)
                 empty = rss_kib(e.p.pid)
-                sub = Subscriber(remote.port, f"rsub-{label}")
+                sub = make_subscriber(a.sub, remote.port, f"rsub-{label}")
+                t0 = time.time()
                 acked = publish(e.port, a.n, 0, f"rpub-{label}")
+                fill = time.time() - t0
                 time.sleep(2.0)
                 waiting = rss_kib(e.p.pid)
+                peak = [waiting]
                 proxy.restore()
+                t1 = time.time()
+                sampler = threading.Event()
+
+                def sample():  # the edge's RSS while it drains, every 0.2 s
+                    while not sampler.wait(0.2):
+                        peak[0] = max(peak[0], rss_kib(e.p.pid))
+
+                threading.Thread(target=sample, daemon=True).start()
                 got = sub.wait(acked, a.timeout)
+                drain = time.time() - t1
+                sampler.set()
+                time.sleep(2.0)
                 after = rss_kib(e.p.pid)
                 sub.close()
             finally:
                 e.close()
                 proxy.close()
             print(f"| {label} | {empty / 1024:.1f} MiB | {waiting / 1024:.1f} MiB | {acked} | "
-                  f"{after / 1024:.1f} MiB | {got} |", flush=True)
+                  f"{peak[0] / 1024:.1f} MiB | {after / 1024:.1f} MiB | {got} | {fill:.0f} | "
+                  f"{drain:.0f} | {load()} |", flush=True)
     finally:
         remote.close()
+
+
+def in_netns(ns):
+    """Runs this command again inside a new network namespace (loopback up; its iptables rules
+    touch nothing else), then deletes the namespace. Returns the exit code."""
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    try:
+        subprocess.run(["ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up"], check=True)
+        return subprocess.run(["ip", "netns", "exec", ns, "env", f"NMQ_BENCH_NETNS={ns}",
+                               sys.executable, os.path.abspath(__file__)] + sys.argv[1:]).returncode
+    finally:
+        subprocess.run(["ip", "netns", "del", ns])
 
 
 def main():
@@ -569,7 +816,21 @@ def main():
                                                     "quota": 3000}[name])
         if name == "drain":
             p.add_argument("--drain-bench", help="the library's drain bench binary")
+        if name in ("drain", "rss"):
+            p.add_argument("--outage", choices=("proxy", "iptables"), default="proxy",
+                           help="iptables: no proxy in the data path; the bench re-runs itself "
+                           "in a network namespace of its own (root) and cuts with a REJECT rule")
+            p.add_argument("--prefix", default="nmqb", help="--outage iptables: namespace prefix")
+            p.add_argument("--sub", choices=("paho", "mosquitto_sub", "none") if name == "drain"
+                           else ("paho", "mosquitto_sub"), default="paho",
+                           help="the subscriber at the remote (mosquitto_sub: C, not the bench's "
+                           "own Python process)")
+            p.add_argument("--sub-qos", type=int, choices=(0, 1), default=1,
+                           help="mosquitto_sub's QoS (0: the remote sends it without acks or "
+                           "an in-flight limit; a loss there shows as delivered < acked)")
     a = ap.parse_args()
+    if getattr(a, "outage", "proxy") == "iptables" and not os.environ.get("NMQ_BENCH_NETNS"):
+        sys.exit(in_netns(f"{a.prefix}-{os.getpid()}"))
     edges = []
     for e in a.edge:
         label, _, kind = e.partition("=")
