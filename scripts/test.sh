@@ -55,17 +55,19 @@ NMQ_BENCH_N=1000 NMQ_BENCH_REPS=1 cargo test -q --all-targets 2>&1 | tee -a "$lo
 cargo test -q --doc 2>&1 | tee -a "$log"
 
 step "C tests (static library under ASan/UBSan, shared library under valgrind, real libnng)"
-# Right before linking: any cargo build without the feature replaces target/debug/libnmq_outbox.*
+# cargo's output directory (CARGO_TARGET_DIR when set, as cargo itself takes it)
+debug=$(mkdir -p "${CARGO_TARGET_DIR:-target}" && cd "${CARGO_TARGET_DIR:-target}" && pwd)/debug
+# Right before linking: any cargo build without the feature replaces $debug/libnmq_outbox.*
 cargo build -q --features nng
-make -s -C c_tests clean
-make -s -C c_tests check 2>&1 | tee -a "$log"
+make -s -C c_tests clean LIBDIR="$debug"
+make -s -C c_tests check LIBDIR="$debug" 2>&1 | tee -a "$log"
 
 step "nanomq_patch scripts: syntax, apply.sh on synthetic trees, build.sh's early checks, make-archive.sh"
 # Needs no NanoMQ source: tiny synthetic trees; make-archive.sh runs on the nng build's archive.
-bash nanomq_patch/tests/scripts_test.sh target/debug/libnmq_outbox.a 2>&1 | tee -a "$log"
+bash nanomq_patch/tests/scripts_test.sh "$debug/libnmq_outbox.a" 2>&1 | tee -a "$log"
 
 step "clean link: the shared library exports exactly the headers' functions, no SQLite"
-so=target/debug/libnmq_outbox.so
+so=$debug/libnmq_outbox.so
 exported=$(nm -D --defined-only "$so" | awk '{print $3}' | sort)
 declared=$(grep -ohE '\bnmq_outbox_[a-z_]+\(' include/*.h | tr -d '(' | sort -u)
 if echo "$exported" | grep -q sqlite3; then

@@ -501,7 +501,11 @@ fn a_database_deleted_while_open_is_written_back_with_every_row() {
         }
         ob.flush().unwrap();
         if delete_dir {
-            std::fs::remove_dir_all(&dir).unwrap();
+            // Renamed away first (atomic), then removed: a remove_dir_all of the live path
+            // races with the outbox writing the file back into it (DirectoryNotEmpty).
+            let gone = top.path().join("gone");
+            std::fs::rename(&dir, &gone).unwrap();
+            std::fs::remove_dir_all(&gone).unwrap();
         } else {
             std::fs::remove_file(&path).unwrap();
         }
