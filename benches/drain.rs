@@ -11,12 +11,16 @@
 //!
 //! The clock runs from link_up (after CONNACK) to the last PUBACK; the backlog is appended and
 //! flushed before. Runs of the outbox and the plain publisher alternate; median reported.
+//! Beside the rates, per message over the same clock: CPU of this process (every thread: the
+//! client, and the outbox's writer), its context switches (voluntary + involuntary, all
+//! threads), and the CPU of the mosquitto processes (the bench's children).
 //!
 //! cargo bench --bench drain
 //!   NMQ_BENCH_N     backlog in messages (default 100 000; window 1 runs N/4)
 //!   NMQ_BENCH_REPS  repetitions (default 3)
 //!   NMQ_BENCH_WINDOWS  only these windows, e.g. 1,16 (others up to 64 are added)
 //!   NMQ_BENCH_DIR   where the outbox file goes (default /var/tmp, a real disk)
+//!   NMQ_BENCH_COMMIT_COUNT  the outbox's group_commit_count (default 0: the library's, 100)
 
 #[path = "../tests/harness/mod.rs"]
 mod harness;
@@ -45,11 +49,84 @@ async fn connect(broker: SocketAddr, id: &str) -> (Conn, u16) {
     (conn, rm)
 }
 
+/// CPU time (user + system, every thread) and context switches of this process.
+fn self_usage() -> (f64, u64) {
+    // SAFETY: getrusage fills the struct it is given.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    (
+        secs(ru.ru_utime) + secs(ru.ru_stime),
+        (ru.ru_nvcsw + ru.ru_nivcsw) as u64,
+    )
+}
+
+/// CPU seconds of this process's children (the mosquitto brokers), from /proc.
+fn children_cpu() -> f64 {
+    let mut secs = 0.0;
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0.0;
+    };
+    for t in tasks.flatten() {
+        let kids = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
+        for pid in kids.split_whitespace() {
+            if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+                let rest = &stat[stat.rfind(')').map_or(0, |i| i + 2)..];
+                let f: Vec<&str> = rest.split_whitespace().collect();
+                if f.len() > 12 {
+                    let ticks: u64 =
+                        f[11].parse::<u64>().unwrap_or(0) + f[12].parse::<u64>().unwrap_or(0);
+                    // SAFETY: sysconf has no preconditions.
+                    secs +=
+                        ticks as f64 / unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+                }
+            }
+        }
+    }
+    secs
+}
+
+/// One run: msg/s, and per message: CPU us of this process, its context switches, CPU us of
+/// mosquitto.
+#[derive(Clone, Copy)]
+struct Run {
+    rate: f64,
+    cpu_us: f64,
+    csw: f64,
+    broker_us: f64,
+}
+
+/// Usage counters at the start of a run.
+struct Meter {
+    at: (f64, u64),
+    broker: f64,
+}
+
+impl Meter {
+    fn start() -> Meter {
+        Meter {
+            at: self_usage(),
+            broker: children_cpu(),
+        }
+    }
+    fn stop(self, n: u64, elapsed: Duration) -> Run {
+        let (cpu, csw) = self_usage();
+        let n = n as f64;
+        Run {
+            rate: n / elapsed.as_secs_f64(),
+            cpu_us: (cpu - self.at.0) * 1e6 / n,
+            csw: (csw - self.at.1) as f64 / n,
+            broker_us: (children_cpu() - self.broker) * 1e6 / n,
+        }
+    }
+}
+
 /// msg/s of the outbox draining an `n`-message backlog with `window`.
-async fn outbox_drain(broker: SocketAddr, n: u64, window: u32) -> f64 {
+async fn outbox_drain(broker: SocketAddr, n: u64, window: u32) -> Run {
     let dir = fresh_dir("drain");
     let mut c = Config::new(dir.path().join("outbox.db"), "drain");
     c.window = window;
+    c.group_commit_count = env_u64("NMQ_BENCH_COMMIT_COUNT", 0) as u32;
     let ob = Outbox::open(c).unwrap();
     let stored = encode_publish(TOPIC, 1, &[0x5Au8; 100]);
     for _ in 0..n {
@@ -63,6 +140,7 @@ async fn outbox_drain(broker: SocketAddr, n: u64, window: u32) -> f64 {
     ob.flush().unwrap();
 
     let (mut conn, rm) = connect(broker, "bench-drain-outbox").await;
+    let meter = Meter::start();
     let t = Instant::now();
     ob.link_up(rm).unwrap();
     assert_eq!(ob.stats().unwrap().window, window.min(rm as u32));
@@ -85,17 +163,18 @@ async fn outbox_drain(broker: SocketAddr, n: u64, window: u32) -> f64 {
             acked += 1;
         }
     }
-    let rate = n as f64 / t.elapsed().as_secs_f64();
+    let run = meter.stop(n, t.elapsed());
     assert_eq!(ob.stats().unwrap().messages, 0);
     ob.close().unwrap();
-    rate
+    run
 }
 
 /// msg/s of a plain QoS 1 publisher keeping `window` PUBLISHes in flight.
-async fn plain_publisher(broker: SocketAddr, n: u64, window: u32) -> f64 {
+async fn plain_publisher(broker: SocketAddr, n: u64, window: u32) -> Run {
     let (mut conn, rm) = connect(broker, "bench-drain-plain").await;
     let window = window.min(rm as u32) as u64;
     let payload = vec![0x5Au8; 100];
+    let meter = Meter::start();
     let t = Instant::now();
     let (mut sent, mut acked) = (0u64, 0u64);
     let mut next_pid = 1u16;
@@ -111,7 +190,7 @@ async fn plain_publisher(broker: SocketAddr, n: u64, window: u32) -> f64 {
             acked += 1;
         }
     }
-    n as f64 / t.elapsed().as_secs_f64()
+    meter.stop(n, t.elapsed())
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -144,9 +223,11 @@ async fn main() {
         filesystem_of(&base_dir())
     );
     println!(
-        "| window | messages | outbox msg/s | plain publisher msg/s | plain/outbox | goal | result |"
+        "| window | messages | outbox msg/s | plain publisher msg/s | plain/outbox | goal | result \
+         | CPU us/msg outbox / plain (this process) | context switches/msg outbox / plain \
+         | mosquitto CPU us/msg outbox / plain |"
     );
-    println!("|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     let mut cases: Vec<(u32, String, SocketAddr)> = vec![
         (1, "1".into(), broker.addr()),
         (16, "16".into(), broker.addr()),
@@ -190,12 +271,29 @@ async fn main() {
                 ours.push(outbox_drain(addr, count, w).await);
             }
         }
-        let (o, p) = (median(ours), median(plain));
+        let m = |v: &[Run], f: fn(&Run) -> f64| median(v.iter().map(f).collect());
+        let (o, p) = (m(&ours, |r| r.rate), m(&plain, |r| r.rate));
         let ratio = p / o;
         misses += usize::from(ratio > GOAL);
+        let runs: Vec<String> = ours
+            .iter()
+            .zip(&plain)
+            .map(|(a, b)| format!("{:.2}", b.rate / a.rate))
+            .collect();
         println!(
-            "| {label} | {count} | {o:.0} | {p:.0} | {ratio:.2} | plain/outbox <= {GOAL} | {} |",
-            verdict(ratio <= GOAL)
+            "| {label} | {count} | {o:.0} | {p:.0} | {ratio:.2} | plain/outbox <= {GOAL} | {} \
+             | {:.2} / {:.2} | {:.3} / {:.3} | {:.2} / {:.2} |",
+            verdict(ratio <= GOAL),
+            m(&ours, |r| r.cpu_us),
+            m(&plain, |r| r.cpu_us),
+            m(&ours, |r| r.csw),
+            m(&plain, |r| r.csw),
+            m(&ours, |r| r.broker_us),
+            m(&plain, |r| r.broker_us),
+        );
+        println!(
+            "  (window {w}, plain/outbox of each pair of runs: {})",
+            runs.join(", ")
         );
     }
     println!("(window 1 runs a quarter of the backlog: one round trip per message)");

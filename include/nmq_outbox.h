@@ -34,8 +34,11 @@
  *
  * DURABILITY
  *   nmq_outbox_append() returns once the message is in the group-commit batch. It is on disk
- *   after at most group_commit_count further writes or group_commit_ms milliseconds, or after
+ *   after at most group_commit_count further appends or group_commit_ms milliseconds, or after
  *   nmq_outbox_flush() / nmq_outbox_close() returns OK. A crash can lose only that window;
+ *   acks (deletes) and packet ids of the replay commit with the next such commit, within
+ *   group_commit_ms, or once 4096 of them wait: a crash can resend rows acked within that
+ *   window (duplicates, never a loss);
  *   stats.committed_seq says which appends are on disk (see ACK AFTER COMMIT below for a host
  *   that acknowledges its publishers only then).
  */
@@ -105,7 +108,8 @@ typedef struct nmq_outbox_config {
     uint64_t max_bytes;          /* per-bridge limit in stored bytes; 0 = unlimited */
     uint32_t max_message_bytes;  /* largest message accepted; 0 = 268435455 (MQTT's maximum);
                                     capped at what SQLite stores in a row (logged) */
-    uint32_t group_commit_count; /* commit after this many writes; 0 = 100, 1 = every write */
+    uint32_t group_commit_count; /* commit after this many appends (and QoS 2 PUBRECs);
+                                    0 = 100, 1 = every append; acks ride along (DURABILITY) */
     uint32_t group_commit_ms;    /* commit pending writes after this long; default 20;
                                     0 = at once (writes that come during a commit go into
                                     the next one: for a host that acks after the commit) */

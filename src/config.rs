@@ -43,7 +43,9 @@ pub struct Config {
     pub max_message_bytes: u32,
     pub full_policy: FullPolicy,
     pub sync: SyncMode,
-    /// Commit once this many writes are pending (`cache.flush_mem_threshold`); 1 = every write.
+    /// Commit once this many appends (and QoS 2 PUBRECs) are pending
+    /// (`cache.flush_mem_threshold`); 1 = every append. Acks and packet ids of the replay do
+    /// not count: they ride with that commit, the `group_commit_ms` timer, or 4096 of them.
     pub group_commit_count: u32,
     /// Commit pending writes at the latest this many milliseconds after the first one.
     pub group_commit_ms: u32,

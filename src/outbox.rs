@@ -136,8 +136,16 @@ const READ_AHEAD_MIN: usize = 256;
 const READ_AHEAD_MAX: usize = 512;
 /// ...and no more rows once their data reaches this many bytes (a large row is read alone).
 const READ_AHEAD_BYTES: usize = 4 * 1024 * 1024;
-/// Pending writes beyond `group_commit_count * BACKPRESSURE` make `append` commit inline.
+/// Pending appends beyond `group_commit_count * BACKPRESSURE` (or pending acks beyond
+/// `ACKS_DUE * BACKPRESSURE`) make `append` commit inline.
 const BACKPRESSURE: usize = 8;
+/// Pending acks and packet ids of the replay (deletes and binds) that start a commit at once.
+/// They do not count toward `group_commit_count` (which counts messages): they ride with the
+/// next commit of appends, or the `group_commit_ms` timer, or this many of them. A crash can
+/// lose only acks of that window, and then resends those rows (duplicates, never a loss). Issue
+/// 11: a drain committed every 50 messages (a bind and a delete each), and the writer thread's
+/// commits were the outbox's extra CPU per message (benches/README.md, "replay profile").
+const ACKS_DUE: usize = 4096;
 /// Data of pending inserts that starts a commit at once (like `group_commit_count` rows)...
 const PENDING_BYTES_DUE: u64 = crate::store::RESERVE_BYTES / 8;
 /// ...and beyond which `append` commits inline: accepted rows not yet on disk always fit in
@@ -199,6 +207,9 @@ struct State {
     last_reserve_try: Option<Instant>,
     /// A batch taken from `pending` is being written (not yet visible as committed).
     writing: bool,
+    /// The writer thread was notified and has not looked at the state since: later writes
+    /// need not notify it again (each notify is a futex syscall).
+    kicked: bool,
 }
 
 impl State {
@@ -296,10 +307,24 @@ impl State {
     }
 
     /// Whether the writer thread must be woken after a write was added: it starts a batch
-    /// (the writer then arms its timer) or fills one. Other writes wake nobody.
-    fn writer_due(&self, count: u32) -> bool {
-        let n = self.pending.len();
-        n == 1 || n >= count as usize || self.pending_bytes >= PENDING_BYTES_DUE
+    /// (the writer then arms its `group_commit_ms` timer, which bounds every write of it) or
+    /// makes one due (`commit_due`). Other writes, and writes while a notify is still unseen,
+    /// wake nobody.
+    fn writer_due(&mut self, count: u32) -> bool {
+        if self.kicked {
+            return false;
+        }
+        self.kicked = self.pending.len() == 1 || self.commit_due(count);
+        self.kicked
+    }
+
+    /// Whether the pending batch is to be committed now, before its timer: `count` messages
+    /// (appends and QoS 2 PUBRECs), `ACKS_DUE` acks and packet ids, or `PENDING_BYTES_DUE`.
+    fn commit_due(&self, count: u32) -> bool {
+        let p = &self.pending;
+        p.inserts.len() + p.releases.len() >= count as usize
+            || p.deletes.len() + p.binds.len() >= ACKS_DUE
+            || self.pending_bytes >= PENDING_BYTES_DUE
     }
 
     /// (messages, bytes) above the drop_oldest limits.
@@ -432,6 +457,7 @@ impl Outbox {
             space_low,
             last_reserve_try: space_low.then(Instant::now),
             writing: false,
+            kicked: false,
         };
         let shown = std::fs::canonicalize(&cfg.path).unwrap_or_else(|_| cfg.path.clone());
         log.info(&format!(
@@ -1029,7 +1055,12 @@ impl Shared {
             }
         }
         let inline = st.write_failed;
-        if !inline && (st.pending.len() >= limit || st.pending_bytes >= PENDING_BYTES_MAX) {
+        let p = &st.pending;
+        if !inline
+            && (p.inserts.len() + p.releases.len() >= limit
+                || p.deletes.len() + p.binds.len() >= ACKS_DUE * BACKPRESSURE
+                || st.pending_bytes >= PENDING_BYTES_MAX)
+        {
             drop(st);
             if let Err(e) = self.flush_inner() {
                 self.refused(&e);
@@ -1410,11 +1441,13 @@ impl Shared {
         }
         // Writes still pending apply to what was read: deletes hide acked rows, binds give
         // the packet id a resend must reuse.
-        if !st.pending.deletes.is_empty() {
+        if st.pending.deletes.iter().any(|&s| s >= cursor) {
             let gone: HashSet<i64> = st.pending.deletes.iter().copied().collect();
             rows.retain(|r| !gone.contains(&r.seq));
         }
-        if !st.pending.binds.is_empty() {
+        // (Acks and packet ids pile up to ACKS_DUE between commits; those of rows below the
+        // cursor cannot apply: no set is built for them.)
+        if st.pending.binds.iter().any(|&(s, _)| s >= cursor) {
             let pids: HashMap<i64, u16> = st.pending.binds.iter().copied().collect();
             for r in rows.iter_mut() {
                 if let Some(&pid) = pids.get(&r.seq) {
@@ -1422,7 +1455,7 @@ impl Shared {
                 }
             }
         }
-        if !st.pending.releases.is_empty() {
+        if st.pending.releases.iter().any(|&s| s >= cursor) {
             let released: HashSet<i64> = st.pending.releases.iter().copied().collect();
             for r in rows.iter_mut() {
                 r.released |= released.contains(&r.seq);
@@ -1485,12 +1518,13 @@ impl Shared {
         Ok(true)
     }
 
-    /// The group-commit thread: commits when `group_commit_count` writes are pending or the
-    /// oldest pending write is `group_commit_ms` old. Backs off after a failed commit. A panic
+    /// The group-commit thread: commits when `group_commit_count` messages (or `ACKS_DUE` acks
+    /// and packet ids, see `State::commit_due`) are pending or the oldest pending write is
+    /// `group_commit_ms` old. Backs off after a failed commit. A panic
     /// in a commit is caught and logged; the thread goes on.
     fn writer_loop(&self) {
         let ms = Duration::from_millis(self.cfg.group_commit_ms as u64);
-        let count = self.cfg.group_commit_count as usize;
+        let count = self.cfg.group_commit_count;
         let mut failures = 0u64;
         loop {
             let mut st = lock(&self.state);
@@ -1505,14 +1539,14 @@ impl Shared {
                 if st.closed {
                     return;
                 }
+                // Whatever was notified is seen now: a later write that makes the batch due
+                // notifies again.
+                st.kicked = false;
                 st = match st.pending_since {
                     None => self.wake.wait(st).unwrap_or_else(|p| p.into_inner()),
                     Some(t) => {
                         let left = ms.saturating_sub(t.elapsed());
-                        if st.pending.len() >= count
-                            || st.pending_bytes >= PENDING_BYTES_DUE
-                            || left.is_zero()
-                        {
+                        if st.commit_due(count) || left.is_zero() {
                             break;
                         }
                         match self.wake.wait_timeout(st, left) {
@@ -1542,6 +1576,151 @@ impl Shared {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const ONE_HOUR_MS: u32 = 3_600_000;
+
+    fn qos1(data: &[u8]) -> NewMessage<'_> {
+        NewMessage {
+            qos: 1,
+            expiry_secs: 0,
+            data,
+        }
+    }
+
+    /// Seqs of this file's rows on disk (a second, read-only connection: committed rows only).
+    fn seqs_on_disk(path: &std::path::Path) -> Vec<i64> {
+        let conn =
+            rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+                .unwrap();
+        let mut q = conn.prepare("SELECT seq FROM msg ORDER BY seq").unwrap();
+        let rows = q.query_map([], |r| r.get(0)).unwrap();
+        rows.map(|r| r.unwrap()).collect()
+    }
+
+    /// Leases, binds and acknowledges `n` rows (packet ids from 1).
+    fn deliver(ob: &Outbox, n: u16) -> Vec<i64> {
+        let mut seqs = Vec::new();
+        for pid in 1..=n {
+            let r = ob.lease().unwrap().expect("a row to lease");
+            ob.bind(r.seq, pid).unwrap();
+            seqs.push(r.seq);
+        }
+        for pid in 1..=n {
+            assert_eq!(ob.ack(pid, AckKind::PubAck, 0).unwrap(), AckOutcome::Done);
+        }
+        seqs
+    }
+
+    /// Waits (an event: the writer took the batch and committed it) until no write is pending.
+    /// The bound only turns a hang into a failure.
+    fn await_committed(ob: &Outbox) {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            {
+                let st = lock(&ob.shared.state);
+                if st.pending.is_empty() && !st.writing {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the pending writes were never committed"
+            );
+            std::thread::yield_now();
+        }
+    }
+
+    /// Issue 11 item 3: acks and packet ids do not count toward group_commit_count (which made
+    /// a drain commit every 50 messages); they ride with the next commit of appends.
+    #[test]
+    fn acks_do_not_count_toward_group_commit_count_and_ride_with_the_next_append_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("o.db");
+        let mut c = Config::new(&path, "b");
+        c.group_commit_count = 2;
+        c.group_commit_ms = ONE_HOUR_MS;
+        let ob = Outbox::open(c).unwrap();
+        for _ in 0..4 {
+            ob.append(&qos1(b"x")).unwrap();
+        }
+        ob.flush().unwrap();
+        ob.link_up(0).unwrap();
+        let acked = deliver(&ob, 2);
+        // Four writes (2 binds, 2 deletes) >= group_commit_count: no commit is due for them.
+        {
+            let st = lock(&ob.shared.state);
+            assert_eq!((st.pending.deletes.len(), st.pending.binds.len()), (2, 2));
+        }
+        assert_eq!(seqs_on_disk(&path).len(), 4);
+        // Two appends make the batch due: the acks are committed with them.
+        let fd = ob.commit_fd().unwrap();
+        let a = ob.append(&qos1(b"y")).unwrap();
+        let b = ob.append(&qos1(b"z")).unwrap();
+        let mut p = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        while ob.committed_seq() < b {
+            // SAFETY: one valid pollfd. The timeout only turns a hang into a failure.
+            assert_eq!(unsafe { libc::poll(&mut p, 1, 120_000) }, 1, "no commit");
+        }
+        let disk = seqs_on_disk(&path);
+        assert!(
+            acked.iter().all(|s| !disk.contains(s)),
+            "acks committed: {disk:?}"
+        );
+        assert!(disk.contains(&a) && disk.contains(&b));
+        assert_eq!(disk.len(), 4);
+        ob.close().unwrap();
+    }
+
+    /// The bound for acks alone: the group_commit_ms timer, as for every write.
+    #[test]
+    fn acks_alone_are_committed_by_the_group_commit_timer() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("o.db");
+        let mut c = Config::new(&path, "b");
+        c.group_commit_ms = 20;
+        let ob = Outbox::open(c).unwrap();
+        for _ in 0..3 {
+            ob.append(&qos1(b"x")).unwrap();
+        }
+        ob.flush().unwrap();
+        ob.link_up(0).unwrap();
+        let acked = deliver(&ob, 2);
+        await_committed(&ob);
+        let disk = seqs_on_disk(&path);
+        assert_eq!(disk.len(), 1);
+        assert!(acked.iter().all(|s| !disk.contains(s)));
+        ob.close().unwrap();
+    }
+
+    /// ...and the memory bound: ACKS_DUE acks and packet ids commit at once, timer or not.
+    #[test]
+    fn acks_alone_are_committed_once_acks_due_are_pending() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("o.db");
+        let mut c = Config::new(&path, "b");
+        c.group_commit_ms = ONE_HOUR_MS;
+        c.window = ACKS_DUE as u32;
+        let ob = Outbox::open(c).unwrap();
+        let half = (ACKS_DUE / 2) as u16;
+        for _ in 0..half + 1 {
+            ob.append(&qos1(b"x")).unwrap();
+        }
+        ob.flush().unwrap();
+        ob.link_up(0).unwrap();
+        // One short of due: nothing commits.
+        deliver(&ob, half - 1);
+        assert_eq!(seqs_on_disk(&path).len(), half as usize + 1);
+        let r = ob.lease().unwrap().unwrap();
+        ob.bind(r.seq, half).unwrap();
+        assert_eq!(ob.ack(half, AckKind::PubAck, 0).unwrap(), AckOutcome::Done);
+        await_committed(&ob);
+        assert_eq!(seqs_on_disk(&path).len(), 1);
+        ob.close().unwrap();
+    }
 
     /// Issue 8 item 1: a panic with the state lock held (a debug build's counter underflow)
     /// poisoned the lock: every later call returned EINTERNAL and the bridge could not be

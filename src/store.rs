@@ -390,10 +390,27 @@ impl Store {
                 }
             }
             if !batch.deletes.is_empty() {
+                // Acks come mostly in seq order: a run of consecutive seqs is one statement.
+                let mut seqs = batch.deletes.clone();
+                seqs.sort_unstable();
+                seqs.dedup();
                 let mut del =
                     tx.prepare_cached("DELETE FROM msg WHERE bridge_id = ?1 AND seq = ?2")?;
-                for seq in &batch.deletes {
-                    del.execute(params![bridge, seq])?;
+                let mut run = tx.prepare_cached(
+                    "DELETE FROM msg WHERE bridge_id = ?1 AND seq >= ?2 AND seq <= ?3",
+                )?;
+                let mut i = 0;
+                while i < seqs.len() {
+                    let mut j = i;
+                    while j + 1 < seqs.len() && seqs[j].checked_add(1) == Some(seqs[j + 1]) {
+                        j += 1;
+                    }
+                    if i == j {
+                        del.execute(params![bridge, seqs[i]])?;
+                    } else {
+                        run.execute(params![bridge, seqs[i], seqs[j]])?;
+                    }
+                    i = j + 1;
                 }
             }
         }
