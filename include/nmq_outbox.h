@@ -37,8 +37,8 @@
  *   after at most group_commit_count further appends or group_commit_ms milliseconds, or after
  *   nmq_outbox_flush() / nmq_outbox_close() returns OK. A crash can lose only that window;
  *   acks (deletes) and packet ids of the replay commit with the next such commit, within
- *   group_commit_ms, or once 4096 of them wait: a crash can resend rows acked within that
- *   window (duplicates, never a loss);
+ *   group_commit_ms but at least 20 ms, or once 4096 of them wait: a crash can resend rows
+ *   acked within that window (duplicates, never a loss);
  *   stats.committed_seq says which appends are on disk (see ACK AFTER COMMIT below for a host
  *   that acknowledges its publishers only then).
  */
@@ -112,7 +112,8 @@ typedef struct nmq_outbox_config {
                                     0 = 100, 1 = every append; acks ride along (DURABILITY) */
     uint32_t group_commit_ms;    /* commit pending writes after this long; default 20;
                                     0 = at once (writes that come during a commit go into
-                                    the next one: for a host that acks after the commit) */
+                                    the next one: for a host that acks after the commit);
+                                    acks alone wait up to 20 ms for an append to ride with */
     uint32_t window;             /* replay in-flight window; 0 = 32; capped by Receive Maximum */
     nmq_outbox_sync sync;
     nmq_outbox_full_policy full_policy;

@@ -45,10 +45,15 @@ pub struct Config {
     pub sync: SyncMode,
     /// Commit once this many appends (and QoS 2 PUBRECs) are pending
     /// (`cache.flush_mem_threshold`); 1 = every append. Acks and packet ids of the replay do
-    /// not count: they ride with that commit, the `group_commit_ms` timer, or 4096 of them.
+    /// not count: they ride with that commit, the timer (`ack_linger_ms`), or 4096 of them.
     pub group_commit_count: u32,
     /// Commit pending writes at the latest this many milliseconds after the first one.
     pub group_commit_ms: u32,
+    /// A batch of acks and packet ids alone (no append in it) waits at most
+    /// `max(group_commit_ms, ack_linger_ms)` (default 20 ms, `DEFAULT_GROUP_COMMIT_MS`): with
+    /// `group_commit_ms = 0` (a host that acks its publishers after the commit) appends commit
+    /// at once, and the replay's acks ride with them instead of a commit each.
+    pub ack_linger_ms: u32,
     /// In-flight window for replayed rows (capped by the remote's Receive Maximum).
     pub window: u32,
     pub logger: Logger,
@@ -66,6 +71,7 @@ impl Config {
             sync: SyncMode::Normal,
             group_commit_count: DEFAULT_GROUP_COMMIT_COUNT,
             group_commit_ms: DEFAULT_GROUP_COMMIT_MS,
+            ack_linger_ms: DEFAULT_GROUP_COMMIT_MS,
             window: DEFAULT_WINDOW,
             logger: Logger::default(),
         }

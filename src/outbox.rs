@@ -310,12 +310,32 @@ impl State {
     /// (the writer then arms its `group_commit_ms` timer, which bounds every write of it) or
     /// makes one due (`commit_due`). Other writes, and writes while a notify is still unseen,
     /// wake nobody.
-    fn writer_due(&mut self, count: u32) -> bool {
+    ///
+    /// With `group_commit_ms` below `ack_linger_ms`, the first append of a batch that held
+    /// acks alone wakes the writer too: its timer is shorter than the acks' (`commit_after`).
+    fn writer_due(&mut self, cfg: &Config) -> bool {
         if self.kicked {
             return false;
         }
-        self.kicked = self.pending.len() == 1 || self.commit_due(count);
+        let p = &self.pending;
+        let first_message = cfg.group_commit_ms < cfg.ack_linger_ms
+            && p.inserts.len() + p.releases.len() == 1
+            && p.len() > 1;
+        self.kicked = p.len() == 1 || first_message || self.commit_due(cfg.group_commit_count);
         self.kicked
+    }
+
+    /// How long after its first write the pending batch is committed at the latest:
+    /// `group_commit_ms` once it holds an append or a PUBREC (what a crash could lose), else
+    /// (acks and packet ids alone: a crash only resends) `max(group_commit_ms, ack_linger_ms)`.
+    fn commit_after(&self, cfg: &Config) -> Duration {
+        let p = &self.pending;
+        let ms = if p.inserts.is_empty() && p.releases.is_empty() {
+            cfg.group_commit_ms.max(cfg.ack_linger_ms)
+        } else {
+            cfg.group_commit_ms
+        };
+        Duration::from_millis(ms as u64)
     }
 
     /// Whether the pending batch is to be committed now, before its timer: `count` messages
@@ -783,7 +803,7 @@ impl Outbox {
             None => st.pending.binds.push((seq, packet_id)),
         }
         st.pending_since.get_or_insert_with(Instant::now);
-        let wake = st.writer_due(self.shared.cfg.group_commit_count);
+        let wake = st.writer_due(&self.shared.cfg);
         drop(st);
         if wake {
             self.shared.wake.notify_one();
@@ -817,7 +837,7 @@ impl Outbox {
         }
         st.finish(seq);
         st.acked = st.acked.saturating_add(1);
-        let wake = st.writer_due(sh.cfg.group_commit_count);
+        let wake = st.writer_due(&sh.cfg);
         drop(st);
         if wake {
             sh.wake.notify_one();
@@ -835,7 +855,7 @@ impl Outbox {
             return Err(Error::Invalid(format!("row {seq} is not in flight")));
         }
         st.dropped_malformed = st.dropped_malformed.saturating_add(1);
-        let wake = st.writer_due(sh.cfg.group_commit_count);
+        let wake = st.writer_due(&sh.cfg);
         drop(st);
         if wake {
             sh.wake.notify_one();
@@ -901,7 +921,7 @@ impl Outbox {
             st.acked = st.acked.saturating_add(1);
             AckOutcome::Done
         };
-        let wake = st.writer_due(sh.cfg.group_commit_count);
+        let wake = st.writer_due(&sh.cfg);
         drop(st);
         if wake {
             sh.wake.notify_one();
@@ -1107,7 +1127,7 @@ impl Shared {
         st.messages = st.messages.saturating_add(1);
         st.bytes = st.bytes.saturating_add(len as u64);
         st.enqueued = st.enqueued.saturating_add(1);
-        let wake = !inline && st.writer_due(self.cfg.group_commit_count);
+        let wake = !inline && st.writer_due(&self.cfg);
         drop(st);
         if inline {
             if let Err(e) = self.flush_inner() {
@@ -1520,10 +1540,9 @@ impl Shared {
 
     /// The group-commit thread: commits when `group_commit_count` messages (or `ACKS_DUE` acks
     /// and packet ids, see `State::commit_due`) are pending or the oldest pending write is
-    /// `group_commit_ms` old. Backs off after a failed commit. A panic
+    /// `group_commit_ms` old (acks and packet ids alone: `State::commit_after`). Backs off after a failed commit. A panic
     /// in a commit is caught and logged; the thread goes on.
     fn writer_loop(&self) {
-        let ms = Duration::from_millis(self.cfg.group_commit_ms as u64);
         let count = self.cfg.group_commit_count;
         let mut failures = 0u64;
         loop {
@@ -1545,7 +1564,7 @@ impl Shared {
                 st = match st.pending_since {
                     None => self.wake.wait(st).unwrap_or_else(|p| p.into_inner()),
                     Some(t) => {
-                        let left = ms.saturating_sub(t.elapsed());
+                        let left = st.commit_after(&self.cfg).saturating_sub(t.elapsed());
                         if st.commit_due(count) || left.is_zero() {
                             break;
                         }
@@ -1682,6 +1701,61 @@ mod tests {
         let path = dir.path().join("o.db");
         let mut c = Config::new(&path, "b");
         c.group_commit_ms = 20;
+        let ob = Outbox::open(c).unwrap();
+        for _ in 0..3 {
+            ob.append(&qos1(b"x")).unwrap();
+        }
+        ob.flush().unwrap();
+        ob.link_up(0).unwrap();
+        let acked = deliver(&ob, 2);
+        await_committed(&ob);
+        let disk = seqs_on_disk(&path);
+        assert_eq!(disk.len(), 1);
+        assert!(acked.iter().all(|s| !disk.contains(s)));
+        ob.close().unwrap();
+    }
+
+    /// Issue 13: with commits at once (group_commit_ms = 0, the ack-after-commit mode) acks
+    /// alone wait for the next append (or `ack_linger_ms`) instead of a commit each, and the
+    /// next append still commits at once, with them.
+    #[test]
+    fn with_commits_at_once_acks_wait_for_the_next_append_which_commits_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("o.db");
+        let mut c = Config::new(&path, "b");
+        c.group_commit_ms = 0;
+        c.ack_linger_ms = ONE_HOUR_MS;
+        let ob = Outbox::open(c).unwrap();
+        for _ in 0..3 {
+            ob.append(&qos1(b"x")).unwrap();
+        }
+        ob.flush().unwrap();
+        ob.link_up(0).unwrap();
+        let acked = deliver(&ob, 2);
+        assert_eq!(seqs_on_disk(&path).len(), 3, "acks alone committed");
+        let before = ob.stats().unwrap().committed_seq;
+        let seq = ob.append(&qos1(b"y")).unwrap();
+        // at once: no flush, the writer commits the append (and the acks with it)
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while ob.stats().unwrap().committed_seq < seq {
+            assert!(Instant::now() < deadline, "the append was never committed");
+            std::thread::yield_now();
+        }
+        assert!(before < seq);
+        await_committed(&ob);
+        let disk = seqs_on_disk(&path);
+        assert_eq!(disk.len(), 2, "{disk:?}");
+        assert!(disk.contains(&seq) && acked.iter().all(|s| !disk.contains(s)));
+        ob.close().unwrap();
+    }
+
+    /// ...and acks alone still reach the disk, after ack_linger_ms (its default, 20 ms).
+    #[test]
+    fn with_commits_at_once_acks_alone_are_committed_after_the_linger() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("o.db");
+        let mut c = Config::new(&path, "b");
+        c.group_commit_ms = 0;
         let ob = Outbox::open(c).unwrap();
         for _ in 0..3 {
             ob.append(&qos1(b"x")).unwrap();
