@@ -69,6 +69,18 @@ echo "$me: context $(du -sh "$ctx" | cut -f1), base image $base, engine $engine"
 	-t "$tag" "$ctx"
 echo "$me: built $tag"
 banner=$("$engine" run --rm --entrypoint nanomq "$tag" 2>&1 || true)
-echo "$banner" | grep "nmq-outbox" ||
-	{ echo "$me: the image's nanomq does not name nmq-outbox: $banner" >&2; exit 1; }
+if ! echo "$banner" | grep "nmq-outbox"; then
+	case $banner in
+	*"error setting rlimit"*)
+		# the image is built; the engine cannot start a container with its default ulimits
+		echo "$me: $tag is built, but $engine cannot start a container here: $banner" >&2
+		echo "$me: the container ulimits exceed this host's; set them at most the host's" \
+			"(ulimit -Hn: $(ulimit -Hn)), e.g. in /etc/containers/containers.conf:" \
+			'[containers] default_ulimits = ["nofile=20000:20000", "nproc=4096:4096"]' \
+			"(see nanomq_patch/README.md, \"The container image\"), then re-run" >&2
+		exit 1 ;;
+	esac
+	echo "$me: the image's nanomq does not name nmq-outbox: $banner" >&2
+	exit 1
+fi
 "$engine" image ls "$tag"
