@@ -318,9 +318,8 @@ impl State {
             return false;
         }
         let p = &self.pending;
-        let first_message = cfg.group_commit_ms < cfg.ack_linger_ms
-            && p.inserts.len() + p.releases.len() == 1
-            && p.len() > 1;
+        let first_message =
+            cfg.group_commit_ms < cfg.ack_linger_ms && p.messages() == 1 && p.len() > 1;
         self.kicked = p.len() == 1 || first_message || self.commit_due(cfg.group_commit_count);
         self.kicked
     }
@@ -330,7 +329,7 @@ impl State {
     /// (acks and packet ids alone: a crash only resends) `max(group_commit_ms, ack_linger_ms)`.
     fn commit_after(&self, cfg: &Config) -> Duration {
         let p = &self.pending;
-        let ms = if p.inserts.is_empty() && p.releases.is_empty() {
+        let ms = if p.messages() == 0 {
             cfg.group_commit_ms.max(cfg.ack_linger_ms)
         } else {
             cfg.group_commit_ms
@@ -342,8 +341,8 @@ impl State {
     /// (appends and QoS 2 PUBRECs), `ACKS_DUE` acks and packet ids, or `PENDING_BYTES_DUE`.
     fn commit_due(&self, count: u32) -> bool {
         let p = &self.pending;
-        p.inserts.len() + p.releases.len() >= count as usize
-            || p.deletes.len() + p.binds.len() >= ACKS_DUE
+        p.messages() >= count as usize
+            || p.acks() >= ACKS_DUE
             || self.pending_bytes >= PENDING_BYTES_DUE
     }
 
@@ -1077,8 +1076,8 @@ impl Shared {
         let inline = st.write_failed;
         let p = &st.pending;
         if !inline
-            && (p.inserts.len() + p.releases.len() >= limit
-                || p.deletes.len() + p.binds.len() >= ACKS_DUE * BACKPRESSURE
+            && (p.messages() >= limit
+                || p.acks() >= ACKS_DUE * BACKPRESSURE
                 || st.pending_bytes >= PENDING_BYTES_MAX)
         {
             drop(st);
@@ -1630,6 +1629,39 @@ mod tests {
         seqs
     }
 
+    /// An outbox on a fresh file (`set` tunes its config) holding `n` committed QoS 1 rows,
+    /// link up. The directory lives as long as the returned guard.
+    fn open_with_rows(
+        n: usize,
+        set: impl FnOnce(&mut Config),
+    ) -> (tempfile::TempDir, std::path::PathBuf, Outbox) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("o.db");
+        let mut c = Config::new(&path, "b");
+        set(&mut c);
+        let ob = Outbox::open(c).unwrap();
+        for _ in 0..n {
+            ob.append(&qos1(b"x")).unwrap();
+        }
+        ob.flush().unwrap();
+        ob.link_up(0).unwrap();
+        (dir, path, ob)
+    }
+
+    /// Waits on the commit descriptor (an event) until `seq` is committed. The poll timeout
+    /// only turns a hang into a failure.
+    fn await_commit_of(ob: &Outbox, seq: i64) {
+        let mut p = libc::pollfd {
+            fd: ob.commit_fd().unwrap(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        while ob.committed_seq() < seq {
+            // SAFETY: one valid pollfd.
+            assert_eq!(unsafe { libc::poll(&mut p, 1, 120_000) }, 1, "no commit");
+        }
+    }
+
     /// Waits (an event: the writer took the batch and committed it) until no write is pending.
     /// The bound only turns a hang into a failure.
     fn await_committed(ob: &Outbox) {
@@ -1653,17 +1685,10 @@ mod tests {
     /// a drain commit every 50 messages); they ride with the next commit of appends.
     #[test]
     fn acks_do_not_count_toward_group_commit_count_and_ride_with_the_next_append_commit() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("o.db");
-        let mut c = Config::new(&path, "b");
-        c.group_commit_count = 2;
-        c.group_commit_ms = ONE_HOUR_MS;
-        let ob = Outbox::open(c).unwrap();
-        for _ in 0..4 {
-            ob.append(&qos1(b"x")).unwrap();
-        }
-        ob.flush().unwrap();
-        ob.link_up(0).unwrap();
+        let (_dir, path, ob) = open_with_rows(4, |c| {
+            c.group_commit_count = 2;
+            c.group_commit_ms = ONE_HOUR_MS;
+        });
         let acked = deliver(&ob, 2);
         // Four writes (2 binds, 2 deletes) >= group_commit_count: no commit is due for them.
         {
@@ -1672,18 +1697,10 @@ mod tests {
         }
         assert_eq!(seqs_on_disk(&path).len(), 4);
         // Two appends make the batch due: the acks are committed with them.
-        let fd = ob.commit_fd().unwrap();
+        ob.commit_fd().unwrap(); // exists before the appends: their commit signals it
         let a = ob.append(&qos1(b"y")).unwrap();
         let b = ob.append(&qos1(b"z")).unwrap();
-        let mut p = libc::pollfd {
-            fd,
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        while ob.committed_seq() < b {
-            // SAFETY: one valid pollfd. The timeout only turns a hang into a failure.
-            assert_eq!(unsafe { libc::poll(&mut p, 1, 120_000) }, 1, "no commit");
-        }
+        await_commit_of(&ob, b);
         let disk = seqs_on_disk(&path);
         assert!(
             acked.iter().all(|s| !disk.contains(s)),
@@ -1697,16 +1714,7 @@ mod tests {
     /// The bound for acks alone: the group_commit_ms timer, as for every write.
     #[test]
     fn acks_alone_are_committed_by_the_group_commit_timer() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("o.db");
-        let mut c = Config::new(&path, "b");
-        c.group_commit_ms = 20;
-        let ob = Outbox::open(c).unwrap();
-        for _ in 0..3 {
-            ob.append(&qos1(b"x")).unwrap();
-        }
-        ob.flush().unwrap();
-        ob.link_up(0).unwrap();
+        let (_dir, path, ob) = open_with_rows(3, |c| c.group_commit_ms = 20);
         let acked = deliver(&ob, 2);
         await_committed(&ob);
         let disk = seqs_on_disk(&path);
@@ -1720,27 +1728,17 @@ mod tests {
     /// next append still commits at once, with them.
     #[test]
     fn with_commits_at_once_acks_wait_for_the_next_append_which_commits_at_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("o.db");
-        let mut c = Config::new(&path, "b");
-        c.group_commit_ms = 0;
-        c.ack_linger_ms = ONE_HOUR_MS;
-        let ob = Outbox::open(c).unwrap();
-        for _ in 0..3 {
-            ob.append(&qos1(b"x")).unwrap();
-        }
-        ob.flush().unwrap();
-        ob.link_up(0).unwrap();
+        let (_dir, path, ob) = open_with_rows(3, |c| {
+            c.group_commit_ms = 0;
+            c.ack_linger_ms = ONE_HOUR_MS;
+        });
         let acked = deliver(&ob, 2);
         assert_eq!(seqs_on_disk(&path).len(), 3, "acks alone committed");
-        let before = ob.stats().unwrap().committed_seq;
+        let before = ob.committed_seq();
+        ob.commit_fd().unwrap();
         let seq = ob.append(&qos1(b"y")).unwrap();
         // at once: no flush, the writer commits the append (and the acks with it)
-        let deadline = Instant::now() + Duration::from_secs(120);
-        while ob.stats().unwrap().committed_seq < seq {
-            assert!(Instant::now() < deadline, "the append was never committed");
-            std::thread::yield_now();
-        }
+        await_commit_of(&ob, seq);
         assert!(before < seq);
         await_committed(&ob);
         let disk = seqs_on_disk(&path);
@@ -1752,16 +1750,7 @@ mod tests {
     /// ...and acks alone still reach the disk, after ack_linger_ms (its default, 20 ms).
     #[test]
     fn with_commits_at_once_acks_alone_are_committed_after_the_linger() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("o.db");
-        let mut c = Config::new(&path, "b");
-        c.group_commit_ms = 0;
-        let ob = Outbox::open(c).unwrap();
-        for _ in 0..3 {
-            ob.append(&qos1(b"x")).unwrap();
-        }
-        ob.flush().unwrap();
-        ob.link_up(0).unwrap();
+        let (_dir, path, ob) = open_with_rows(3, |c| c.group_commit_ms = 0);
         let acked = deliver(&ob, 2);
         await_committed(&ob);
         let disk = seqs_on_disk(&path);
@@ -1773,18 +1762,11 @@ mod tests {
     /// ...and the memory bound: ACKS_DUE acks and packet ids commit at once, timer or not.
     #[test]
     fn acks_alone_are_committed_once_acks_due_are_pending() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("o.db");
-        let mut c = Config::new(&path, "b");
-        c.group_commit_ms = ONE_HOUR_MS;
-        c.window = ACKS_DUE as u32;
-        let ob = Outbox::open(c).unwrap();
         let half = (ACKS_DUE / 2) as u16;
-        for _ in 0..half + 1 {
-            ob.append(&qos1(b"x")).unwrap();
-        }
-        ob.flush().unwrap();
-        ob.link_up(0).unwrap();
+        let (_dir, path, ob) = open_with_rows(half as usize + 1, |c| {
+            c.group_commit_ms = ONE_HOUR_MS;
+            c.window = ACKS_DUE as u32;
+        });
         // One short of due: nothing commits.
         deliver(&ob, half - 1);
         assert_eq!(seqs_on_disk(&path).len(), half as usize + 1);

@@ -101,6 +101,14 @@ impl Batch {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+    /// Writes a crash could lose (appends, QoS 2 PUBRECs): what `group_commit_count` counts.
+    pub fn messages(&self) -> usize {
+        self.inserts.len() + self.releases.len()
+    }
+    /// Writes a crash only makes resend (acks, packet ids of the replay).
+    pub fn acks(&self) -> usize {
+        self.deletes.len() + self.binds.len()
+    }
     /// Puts `self` (older) before `newer`, keeping each list in order.
     pub fn prepend_to(mut self, newer: &mut Batch) {
         self.inserts.append(&mut newer.inserts);

@@ -27,18 +27,9 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from throughput import free_port, remote_mosquitto, wait_port  # noqa: E402
+from throughput import NANOMQ_HEAD, free_port, remote_mosquitto, wait_port  # noqa: E402
 
-CONF = """\
-listeners.tcp {{
-    bind = "127.0.0.1:{local}"
-}}
-log {{
-    to = [file]
-    level = warn
-    dir = "{dir}"
-    file = "nanomq.log"
-}}
+CONF = NANOMQ_HEAD + """\
 {bridges}
 bridges.mqtt.cache {{
     disk_cache_size = 102400

@@ -22,7 +22,8 @@ import time
 
 import paho.mqtt.client as mqtt
 
-CONF = """\
+# NanoMQ's local listener and its log, the head of every scenario's nanomq.conf
+NANOMQ_HEAD = """\
 listeners.tcp {{
     bind = "127.0.0.1:{local}"
 }}
@@ -32,6 +33,8 @@ log {{
     dir = "{dir}"
     file = "nanomq.log"
 }}
+"""
+CONF = NANOMQ_HEAD + """\
 bridges.mqtt.remote {{
     server = "mqtt-tcp://127.0.0.1:{remote}"
     proto_ver = 5
