@@ -34,10 +34,11 @@ fn wait_readable(fd: i32) {
 }
 
 /// (latencies in ms, msg/s) of `n` appends with `window` in flight, group commit `ms`.
-fn outbox_case(n: usize, window: usize, ms: u32) -> (Vec<f64>, f64) {
+fn outbox_case(n: usize, window: usize, ms: u32, caller: bool) -> (Vec<f64>, f64) {
     let dir = fresh_dir("commit");
     let mut c = Config::new(dir.path().join("o.db"), "bench");
     c.group_commit_ms = ms;
+    c.caller_commits = caller;
     let ob = Outbox::open(c).unwrap();
     let fd = ob.commit_fd().unwrap();
     let payload = vec![0x5Au8; 100];
@@ -56,6 +57,10 @@ fn outbox_case(n: usize, window: usize, ms: u32) -> (Vec<f64>, f64) {
                 .unwrap();
             inflight.push_back((seq, Instant::now()));
             sent += 1;
+            if caller {
+                // as the patched NanoMQ does after each PUBLISH (OK or PENDING)
+                ob.commit().unwrap();
+            }
         }
         wait_readable(fd);
         let committed = ob.committed_seq();
@@ -90,6 +95,9 @@ fn raw_case(n: usize) -> (Vec<f64>, f64) {
     (lat, n as f64 / t0.elapsed().as_secs_f64())
 }
 
+/// An outbox case: (group_commit_ms, caller_commits); `None` in its place is the baseline.
+type Case = (u32, bool);
+
 fn main() {
     let n = env_u64("NMQ_BENCH_N", 5_000) as usize;
     let reps = env_u64("NMQ_BENCH_REPS", 3).max(1) as usize;
@@ -100,20 +108,42 @@ fn main() {
         filesystem_of(&base_dir()),
         (n / 10).max(50)
     );
-    let cases: [(&str, usize, Option<u32>); 7] = [
-        ("outbox, group commit 20 ms, one at a time", 1, Some(20)),
-        ("outbox, group commit 1 ms, one at a time", 1, Some(1)),
+    let cases: [(&str, usize, Option<Case>); 9] = [
+        (
+            "outbox, group commit 20 ms, one at a time",
+            1,
+            Some((20, false)),
+        ),
+        (
+            "outbox, group commit 1 ms, one at a time",
+            1,
+            Some((1, false)),
+        ),
         (
             "outbox, group commit 0 ms (at once), one at a time",
             1,
-            Some(0),
+            Some((0, false)),
         ),
-        ("outbox, group commit 20 ms, window 32", 32, Some(20)),
-        ("outbox, group commit 1 ms, window 32", 32, Some(1)),
+        (
+            "outbox, 0 ms + caller commits (the mode), one at a time",
+            1,
+            Some((0, true)),
+        ),
+        (
+            "outbox, group commit 20 ms, window 32",
+            32,
+            Some((20, false)),
+        ),
+        ("outbox, group commit 1 ms, window 32", 32, Some((1, false))),
         (
             "outbox, group commit 0 ms (at once), window 32",
             32,
-            Some(0),
+            Some((0, false)),
+        ),
+        (
+            "outbox, 0 ms + caller commits (the mode), window 32",
+            32,
+            Some((0, true)),
         ),
         ("raw rusqlite, commit per message (baseline)", 1, None),
     ];
@@ -123,7 +153,7 @@ fn main() {
             // one at a time, each waits up to the whole window: fewer messages
             let n = if *window == 1 { (n / 10).max(50) } else { n };
             let (mut lat, rate) = match ms {
-                Some(ms) => outbox_case(n, *window, *ms),
+                Some((ms, caller)) => outbox_case(n, *window, *ms, *caller),
                 None => raw_case(n),
             };
             res[i].push((pct(&mut lat, 0.5), pct(&mut lat, 0.99), rate));

@@ -40,8 +40,8 @@ static const uint8_t *u8(const char *s)
 
 static void test_strings(void)
 {
-    int codes[] = {NMQ_OUTBOX_OK, NMQ_OUTBOX_EMPTY, NMQ_OUTBOX_NOT_OURS, NMQ_OUTBOX_EINVAL,
-                   NMQ_OUTBOX_EABI, NMQ_OUTBOX_ETOOBIG, NMQ_OUTBOX_EFULL, NMQ_OUTBOX_ENOSPC,
+    int codes[] = {NMQ_OUTBOX_OK, NMQ_OUTBOX_EMPTY, NMQ_OUTBOX_NOT_OURS, NMQ_OUTBOX_PENDING,
+                   NMQ_OUTBOX_EINVAL, NMQ_OUTBOX_EABI, NMQ_OUTBOX_ETOOBIG, NMQ_OUTBOX_EFULL, NMQ_OUTBOX_ENOSPC,
                    NMQ_OUTBOX_EIO, NMQ_OUTBOX_ECORRUPT, NMQ_OUTBOX_ECLOSED, NMQ_OUTBOX_EBUSY,
                    NMQ_OUTBOX_EINTERNAL};
     for (size_t i = 0; i < sizeof(codes) / sizeof(codes[0]); i++) {
@@ -62,7 +62,7 @@ static void test_config_errors(void)
 
     nmq_outbox_config c = config(p, "b");
     CHECK(c.abi_version == NMQ_OUTBOX_ABI_VERSION);
-    CHECK(c.window == 32 && c.group_commit_count == 100);
+    CHECK(c.window == 32 && c.group_commit_count == 100 && c.caller_commits == 0);
 
     CHECK_RC(nmq_outbox_open(NULL, &ob), NMQ_OUTBOX_EINVAL);
     CHECK(ob == NULL);
@@ -88,6 +88,9 @@ static void test_config_errors(void)
     CHECK_RC(nmq_outbox_open(&c, &ob), NMQ_OUTBOX_EINVAL);
     c = config(p, "b");
     c.log_level = (nmq_outbox_log_level) 42;
+    CHECK_RC(nmq_outbox_open(&c, &ob), NMQ_OUTBOX_EINVAL);
+    c = config(p, "b");
+    c.caller_commits = 2; /* 0 or 1 */
     CHECK_RC(nmq_outbox_open(&c, &ob), NMQ_OUTBOX_EINVAL);
     c = config("/nonexistent-dir/x/y.db", "b");
     CHECK_RC(nmq_outbox_open(&c, &ob), NMQ_OUTBOX_EIO);
@@ -449,6 +452,25 @@ static void test_ack_after_commit(void)
     nmq_outbox_stats st;
     CHECK_RC(nmq_outbox_get_stats(ob, &st), NMQ_OUTBOX_OK);
     CHECK(st.messages == 3 && st.committed_seq == committed);
+    nmq_outbox_free(ob);
+
+    /* caller_commits (what the host sets with group_commit_ms 0): the append is pending
+     * until nmq_outbox_commit() commits it on this thread, the descriptor signalled too. */
+    path_in(p, sizeof p, "ackafter-caller.db");
+    c = config(p, "b");
+    c.group_commit_ms = 0;
+    c.caller_commits = 1;
+    ob = NULL;
+    CHECK_RC(nmq_outbox_open(&c, &ob), NMQ_OUTBOX_OK);
+    CHECK_RC(nmq_outbox_commit_fd(ob, &fd), NMQ_OUTBOX_OK);
+    CHECK_RC(nmq_outbox_append(ob, 1, 0, u8("e"), 1, &seq), NMQ_OUTBOX_OK);
+    CHECK_RC(nmq_outbox_commit(ob), NMQ_OUTBOX_OK);
+    CHECK(readable(fd, 0));
+    CHECK_RC(nmq_outbox_committed_seq(ob, &committed), NMQ_OUTBOX_OK);
+    CHECK(committed >= seq);
+    CHECK_RC(nmq_outbox_commit(NULL), NMQ_OUTBOX_EINVAL);
+    CHECK_RC(nmq_outbox_close(ob), NMQ_OUTBOX_OK);
+    CHECK_RC(nmq_outbox_commit(ob), NMQ_OUTBOX_ECLOSED);
     nmq_outbox_free(ob);
 }
 

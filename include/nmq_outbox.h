@@ -35,7 +35,9 @@
  * DURABILITY
  *   nmq_outbox_append() returns once the message is in the group-commit batch. It is on disk
  *   after at most group_commit_count further appends or group_commit_ms milliseconds, or after
- *   nmq_outbox_flush() / nmq_outbox_close() returns OK. A crash can lose only that window;
+ *   nmq_outbox_flush() / nmq_outbox_close() / nmq_outbox_commit() returns OK. While the writer
+ *   falls far behind, or after a commit failed, an append commits itself and is refused if
+ *   that fails. A crash can lose only that window;
  *   acks (deletes) and packet ids of the replay commit with the next such commit, within
  *   group_commit_ms but at least 20 ms, or once 4096 of them wait: a crash can resend rows
  *   acked within that window (duplicates, never a loss);
@@ -53,7 +55,7 @@ extern "C" {
 #endif
 
 /* Bumped whenever a struct of this header changes. Set config.abi_version to it. */
-#define NMQ_OUTBOX_ABI_VERSION 3
+#define NMQ_OUTBOX_ABI_VERSION 4
 
 /* Opaque handle: one bridge in one database file. */
 typedef struct nmq_outbox nmq_outbox;
@@ -62,6 +64,7 @@ typedef enum nmq_outbox_result {
     NMQ_OUTBOX_OK = 0,
     NMQ_OUTBOX_EMPTY = 1,      /* lease: nothing to hand out (empty, link down or window full) */
     NMQ_OUTBOX_NOT_OURS = 2,   /* ack: the packet id is not bound to a row of this outbox */
+    NMQ_OUTBOX_PENDING = 3,    /* commit: a commit was running; the writer commits the rest */
     NMQ_OUTBOX_EINVAL = -1,    /* NULL pointer, invalid QoS, bad config or argument */
     NMQ_OUTBOX_EABI = -2,      /* config.abi_version differs from NMQ_OUTBOX_ABI_VERSION */
     NMQ_OUTBOX_ETOOBIG = -3,   /* message larger than config.max_message_bytes */
@@ -120,6 +123,13 @@ typedef struct nmq_outbox_config {
     nmq_outbox_log_fn log_fn;    /* NULL = log to stderr */
     void *log_ctx;               /* passed to log_fn as is */
     nmq_outbox_log_level log_level; /* most verbose level passed to log_fn */
+    uint32_t caller_commits;     /* 1: the host commits its appends itself with
+                                    nmq_outbox_commit(), on its own thread, outside its own
+                                    locks, instead of the writer thread being woken for them
+                                    (for a host that acks after the commit: no hand-over to
+                                    the writer and back). Appends then wake the writer only
+                                    when a batch is due by group_commit_count or size; acks
+                                    alone stay the writer's. 0 (default): the writer commits */
 } nmq_outbox_config;
 
 typedef enum nmq_outbox_decision {
@@ -310,7 +320,10 @@ nmq_outbox_result nmq_outbox_stats_prometheus(nmq_outbox *const *obs, size_t n, 
  * (error result) is reported at once; nmq_outbox_mqtt_reason() maps it to the reason code for
  * the publisher's PUBACK/PUBREC. The library never calls the host for this: the host polls the
  * commit descriptor (or the committed seq on its own timer). Appends are numbered in the order
- * they were accepted, so one commit releases every message in it.
+ * they were accepted, so one commit releases every message in it. Such a host opens the
+ * outbox with group_commit_ms = 0 and caller_commits = 1, and after its appends (outside its
+ * own locks) calls nmq_outbox_commit(): NMQ_OUTBOX_OK means they are committed and can be
+ * acked at once; otherwise the descriptor tells when.
  *
  * *fd gets a descriptor (an eventfd on Linux, the read end of a non-blocking pipe elsewhere)
  * that becomes readable after each commit that advanced the committed seq, and stays readable
@@ -320,6 +333,15 @@ nmq_outbox_result nmq_outbox_stats_prometheus(nmq_outbox *const *obs, size_t n, 
  * handle: a second thread draining it can take the wake-up of the first (each must then read
  * the committed seq anyway, which is always safe). Thread-safe. */
 nmq_outbox_result nmq_outbox_commit_fd(nmq_outbox *ob, int *fd);
+
+/* Commits what is pending on the calling thread, unless a commit is running (the writer's,
+ * or another thread's nmq_outbox_commit()): then the writer thread is woken to commit the rest
+ * right after it. NMQ_OUTBOX_OK: every append made before the call is committed
+ * (nmq_outbox_committed_seq() covers it); NMQ_OUTBOX_PENDING: left to the writer (the commit
+ * descriptor tells when); an error: the commit failed, the writes stay pending (nothing is
+ * lost) and the writer retries them. For a host with config.caller_commits = 1; any host may
+ * call it. Blocks for one commit at most, never behind another. Thread-safe. */
+nmq_outbox_result nmq_outbox_commit(nmq_outbox *ob);
 
 /* Drains the commit descriptor (if one was made), then *seq gets the committed seq: every
  * append with seq <= *seq is on disk, or is gone for good and counted before a commit wrote it

@@ -54,6 +54,13 @@ pub struct Config {
     /// `group_commit_ms = 0` (a host that acks its publishers after the commit) appends commit
     /// at once, and the replay's acks ride with them instead of a commit each.
     pub ack_linger_ms: u32,
+    /// The host commits its appends itself with [`Outbox::commit`](crate::Outbox::commit),
+    /// on its own thread and outside its own locks, instead of waking the writer thread for
+    /// them: for a host that acks its publishers after the commit, no hand-over to the writer
+    /// and back. An append then wakes the writer only when a batch is due by count or bytes;
+    /// a `commit` that finds a commit running wakes it for the rest. Acks and packet ids
+    /// alone are still the writer's (`ack_linger_ms`). Off by default.
+    pub caller_commits: bool,
     /// In-flight window for replayed rows (capped by the remote's Receive Maximum).
     pub window: u32,
     pub logger: Logger,
@@ -72,6 +79,7 @@ impl Config {
             group_commit_count: DEFAULT_GROUP_COMMIT_COUNT,
             group_commit_ms: DEFAULT_GROUP_COMMIT_MS,
             ack_linger_ms: DEFAULT_GROUP_COMMIT_MS,
+            caller_commits: false,
             window: DEFAULT_WINDOW,
             logger: Logger::default(),
         }

@@ -200,6 +200,11 @@ unsafe fn config_from_c(c: &nmq_outbox_config, logger: Logger) -> Result<Config>
     cfg.group_commit_count = c.group_commit_count;
     cfg.group_commit_ms = c.group_commit_ms;
     cfg.window = c.window;
+    cfg.caller_commits = match c.caller_commits {
+        0 => false,
+        1 => true,
+        other => return Err(Error::Invalid(format!("config.caller_commits {other}"))),
+    };
     cfg.sync = match c.sync {
         NMQ_OUTBOX_SYNC_NORMAL => SyncMode::Normal,
         NMQ_OUTBOX_SYNC_FULL => SyncMode::Full,
@@ -236,6 +241,7 @@ pub unsafe extern "C" fn nmq_outbox_config_init(cfg: *mut nmq_outbox_config) {
             log_fn: None,
             log_ctx: std::ptr::null_mut(),
             log_level: NMQ_OUTBOX_LOG_INFO,
+            caller_commits: 0,
         };
         Ok(NMQ_OUTBOX_OK)
     });
@@ -670,6 +676,20 @@ pub unsafe extern "C" fn nmq_outbox_commit_fd(
     })
 }
 
+/// Ack after commit: commits what is pending on this thread unless a commit runs
+/// (`NMQ_OUTBOX_PENDING`: the writer commits it next). `ob` is borrowed (NULL gives EINVAL).
+/// Thread-safe.
+#[no_mangle]
+pub unsafe extern "C" fn nmq_outbox_commit(ob: *mut nmq_outbox) -> nmq_outbox_result {
+    with_handle("nmq_outbox_commit", ob, |h| {
+        Ok(if h.commit()? {
+            NMQ_OUTBOX_OK
+        } else {
+            NMQ_OUTBOX_PENDING
+        })
+    })
+}
+
 /// Ack after commit: drains the commit descriptor, then `*seq` (borrowed) gets the committed
 /// seq. `ob` is borrowed (NULL gives EINVAL). Also after close. Thread-safe.
 #[no_mangle]
@@ -704,6 +724,7 @@ pub extern "C" fn nmq_outbox_strerror(result: nmq_outbox_result) -> *const c_cha
         NMQ_OUTBOX_OK => c"success",
         NMQ_OUTBOX_EMPTY => c"nothing to send now",
         NMQ_OUTBOX_NOT_OURS => c"packet id not bound to a row of this outbox",
+        NMQ_OUTBOX_PENDING => c"a commit was running; the writer commits the rest",
         NMQ_OUTBOX_EINVAL => c"invalid argument",
         NMQ_OUTBOX_EABI => c"ABI version mismatch",
         NMQ_OUTBOX_ETOOBIG => c"message too big",

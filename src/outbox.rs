@@ -14,7 +14,7 @@ use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::os::fd::RawFd;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, TryLockError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -153,6 +153,9 @@ const PENDING_BYTES_DUE: u64 = crate::store::RESERVE_BYTES / 8;
 const PENDING_BYTES_MAX: u64 = crate::store::RESERVE_BYTES / 4;
 /// While the disk is full, how often a commit tries to put the reserve back.
 const RESERVE_RETRY: Duration = Duration::from_secs(1);
+/// `caller_commits`: the writer checkpoints the WAL after this many commits (SQLite's own
+/// autocheckpoint runs at 1000 pages; a commit of the mode writes one to three).
+const CHECKPOINT_COMMITS: u32 = 300;
 
 /// Locks a mutex whatever an earlier panic left: every update under these locks keeps the
 /// state usable (counters saturate), so a caught panic never leaves a handle dead.
@@ -210,6 +213,14 @@ struct State {
     /// The writer thread was notified and has not looked at the state since: later writes
     /// need not notify it again (each notify is a futex syscall).
     kicked: bool,
+    /// When the writer thread waits with a timer: its deadline (it then re-reads the state
+    /// by itself; a batch whose bound is later needs no notify). `None`: it waits for a
+    /// notify, or it is committing.
+    writer_deadline: Option<Instant>,
+    /// `caller_commits`: commits since the writer's last checkpoint, and whether one is due.
+    commits_unchecked: u32,
+    checkpoint_due: bool,
+    checkpoints: u64,
 }
 
 impl State {
@@ -318,10 +329,29 @@ impl State {
             return false;
         }
         let p = &self.pending;
-        let first_message =
-            cfg.group_commit_ms < cfg.ack_linger_ms && p.messages() == 1 && p.len() > 1;
-        self.kicked = p.len() == 1 || first_message || self.commit_due(cfg.group_commit_count);
-        self.kicked
+        let due = self.commit_due(cfg.group_commit_count);
+        let start = if cfg.caller_commits {
+            // the caller commits appends (Outbox::commit); acks alone are the writer's
+            p.messages() == 0 && p.len() == 1
+        } else {
+            let first_message =
+                cfg.group_commit_ms < cfg.ack_linger_ms && p.messages() == 1 && p.len() > 1;
+            p.len() == 1 || first_message
+        };
+        if !due && !start {
+            return false;
+        }
+        // A writer waiting on a timer that fires before this batch's bound re-reads the state
+        // then by itself (its batch was committed by a caller meanwhile).
+        if !due
+            && self
+                .writer_deadline
+                .is_some_and(|d| d <= Instant::now() + self.commit_after(cfg))
+        {
+            return false;
+        }
+        self.kicked = true;
+        true
     }
 
     /// How long after its first write the pending batch is committed at the latest:
@@ -477,6 +507,10 @@ impl Outbox {
             last_reserve_try: space_low.then(Instant::now),
             writing: false,
             kicked: false,
+            writer_deadline: None,
+            commits_unchecked: 0,
+            checkpoint_due: false,
+            checkpoints: 0,
         };
         let shown = std::fs::canonicalize(&cfg.path).unwrap_or_else(|_| cfg.path.clone());
         log.info(&format!(
@@ -934,6 +968,42 @@ impl Outbox {
         Ok(outcome)
     }
 
+    /// Commits what is pending on the calling thread, unless a commit is running (the
+    /// writer's, or another caller's): then the writer thread is woken to commit the rest
+    /// right after it. `Ok(true)`: every append made before the call is committed
+    /// (`committed_seq` covers it); `Ok(false)`: left to the writer (the commit descriptor
+    /// tells when). An error: the commit failed, the writes stay pending and the writer
+    /// retries them. For a host with `caller_commits` (its appends do not wake the writer);
+    /// any host may call it. Blocks for one commit at most, never behind another.
+    pub fn commit(&self) -> Result<bool> {
+        let sh = &self.shared;
+        {
+            let st = sh.lock_open()?;
+            if st.pending.messages() == 0 {
+                // nothing of ours to commit (acks are the writer's): committed unless another
+                // thread's commit still writes it
+                return Ok(!st.writing);
+            }
+        }
+        match sh.try_flush() {
+            Some(Ok(())) => Ok(true),
+            Some(Err(e)) => {
+                sh.wake.notify_one();
+                Err(e)
+            }
+            None => {
+                let mut st = lock(&sh.state);
+                let wake = !st.kicked && !st.pending.is_empty();
+                st.kicked |= wake;
+                drop(st);
+                if wake {
+                    sh.wake.notify_one();
+                }
+                Ok(false)
+            }
+        }
+    }
+
     /// Ack after commit (issue 13): a descriptor that becomes readable when a commit advanced
     /// [`Outbox::committed_seq`]; reading that seq drains it. Owned by the handle (closed when
     /// it is dropped): never close or read it yourself. Made on the first call; later calls
@@ -1164,10 +1234,34 @@ impl Shared {
     /// except that on a full disk its acks, binds and deletes are committed without its
     /// inserts (the drain goes on, and frees space).
     fn flush_inner(&self) -> Result<()> {
-        let mut db = lock(&self.db);
+        self.flush_locked(lock(&self.db), false)
+    }
+
+    /// `Outbox::commit`: commits on the caller's thread when no commit runs; `None` when one
+    /// does (the writer thread's, or another caller's).
+    /// It commits the appends and PUBRECs (what a crash could lose) and leaves the acks and
+    /// packet ids to the writer's `ack_linger_ms` commit: a commit then writes the last page
+    /// of the table alone, and the acks go in bulk (with the binds of rows acked meanwhile
+    /// never written at all).
+    fn try_flush(&self) -> Option<Result<()>> {
+        match self.db.try_lock() {
+            Ok(db) => Some(self.flush_locked(db, true)),
+            Err(TryLockError::Poisoned(p)) => Some(self.flush_locked(p.into_inner(), true)),
+            Err(TryLockError::WouldBlock) => None,
+        }
+    }
+
+    /// Commits the pending batch (`messages_only`: its appends and PUBRECs, the rest stays
+    /// pending with its bound and the writer armed for it).
+    fn flush_locked(
+        &self,
+        mut db: MutexGuard<'_, Option<Store>>,
+        messages_only: bool,
+    ) -> Result<()> {
         let Some(store) = db.as_mut() else {
             return Err(Error::Closed);
         };
+        let mut arm_writer = false;
         let trimmed = match self.check_file(store).and_then(|()| self.trim(store)) {
             Ok(n) => n,
             Err(e) => {
@@ -1182,8 +1276,11 @@ impl Shared {
             // (acknowledged, dropped or expired before a commit): `high` is what a successful
             // commit makes resolved (`committed_seq`).
             let high = st.next_seq - 1;
-            if st.pending.is_empty() {
-                st.pending_since = None;
+            let messages_only = messages_only && st.pending.acks() > 0;
+            if st.pending.is_empty() || (messages_only && st.pending.messages() == 0) {
+                if !messages_only {
+                    st.pending_since = None;
+                }
                 let advanced = high > st.committed_seq;
                 st.committed_seq = st.committed_seq.max(high);
                 drop(st);
@@ -1194,10 +1291,26 @@ impl Shared {
                 self.log_trim(trimmed);
                 return Ok(());
             }
-            st.pending_since = None;
             st.writing = true;
             st.pending_bytes = 0;
-            (std::mem::take(&mut st.pending), high)
+            let batch = if messages_only {
+                // the acks keep their batch's start (their bound); the writer must be armed
+                // for them: it may have been told of nothing (the batch began with an append)
+                if !st.kicked && st.writer_deadline.is_none() {
+                    st.kicked = true;
+                    arm_writer = true;
+                }
+                let p = &mut st.pending;
+                Batch {
+                    inserts: std::mem::take(&mut p.inserts),
+                    releases: std::mem::take(&mut p.releases),
+                    ..Batch::default()
+                }
+            } else {
+                st.pending_since = None;
+                std::mem::take(&mut st.pending)
+            };
+            (batch, high)
         };
         let res = match store.write(&batch) {
             Err(Error::NoSpace) => self.write_full_disk(store, batch),
@@ -1208,9 +1321,17 @@ impl Shared {
         st.writing = false;
         let mut notes = Vec::new();
         let mut advanced = false;
+        let mut wake_writer = false;
         let out = match res {
             Commit::Done(written) => {
                 st.write_failed = false;
+                if self.cfg.caller_commits {
+                    st.commits_unchecked = st.commits_unchecked.saturating_add(1);
+                    if st.commits_unchecked >= CHECKPOINT_COMMITS && !st.checkpoint_due {
+                        st.checkpoint_due = true;
+                        wake_writer = true;
+                    }
+                }
                 let before = st.committed_seq;
                 // `high` covers every insert of the batch (their seqs are below next_seq; rows
                 // put back at the front have lower ones), and the rows SQLite refused
@@ -1257,6 +1378,9 @@ impl Shared {
         if advanced {
             self.signal_commit();
         }
+        if wake_writer || arm_writer {
+            self.wake.notify_one();
+        }
         self.log_trim(trimmed);
         for (error, n) in notes {
             let line = format!("bridge {:?}: {n}", self.cfg.bridge);
@@ -1267,6 +1391,33 @@ impl Shared {
             }
         }
         out
+    }
+
+    /// `caller_commits`: the WAL checkpoint SQLite would run inside a commit (an fsync with
+    /// `sync = Normal`), on the writer thread instead of a caller's. A failure is logged; the
+    /// next one is due after as many commits again.
+    fn checkpoint(&self) {
+        let mut db = lock(&self.db);
+        let Some(store) = db.as_mut() else {
+            return;
+        };
+        let res = catch_unwind(AssertUnwindSafe(|| store.checkpoint()));
+        drop(db);
+        let mut st = lock(&self.state);
+        st.commits_unchecked = 0;
+        st.checkpoints = st.checkpoints.saturating_add(1);
+        drop(st);
+        match res {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => self.log.warn(&format!(
+                "bridge {:?}: WAL checkpoint failed: {e}",
+                self.cfg.bridge
+            )),
+            Err(_) => self.log.error(&format!(
+                "bridge {:?}: a WAL checkpoint panicked (a bug)",
+                self.cfg.bridge
+            )),
+        }
     }
 
     /// The disk is full. First the reserve is given back and the whole batch tried again; if
@@ -1560,6 +1711,10 @@ impl Shared {
                 // Whatever was notified is seen now: a later write that makes the batch due
                 // notifies again.
                 st.kicked = false;
+                st.writer_deadline = None;
+                if st.checkpoint_due {
+                    break;
+                }
                 st = match st.pending_since {
                     None => self.wake.wait(st).unwrap_or_else(|p| p.into_inner()),
                     Some(t) => {
@@ -1567,6 +1722,7 @@ impl Shared {
                         if st.commit_due(count) || left.is_zero() {
                             break;
                         }
+                        st.writer_deadline = Some(Instant::now() + left);
                         match self.wake.wait_timeout(st, left) {
                             Ok((g, _)) => g,
                             Err(p) => p.into_inner().0,
@@ -1574,7 +1730,12 @@ impl Shared {
                     }
                 };
             }
+            st.writer_deadline = None;
+            let checkpoint = std::mem::take(&mut st.checkpoint_due);
             drop(st);
+            if checkpoint {
+                self.checkpoint();
+            }
             match catch_unwind(AssertUnwindSafe(|| self.flush_inner())) {
                 Ok(Ok(())) => failures = 0,
                 Ok(Err(Error::Closed)) => return,
@@ -1756,6 +1917,210 @@ mod tests {
         let disk = seqs_on_disk(&path);
         assert_eq!(disk.len(), 1);
         assert!(acked.iter().all(|s| !disk.contains(s)));
+        ob.close().unwrap();
+    }
+
+    /// Issue 13, caller_commits: appends do not wake the writer (its timer is an hour away
+    /// here, and nothing commits them by themselves); `commit` commits them on the caller's
+    /// thread, and leaves the acks and packet ids to the writer's linger commit.
+    #[test]
+    fn with_caller_commits_commit_commits_the_appends_and_leaves_the_acks_to_the_writer() {
+        let (_dir, path, ob) = open_with_rows(3, |c| {
+            c.group_commit_ms = 0;
+            c.ack_linger_ms = ONE_HOUR_MS;
+            c.caller_commits = true;
+        });
+        let acked = deliver(&ob, 2);
+        // as once the writer has looked at the state (only a notify sets it again)
+        lock(&ob.shared.state).kicked = false;
+        let seq = ob.append(&qos1(b"y")).unwrap();
+        assert!(!lock(&ob.shared.state).kicked, "the append woke the writer");
+        assert!(ob.committed_seq() < seq);
+        assert!(ob.commit().unwrap(), "no commit was running");
+        assert!(ob.committed_seq() >= seq);
+        let disk = seqs_on_disk(&path);
+        assert_eq!(disk.len(), 4, "{disk:?}");
+        assert!(disk.contains(&seq) && acked.iter().all(|s| disk.contains(s)));
+        {
+            let st = lock(&ob.shared.state);
+            assert_eq!((st.pending.messages(), st.pending.acks()), (0, 4));
+            assert!(st.pending_since.is_some(), "the acks lost their bound");
+        }
+        // no append pending: a commit leaves the acks alone
+        assert!(ob.commit().unwrap());
+        assert_eq!(lock(&ob.shared.state).pending.acks(), 4);
+        ob.flush().unwrap();
+        let disk = seqs_on_disk(&path);
+        assert_eq!(disk.len(), 2, "{disk:?}");
+        assert!(acked.iter().all(|s| !disk.contains(s)));
+        ob.close().unwrap();
+        assert_eq!(ob.commit(), Err(Error::Closed));
+    }
+
+    /// ...and the acks a caller's commit left behind are the writer's within ack_linger_ms,
+    /// also when their batch began with an append (the writer was told of nothing then).
+    #[test]
+    fn with_caller_commits_acks_behind_an_append_are_committed_by_the_writer() {
+        let (_dir, path, ob) = open_with_rows(3, |c| {
+            c.group_commit_ms = 0;
+            c.ack_linger_ms = 20;
+            c.caller_commits = true;
+        });
+        await_committed(&ob);
+        // the batch begins with an append, then the acks
+        let seq = ob.append(&qos1(b"y")).unwrap();
+        let acked = deliver(&ob, 2);
+        assert!(ob.commit().unwrap());
+        assert!(ob.committed_seq() >= seq);
+        await_committed(&ob);
+        let disk = seqs_on_disk(&path);
+        assert_eq!(disk.len(), 2, "{disk:?}");
+        assert!(acked.iter().all(|s| !disk.contains(s)));
+        ob.close().unwrap();
+    }
+
+    /// ...a `commit` that finds a commit running (the store's lock held, as by the writer or
+    /// another caller) returns at once and wakes the writer, which commits the rest after it;
+    /// each time: a notify is never marked sent without being sent.
+    #[test]
+    fn with_caller_commits_a_commit_that_finds_one_running_leaves_the_rest_to_the_writer() {
+        let (_dir, path, ob) = open_with_rows(0, |c| {
+            c.group_commit_ms = 0;
+            c.caller_commits = true;
+        });
+        ob.commit_fd().unwrap();
+        for round in 0..3 {
+            let seq = {
+                let _running = lock(&ob.shared.db);
+                let seq = ob.append(&qos1(b"y")).unwrap();
+                assert!(
+                    !ob.commit().unwrap(),
+                    "round {round}: committed under the lock"
+                );
+                seq
+            };
+            await_commit_of(&ob, seq);
+            let own = ob.append(&qos1(b"z")).unwrap();
+            assert!(ob.commit().unwrap(), "round {round}");
+            assert!(ob.committed_seq() >= own, "round {round}");
+        }
+        assert_eq!(seqs_on_disk(&path).len(), 6);
+        ob.close().unwrap();
+    }
+
+    /// ...appends still wake the writer once a batch is due by count (a caller that never
+    /// commits loses nothing: the writer's bounds stay).
+    #[test]
+    fn with_caller_commits_a_batch_due_by_count_is_still_the_writers() {
+        let (_dir, path, ob) = open_with_rows(0, |c| {
+            c.group_commit_ms = ONE_HOUR_MS;
+            c.group_commit_count = 3;
+            c.caller_commits = true;
+        });
+        ob.commit_fd().unwrap();
+        let mut last = 0;
+        for _ in 0..3 {
+            last = ob.append(&qos1(b"y")).unwrap();
+        }
+        await_commit_of(&ob, last);
+        assert_eq!(seqs_on_disk(&path).len(), 3);
+        ob.close().unwrap();
+    }
+
+    /// ...and a commit that fails (another connection holds the write lock: SQLITE_BUSY after
+    /// the 5 s busy timeout) gives the error and keeps the writes; the writer commits them
+    /// once the lock is gone.
+    #[test]
+    fn with_caller_commits_a_failed_commit_keeps_the_writes_for_the_writer() {
+        let (_dir, path, ob) = open_with_rows(0, |c| {
+            c.group_commit_ms = 0;
+            c.caller_commits = true;
+        });
+        ob.commit_fd().unwrap();
+        let other = rusqlite::Connection::open(&path).unwrap();
+        other.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let seq = ob.append(&qos1(b"y")).unwrap();
+        assert!(
+            ob.commit().is_err(),
+            "committed through another's write lock"
+        );
+        assert!(ob.committed_seq() < seq);
+        other.execute_batch("ROLLBACK").unwrap();
+        drop(other);
+        await_commit_of(&ob, seq);
+        assert_eq!(seqs_on_disk(&path), vec![seq]);
+        ob.close().unwrap();
+    }
+
+    /// ...the WAL checkpoint (an fsync) is the writer thread's, after CHECKPOINT_COMMITS
+    /// commits: a caller's commit never runs one (SQLite's autocheckpoint is off).
+    #[test]
+    fn with_caller_commits_the_writer_checkpoints_the_wal() {
+        let (_dir, _path, ob) = open_with_rows(0, |c| {
+            c.group_commit_ms = 0;
+            c.caller_commits = true;
+        });
+        assert_eq!(
+            lock(&ob.shared.db).as_ref().unwrap().autocheckpoint_pages(),
+            0
+        );
+        for _ in 0..CHECKPOINT_COMMITS - 1 {
+            ob.append(&qos1(b"y")).unwrap();
+            assert!(ob.commit().unwrap());
+        }
+        assert_eq!(lock(&ob.shared.state).checkpoints, 0);
+        assert!(!lock(&ob.shared.state).checkpoint_due);
+        ob.append(&qos1(b"y")).unwrap();
+        assert!(ob.commit().unwrap());
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while lock(&ob.shared.state).checkpoints == 0 {
+            assert!(Instant::now() < deadline, "the writer never checkpointed");
+            std::thread::yield_now();
+        }
+        assert_eq!(lock(&ob.shared.state).commits_unchecked, 0);
+        // without the mode SQLite's own autocheckpoint stays
+        let (_d, _p, plain) = open_with_rows(0, |_| {});
+        assert_eq!(
+            lock(&plain.shared.db)
+                .as_ref()
+                .unwrap()
+                .autocheckpoint_pages(),
+            1000
+        );
+        ob.close().unwrap();
+    }
+
+    /// A writer waiting on its timer is not notified for a batch whose bound is later (it
+    /// re-reads the state when the timer fires): with commits by the caller, the acks that
+    /// start a batch after each commit cost no wake-up each.
+    #[test]
+    fn a_writer_waiting_on_its_timer_is_not_woken_for_a_later_batch() {
+        let (_dir, path, ob) = open_with_rows(4, |c| {
+            c.group_commit_ms = 0;
+            c.ack_linger_ms = 2000;
+            c.caller_commits = true;
+        });
+        // an ack starts a batch: the writer is woken and arms the 2 s linger
+        deliver(&ob, 1);
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while lock(&ob.shared.state).writer_deadline.is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "the writer never armed its timer"
+            );
+            std::thread::yield_now();
+        }
+        // a caller commit takes that batch; the next ack needs no notify
+        ob.append(&qos1(b"y")).unwrap();
+        assert!(ob.commit().unwrap());
+        deliver(&ob, 1);
+        assert!(
+            !lock(&ob.shared.state).kicked,
+            "notified a writer with its timer armed"
+        );
+        // and the timer still commits it within the linger
+        await_committed(&ob);
+        assert_eq!(seqs_on_disk(&path).len(), 3);
         ob.close().unwrap();
     }
 

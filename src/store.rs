@@ -135,6 +135,9 @@ pub struct Store {
     path: PathBuf,
     bridge_id: i64,
     sync: SyncMode,
+    /// SQLite checkpoints the WAL inside the commit that fills it (its default, 1000 pages).
+    /// Off for `caller_commits`: the writer thread checkpoints (`checkpoint`), never a caller.
+    autocheckpoint: bool,
     /// The largest row SQLite stores (SQLITE_LIMIT_LENGTH), less room for the other columns.
     max_row: usize,
     /// The reserve file is in place (see [`RESERVE_BYTES`]).
@@ -192,7 +195,8 @@ impl Store {
         cfg: &Config,
         claim: Claim,
     ) -> std::result::Result<(Store, Resume), (Error, Claim)> {
-        match Self::connect(&cfg.path, cfg.sync).and_then(|conn| Self::setup(conn, cfg)) {
+        let auto = !cfg.caller_commits;
+        match Self::connect(&cfg.path, cfg.sync, auto).and_then(|conn| Self::setup(conn, cfg)) {
             Ok((conn, bridge_id, resume, max_row)) => {
                 let mut store = Store {
                     conn,
@@ -200,6 +204,7 @@ impl Store {
                     path: cfg.path.clone(),
                     bridge_id,
                     sync: cfg.sync,
+                    autocheckpoint: auto,
                     max_row,
                     reserve: false,
                 };
@@ -212,7 +217,7 @@ impl Store {
 
     /// A connection in WAL mode. Switching a fresh file to WAL does not go through the busy
     /// handler: that step is retried within the busy timeout.
-    fn connect(path: &Path, sync: SyncMode) -> Result<Connection> {
+    fn connect(path: &Path, sync: SyncMode, autocheckpoint: bool) -> Result<Connection> {
         let conn = Connection::open(path)?;
         let timeout = Duration::from_millis(crate::config::DEFAULT_BUSY_TIMEOUT_MS as u64);
         conn.busy_timeout(timeout)?;
@@ -238,6 +243,9 @@ impl Store {
             SyncMode::Full => "FULL",
         };
         conn.execute_batch(&format!("PRAGMA synchronous={sync};"))?;
+        if !autocheckpoint {
+            conn.execute_batch("PRAGMA wal_autocheckpoint=0;")?;
+        }
         Ok(conn)
     }
 
@@ -426,6 +434,25 @@ impl Store {
         Ok(out)
     }
 
+    /// `PRAGMA wal_autocheckpoint` of the connection (pages; 0 = off).
+    #[cfg(test)]
+    pub fn autocheckpoint_pages(&self) -> i64 {
+        self.conn
+            .query_row("PRAGMA wal_autocheckpoint", [], |r| r.get(0))
+            .unwrap()
+    }
+
+    /// A passive checkpoint of the WAL into the database file (what SQLite's autocheckpoint
+    /// does after a commit): copies what no reader still needs, never waits for one. Returns
+    /// the WAL's frames and how many of them are now in the database file.
+    pub fn checkpoint(&mut self) -> Result<(i64, i64)> {
+        Ok(self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                Ok((r.get(1)?, r.get(2)?))
+            })?)
+    }
+
     /// (seq, data length) of up to `limit` rows with seq > `after`, oldest first: the
     /// candidates of a drop_oldest trim.
     pub fn oldest(&mut self, after: i64, limit: usize) -> Result<Vec<(i64, u64)>> {
@@ -568,7 +595,7 @@ impl Store {
         let placeholder = Connection::open_in_memory()?;
         drop(std::mem::replace(&mut self.conn, placeholder));
         let claim = Claim::take(&self.path, bridge)?;
-        self.conn = Self::connect(&self.path, self.sync)?;
+        self.conn = Self::connect(&self.path, self.sync, self.autocheckpoint)?;
         // The old claim (the deleted inode, no connection left on it) is released here.
         self.claim = claim;
         self.reserve = false;
