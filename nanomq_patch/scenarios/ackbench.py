@@ -24,6 +24,28 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from throughput import CONF, client, free_port, remote_mosquitto, wait_port  # noqa: E402
 
 
+def cpu_secs(pid):
+    """utime + stime of a process, in seconds (/proc/<pid>/stat)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def ctx_switches(pid):
+    """Context switches (voluntary + not) summed over a process's threads."""
+    n = 0
+    for t in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{t}/status") as f:
+                for line in f:
+                    if line.startswith(("voluntary_ctxt_switches",
+                                        "nonvoluntary_ctxt_switches")):
+                        n += int(line.split()[1])
+        except OSError:
+            pass  # a thread that ended
+    return n
+
+
 def pct(xs, p):
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
@@ -103,16 +125,18 @@ def one_run(nanomq, mode, remote, a):
         lat_ms = [x * 1000 for x in lat]
         # throughput, window-bound
         pub, publish, wait_all, lat2 = publisher(local, a.window)
+        c0, x0 = cpu_secs(proc.pid), ctx_switches(proc.pid)
         t0 = time.perf_counter()
         for i in range(a.n):
             publish(payload)
         got2 = wait_all(a.n, 120)
         secs = time.perf_counter() - t0
+        cpu, xs = cpu_secs(proc.pid) - c0, ctx_switches(proc.pid) - x0
         pub.loop_stop()
         pub.disconnect()
         return dict(acked=got, of=n, p50=pct(lat_ms, 50) if lat_ms else None,
                     p99=pct(lat_ms, 99) if lat_ms else None, tp=got2 / secs, tp_acked=got2,
-                    tp_of=a.n)
+                    tp_of=a.n, cpu_us=cpu * 1e6 / max(got2, 1), cs=xs / max(got2, 1))
     finally:
         proc.kill()
         proc.wait()
@@ -138,14 +162,18 @@ def main():
                 print(f"run {i + 1} ack_after_commit={'on ' if mode else 'off'}: latency at "
                       f"{a.rate:.0f} msg/s p50 {r['p50']:.2f} ms p99 {r['p99']:.2f} ms "
                       f"({r['acked']}/{r['of']} acked); window {a.window}: {r['tp']:.0f} msg/s "
-                      f"({r['tp_acked']}/{r['tp_of']})",
+                      f"({r['tp_acked']}/{r['tp_of']}), nanomq CPU {r['cpu_us']:.1f} us/msg, "
+                      f"{r['cs']:.2f} context switches/msg",
                       flush=True)
-        med = {m: {k: statistics.median(x[k] for x in res[m]) for k in ("p50", "p99", "tp")}
+        med = {m: {k: statistics.median(x[k] for x in res[m]) for k in ("p50", "p99", "tp", "cpu_us", "cs")}
                for m in res}
         ratio = med[True]["tp"] / med[False]["tp"]
         print(f"median off: p50 {med[False]['p50']:.2f} ms p99 {med[False]['p99']:.2f} ms "
-              f"{med[False]['tp']:.0f} msg/s; on: p50 {med[True]['p50']:.2f} ms p99 "
-              f"{med[True]['p99']:.2f} ms {med[True]['tp']:.0f} msg/s; throughput on/off "
+              f"{med[False]['tp']:.0f} msg/s {med[False]['cpu_us']:.1f} us/msg "
+              f"{med[False]['cs']:.2f} cs/msg; on: p50 "
+              f"{med[True]['p50']:.2f} ms p99 {med[True]['p99']:.2f} ms "
+              f"{med[True]['tp']:.0f} msg/s {med[True]['cpu_us']:.1f} us/msg {med[True]['cs']:.2f} cs/msg; "
+              f"throughput on/off "
               f"{ratio:.3f} (goal >= 0.90: {'PASS' if ratio >= 0.9 else 'MISS'})")
     finally:
         mosq.kill()
