@@ -93,7 +93,7 @@ say "NanoMQ version.h: ${ver:-unknown}"
 hdr=$tree/nng/include/nng/protocol/mqtt/mqtt_parser.h
 brk=$tree/nanomq/apps/broker.c
 if [ -f "$hdr" ] && [ -f "$brk" ] &&
-	grep -A1 'nng_sub0_msg_adapter(' "$hdr" | grep -q 'default_topic' &&
+	grep -q 'default_topic' <<<"$(grep -A1 'nng_sub0_msg_adapter(' "$hdr")" &&
 	grep -qE 'nng_sub0_msg_adapter\([^,()]+,[^,()]+\);' "$brk"; then
 	if [ -z "$fix_sub0" ]; then
 		grep -nE 'nng_sub0_msg_adapter\([^,()]+,[^,()]+\);' "$brk" | sed "s|^|$me:   $brk:|" >&2
@@ -135,7 +135,7 @@ if command -v "$cargo" >/dev/null 2>&1; then
 	fi
 fi
 # bindgen (build.rs) loads libclang at run time
-if [ -z "${LIBCLANG_PATH:-}" ] && ! { ldconfig -p 2>/dev/null | grep -q 'libclang[-0-9.]*\.so'; } &&
+if [ -z "${LIBCLANG_PATH:-}" ] && ! grep -q 'libclang[-0-9.]*\.so' <<<"$(ldconfig -p 2>/dev/null)" &&
 	! ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1; then
 	missing+=("libclang (Debian/Ubuntu package: libclang-dev; or set LIBCLANG_PATH)")
 fi
@@ -231,7 +231,7 @@ absent=$(comm -23 "$build_dir/nmq-exports" "$build_dir/nmq-in-binary" | wc -l)
 	die "$out/nanomq lacks $absent of the $want nmq_outbox_* functions: it is NOT patched"
 say "symbols: all $want nmq_outbox_* functions are in nanomq"
 banner=$("$out/nanomq" 2>&1 || true)
-echo "$banner" | grep -q "nmq-outbox $libver" ||
+grep -q "nmq-outbox $libver" <<<"$banner" ||
 	die "'nanomq' (version banner) does not name nmq-outbox $libver: got: $(echo "$banner" | tr '\n' ' ')"
 say "banner: $(echo "$banner" | grep "nmq-outbox")"
 

@@ -21,7 +21,7 @@ step "system packages"
 pkgs=(build-essential pkg-config libclang-dev clang valgrind mosquitto libnng-dev iproute2)
 missing=()
 for p in "${pkgs[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")
+    grep -q 'ok installed' <<<"$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)" || missing+=("$p")
 done
 if [ ${#missing[@]} -gt 0 ]; then
     apt_log=/tmp/nmq-outbox-apt.log
@@ -70,7 +70,7 @@ step "clean link: the shared library exports exactly the headers' functions, no 
 so=$debug/libnmq_outbox.so
 exported=$(nm -D --defined-only "$so" | awk '{print $3}' | sort)
 declared=$(grep -ohE '\bnmq_outbox_[a-z_]+\(' include/*.h | tr -d '(' | sort -u)
-if echo "$exported" | grep -q sqlite3; then
+if grep -q sqlite3 <<<"$exported"; then
     echo "FAIL: $so exports SQLite symbols"
     exit 1
 fi
