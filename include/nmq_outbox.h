@@ -64,7 +64,7 @@ typedef enum nmq_outbox_result {
     NMQ_OUTBOX_OK = 0,
     NMQ_OUTBOX_EMPTY = 1,      /* lease: nothing to hand out (empty, link down or window full) */
     NMQ_OUTBOX_NOT_OURS = 2,   /* ack: the packet id is not bound to a row of this outbox */
-    NMQ_OUTBOX_PENDING = 3,    /* commit: a commit was running; the writer commits the rest */
+    NMQ_OUTBOX_PENDING = 3,    /* commit: the writer was checkpointing; it commits the rest */
     NMQ_OUTBOX_EINVAL = -1,    /* NULL pointer, invalid QoS, bad config or argument */
     NMQ_OUTBOX_EABI = -2,      /* config.abi_version differs from NMQ_OUTBOX_ABI_VERSION */
     NMQ_OUTBOX_ETOOBIG = -3,   /* message larger than config.max_message_bytes */
@@ -334,13 +334,17 @@ nmq_outbox_result nmq_outbox_stats_prometheus(nmq_outbox *const *obs, size_t n, 
  * the committed seq anyway, which is always safe). Thread-safe. */
 nmq_outbox_result nmq_outbox_commit_fd(nmq_outbox *ob, int *fd);
 
-/* Commits what is pending on the calling thread, unless a commit is running (the writer's,
- * or another thread's nmq_outbox_commit()): then the writer thread is woken to commit the rest
- * right after it. NMQ_OUTBOX_OK: every append made before the call is committed
- * (nmq_outbox_committed_seq() covers it); NMQ_OUTBOX_PENDING: left to the writer (the commit
- * descriptor tells when); an error: the commit failed, the writes stay pending (nothing is
- * lost) and the writer retries them. For a host with config.caller_commits = 1; any host may
- * call it. Blocks for one commit at most, never behind another. Thread-safe. */
+/* Commits the pending appends (and PUBRECs) on the calling thread; acks and packet ids stay
+ * for the writer's commit (within max(group_commit_ms, 20 ms)). Behind a commit that is
+ * running (another thread's nmq_outbox_commit(), the writer's acks) it waits for that one,
+ * then commits what came meanwhile or finds its appends committed by it: a group commit with
+ * no hand-over between threads. Never behind the writer's WAL checkpoint (an fsync): then the
+ * writer is woken to commit the rest right after it and the call returns NMQ_OUTBOX_PENDING
+ * (the commit descriptor tells when). NMQ_OUTBOX_OK: every append made before the call is
+ * committed (nmq_outbox_committed_seq() covers it); an error: the commit failed, the writes
+ * stay pending (nothing is lost) and the writer retries them. For a host with
+ * config.caller_commits = 1; any host may call it. Blocks for about two commits (no fsync with
+ * NMQ_OUTBOX_SYNC_NORMAL). Thread-safe. */
 nmq_outbox_result nmq_outbox_commit(nmq_outbox *ob);
 
 /* Drains the commit descriptor (if one was made), then *seq gets the committed seq: every

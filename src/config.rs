@@ -58,8 +58,8 @@ pub struct Config {
     /// on its own thread and outside its own locks, instead of waking the writer thread for
     /// them: for a host that acks its publishers after the commit, no hand-over to the writer
     /// and back. An append then wakes the writer only when a batch is due by count or bytes;
-    /// a `commit` that finds a commit running wakes it for the rest. Acks and packet ids
-    /// alone are still the writer's (`ack_linger_ms`). Off by default.
+    /// a `commit` during the writer's checkpoint wakes it for the rest. Acks and packet ids
+    /// are still the writer's (`ack_linger_ms`); so is the WAL checkpoint. Off by default.
     pub caller_commits: bool,
     /// In-flight window for replayed rows (capped by the remote's Receive Maximum).
     pub window: u32,

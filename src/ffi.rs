@@ -676,8 +676,8 @@ pub unsafe extern "C" fn nmq_outbox_commit_fd(
     })
 }
 
-/// Ack after commit: commits what is pending on this thread unless a commit runs
-/// (`NMQ_OUTBOX_PENDING`: the writer commits it next). `ob` is borrowed (NULL gives EINVAL).
+/// Ack after commit: commits the pending appends on this thread, behind a running commit
+/// (`NMQ_OUTBOX_PENDING` during the writer's checkpoint: the writer commits them next). `ob` is borrowed (NULL gives EINVAL).
 /// Thread-safe.
 #[no_mangle]
 pub unsafe extern "C" fn nmq_outbox_commit(ob: *mut nmq_outbox) -> nmq_outbox_result {
@@ -724,7 +724,7 @@ pub extern "C" fn nmq_outbox_strerror(result: nmq_outbox_result) -> *const c_cha
         NMQ_OUTBOX_OK => c"success",
         NMQ_OUTBOX_EMPTY => c"nothing to send now",
         NMQ_OUTBOX_NOT_OURS => c"packet id not bound to a row of this outbox",
-        NMQ_OUTBOX_PENDING => c"a commit was running; the writer commits the rest",
+        NMQ_OUTBOX_PENDING => c"the writer was checkpointing; it commits the rest",
         NMQ_OUTBOX_EINVAL => c"invalid argument",
         NMQ_OUTBOX_EABI => c"ABI version mismatch",
         NMQ_OUTBOX_ETOOBIG => c"message too big",

@@ -221,6 +221,8 @@ struct State {
     commits_unchecked: u32,
     checkpoint_due: bool,
     checkpoints: u64,
+    /// The writer is checkpointing (holds the store for an fsync): callers do not wait.
+    checkpointing: bool,
 }
 
 impl State {
@@ -511,6 +513,7 @@ impl Outbox {
             commits_unchecked: 0,
             checkpoint_due: false,
             checkpoints: 0,
+            checkpointing: false,
         };
         let shown = std::fs::canonicalize(&cfg.path).unwrap_or_else(|_| cfg.path.clone());
         log.info(&format!(
@@ -968,22 +971,36 @@ impl Outbox {
         Ok(outcome)
     }
 
-    /// Commits what is pending on the calling thread, unless a commit is running (the
-    /// writer's, or another caller's): then the writer thread is woken to commit the rest
-    /// right after it. `Ok(true)`: every append made before the call is committed
-    /// (`committed_seq` covers it); `Ok(false)`: left to the writer (the commit descriptor
-    /// tells when). An error: the commit failed, the writes stay pending and the writer
-    /// retries them. For a host with `caller_commits` (its appends do not wake the writer);
-    /// any host may call it. Blocks for one commit at most, never behind another.
+    /// Commits the pending appends and PUBRECs on the calling thread (acks and packet ids
+    /// stay the writer's, `ack_linger_ms`). Behind a running commit (another caller's, the
+    /// writer's acks) it waits for it, then commits what came meanwhile or finds its appends
+    /// committed: a group commit without a hand-over. Never behind the writer's checkpoint
+    /// (an fsync): then the writer is woken to commit the rest after it, `Ok(false)` (the
+    /// commit descriptor tells when). `Ok(true)`: every append made before the call is
+    /// committed (`committed_seq` covers it). An error: the commit failed, the writes stay
+    /// pending and the writer retries them. For a host with `caller_commits` (its appends do
+    /// not wake the writer); any host may call it.
     pub fn commit(&self) -> Result<bool> {
         let sh = &self.shared;
-        {
+        let checkpointing = {
             let st = sh.lock_open()?;
-            if st.pending.messages() == 0 {
-                // nothing of ours to commit (acks are the writer's): committed unless another
-                // thread's commit still writes it
-                return Ok(!st.writing);
+            if st.pending.messages() == 0 && !st.writing {
+                // nothing of ours to commit (acks are the writer's)
+                return Ok(true);
             }
+            st.checkpointing
+        };
+        if !checkpointing {
+            // Group commit without a hand-over: behind a running commit (a caller's, or the
+            // writer's acks) this waits for it, then commits what came meanwhile, or finds
+            // it committed by the commit it waited for. Never behind a checkpoint (an fsync).
+            return match sh.flush_locked(lock(&sh.db), true) {
+                Ok(()) => Ok(true),
+                Err(e) => {
+                    sh.wake.notify_one();
+                    Err(e)
+                }
+            };
         }
         match sh.try_flush() {
             Some(Ok(())) => Ok(true),
@@ -1397,13 +1414,16 @@ impl Shared {
     /// `sync = Normal`), on the writer thread instead of a caller's. A failure is logged; the
     /// next one is due after as many commits again.
     fn checkpoint(&self) {
+        lock(&self.state).checkpointing = true;
         let mut db = lock(&self.db);
         let Some(store) = db.as_mut() else {
+            lock(&self.state).checkpointing = false;
             return;
         };
         let res = catch_unwind(AssertUnwindSafe(|| store.checkpoint()));
         drop(db);
         let mut st = lock(&self.state);
+        st.checkpointing = false;
         st.commits_unchecked = 0;
         st.checkpoints = st.checkpoints.saturating_add(1);
         drop(st);
@@ -1936,7 +1956,7 @@ mod tests {
         let seq = ob.append(&qos1(b"y")).unwrap();
         assert!(!lock(&ob.shared.state).kicked, "the append woke the writer");
         assert!(ob.committed_seq() < seq);
-        assert!(ob.commit().unwrap(), "no commit was running");
+        assert!(ob.commit().unwrap(), "not committed");
         assert!(ob.committed_seq() >= seq);
         let disk = seqs_on_disk(&path);
         assert_eq!(disk.len(), 4, "{disk:?}");
@@ -1979,11 +1999,11 @@ mod tests {
         ob.close().unwrap();
     }
 
-    /// ...a `commit` that finds a commit running (the store's lock held, as by the writer or
-    /// another caller) returns at once and wakes the writer, which commits the rest after it;
-    /// each time: a notify is never marked sent without being sent.
+    /// ...a `commit` that finds the writer checkpointing (the store's lock held for an
+    /// fsync) returns at once and wakes the writer, which commits the rest after it; each
+    /// time: a notify is never marked sent without being sent.
     #[test]
-    fn with_caller_commits_a_commit_that_finds_one_running_leaves_the_rest_to_the_writer() {
+    fn with_caller_commits_a_commit_during_a_checkpoint_leaves_the_rest_to_the_writer() {
         let (_dir, path, ob) = open_with_rows(0, |c| {
             c.group_commit_ms = 0;
             c.caller_commits = true;
@@ -1992,11 +2012,13 @@ mod tests {
         for round in 0..3 {
             let seq = {
                 let _running = lock(&ob.shared.db);
+                lock(&ob.shared.state).checkpointing = true;
                 let seq = ob.append(&qos1(b"y")).unwrap();
                 assert!(
                     !ob.commit().unwrap(),
                     "round {round}: committed under the lock"
                 );
+                lock(&ob.shared.state).checkpointing = false;
                 seq
             };
             await_commit_of(&ob, seq);
@@ -2024,6 +2046,37 @@ mod tests {
         }
         await_commit_of(&ob, last);
         assert_eq!(seqs_on_disk(&path).len(), 3);
+        ob.close().unwrap();
+    }
+
+    /// ...behind any other running commit (a caller's, the writer's acks) a `commit` waits
+    /// for it and returns committed: one group commit without a hand-over. Eight threads
+    /// append and commit at once; every one of them returns with its append on disk.
+    #[test]
+    fn with_caller_commits_concurrent_commits_wait_for_each_other_and_all_return_committed() {
+        let (_dir, path, ob) = open_with_rows(0, |c| {
+            c.group_commit_ms = ONE_HOUR_MS;
+            c.ack_linger_ms = ONE_HOUR_MS;
+            c.caller_commits = true;
+        });
+        let running = lock(&ob.shared.db);
+        std::thread::scope(|s| {
+            let hs: Vec<_> = (0..8)
+                .map(|_| {
+                    s.spawn(|| {
+                        let seq = ob.append(&qos1(b"y")).unwrap();
+                        let done = ob.commit().unwrap();
+                        (seq, done, ob.committed_seq())
+                    })
+                })
+                .collect();
+            drop(running);
+            for h in hs {
+                let (seq, done, committed) = h.join().unwrap();
+                assert!(done && committed >= seq, "{seq}: {done} at {committed}");
+            }
+        });
+        assert_eq!(seqs_on_disk(&path).len(), 8);
         ob.close().unwrap();
     }
 
