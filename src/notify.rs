@@ -5,7 +5,7 @@
 
 use crate::error::{Error, Result};
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 
 /// One handle's commit signal. Both ends are closed on drop.
 #[derive(Debug)]
@@ -14,9 +14,11 @@ pub struct Notifier {
     read: RawFd,
     /// What a commit writes (the same descriptor for an eventfd).
     write: RawFd,
-    /// Set after each write, cleared by `drain`: a drain with nothing written reads nothing
-    /// (the host drains once per ack it sends: mostly an EAGAIN read otherwise).
-    signalled: AtomicBool,
+    /// Set with each write, cleared by `drain` with its read, both under this lock (a leaf:
+    /// nothing else is taken under it): a drain with nothing written reads nothing (the host
+    /// drains once per ack it sends: mostly an EAGAIN read otherwise), and a drain never sees
+    /// a write without its flag (it would leave the descriptor readable after draining).
+    signalled: Mutex<bool>,
 }
 
 fn os_err(what: &str) -> Error {
@@ -34,7 +36,7 @@ impl Notifier {
         Ok(Notifier {
             read: fd,
             write: fd,
-            signalled: AtomicBool::new(false),
+            signalled: Mutex::new(false),
         })
     }
 
@@ -56,7 +58,7 @@ impl Notifier {
         Ok(Notifier {
             read: fds[0],
             write: fds[1],
-            signalled: AtomicBool::new(false),
+            signalled: Mutex::new(false),
         })
     }
 
@@ -65,10 +67,19 @@ impl Notifier {
         self.read
     }
 
-    /// Makes the descriptor readable (never blocks; a full pipe is readable already). Always
-    /// writes (a drain racing with it may have taken an earlier write), then sets the flag: a
-    /// drain that misses the flag leaves the descriptor readable, and the next one takes it.
+    /// Makes the descriptor readable (never blocks; a full pipe is readable already).
     pub fn signal(&self) {
+        let mut signalled = self.flag();
+        self.write_one();
+        *signalled = true;
+    }
+
+    fn flag(&self) -> std::sync::MutexGuard<'_, bool> {
+        self.signalled.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// One write to the descriptor: 8 bytes to an eventfd, 1 to a pipe.
+    fn write_one(&self) {
         let one: u64 = 1;
         // SAFETY: writes 8 (eventfd) or 1 (pipe) bytes from a local.
         unsafe {
@@ -78,12 +89,12 @@ impl Notifier {
                 if self.read == self.write { 8 } else { 1 },
             );
         }
-        self.signalled.store(true, Ordering::Release);
     }
 
     /// Takes every pending signal: the descriptor is no longer readable until the next commit.
     pub fn drain(&self) {
-        if !self.signalled.swap(false, Ordering::AcqRel) {
+        let mut signalled = self.flag();
+        if !std::mem::take(&mut *signalled) {
             return;
         }
         let mut buf = [0u8; 64];
@@ -134,17 +145,9 @@ mod tests {
         assert!(readable(&n));
         n.drain();
         assert!(!readable(&n));
-        // a write the flag does not show yet (a signal racing with a drain) stays readable
-        // until the next signal's drain takes it: never lost
-        let one: u64 = 1;
-        // SAFETY: an 8-byte write to our eventfd / a 1-byte write to our pipe.
-        unsafe {
-            libc::write(
-                n.write,
-                (&one as *const u64).cast(),
-                if n.read == n.write { 8 } else { 1 },
-            )
-        };
+        // only signal() sets the flag: a write by anything else is left to the next signal's
+        // drain
+        n.write_one();
         n.drain();
         assert!(readable(&n));
         n.signal();
