@@ -677,8 +677,8 @@ pub unsafe extern "C" fn nmq_outbox_commit_fd(
 }
 
 /// Ack after commit: commits the pending appends on this thread, behind a running commit
-/// (`NMQ_OUTBOX_PENDING` during the writer's checkpoint: the writer commits them next). `ob` is borrowed (NULL gives EINVAL).
-/// Thread-safe.
+/// (`NMQ_OUTBOX_PENDING` during the writer's checkpoint: the writer commits them next).
+/// `ob` is borrowed (NULL gives EINVAL). Thread-safe.
 #[no_mangle]
 pub unsafe extern "C" fn nmq_outbox_commit(ob: *mut nmq_outbox) -> nmq_outbox_result {
     with_handle("nmq_outbox_commit", ob, |h| {

@@ -990,19 +990,15 @@ impl Outbox {
             }
             st.checkpointing
         };
-        if !checkpointing {
-            // Group commit without a hand-over: behind a running commit (a caller's, or the
-            // writer's acks) this waits for it, then commits what came meanwhile, or finds
-            // it committed by the commit it waited for. Never behind a checkpoint (an fsync).
-            return match sh.flush_locked(lock(&sh.db), true) {
-                Ok(()) => Ok(true),
-                Err(e) => {
-                    sh.wake.notify_one();
-                    Err(e)
-                }
-            };
-        }
-        match sh.try_flush() {
+        // Group commit without a hand-over: behind a running commit (a caller's, or the
+        // writer's acks) this waits for it, then commits what came meanwhile, or finds it
+        // committed by the commit it waited for. Never behind a checkpoint (an fsync).
+        let res = if checkpointing {
+            sh.try_flush()
+        } else {
+            Some(sh.flush_locked(lock(&sh.db), true))
+        };
+        match res {
             Some(Ok(())) => Ok(true),
             Some(Err(e)) => {
                 sh.wake.notify_one();
@@ -1254,9 +1250,9 @@ impl Shared {
         self.flush_locked(lock(&self.db), false)
     }
 
-    /// `Outbox::commit`: commits on the caller's thread when no commit runs; `None` when one
-    /// does (the writer thread's, or another caller's).
-    /// It commits the appends and PUBRECs (what a crash could lose) and leaves the acks and
+    /// `Outbox::commit` during the writer's checkpoint: commits on the caller's thread unless
+    /// the store is held (`None`). Like every caller's commit (`messages_only`) it commits the
+    /// appends and PUBRECs (what a crash could lose) and leaves the acks and
     /// packet ids to the writer's `ack_linger_ms` commit: a commit then writes the last page
     /// of the table alone, and the acks go in bulk (with the binds of rows acked meanwhile
     /// never written at all).
@@ -1428,7 +1424,7 @@ impl Shared {
         st.checkpoints = st.checkpoints.saturating_add(1);
         drop(st);
         match res {
-            Ok(Ok(_)) => {}
+            Ok(Ok(())) => {}
             Ok(Err(e)) => self.log.warn(&format!(
                 "bridge {:?}: WAL checkpoint failed: {e}",
                 self.cfg.bridge
