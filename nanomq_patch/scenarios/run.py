@@ -106,7 +106,7 @@ log {{
 }}
 {http}bridges.mqtt.remote {{
     server = "{scheme}://{remote}"
-    proto_ver = 5
+    proto_ver = {proto_ver}
     clientid = "bridge_client_123"
     clean_start = false
     keepalive = 3s
@@ -438,7 +438,7 @@ def role_reload(args):
     """PUT the bridge's own configuration (the HOCON of NANOMQ_CONF, as JSON): NanoMQ reloads
     the bridge (a new client socket replaces the old one)."""
     node = {
-        "server": args.server, "proto_ver": 5, "clientid": "bridge_client_123",
+        "server": args.server, "proto_ver": args.proto_ver, "clientid": "bridge_client_123",
         "clean_start": False, "keepalive": "3s", "backoff_max": "10s",
         "forwards": [{"remote_topic": t, "local_topic": t, "qos": q}
                      for t, (q, _) in TOPICS.items()],
@@ -560,6 +560,37 @@ def read_lines(path, tag):
         return []
 
 
+def undelivered(out, two_bridges=False):
+    """The messages NanoMQ acked to the publisher that the subscriber has not received (through
+    the second bridge too, with --two-bridges)."""
+    acked = {(r[2], r[3]) for r in read_lines(os.path.join(out, "pub.log"), "A")}
+    got = {(r[2], r[3]) for r in read_lines(os.path.join(out, "sub.log"), "R")}
+    missing = acked - got
+    if two_bridges:
+        missing |= {("b/" + t, s) for (t, s) in acked} - got
+    return missing
+
+
+def probe_rest(lab, py, me, when):
+    """Saves the bridge's REST object and the Prometheus text as NanoMQ serves them now
+    (rest-<when>.json, prometheus-<when>.txt): the analysis reads the outbox figures."""
+    base = "http://127.0.0.1:8081/api/v4/"
+    for what, url in (("rest", base + "bridges/remote"), ("prometheus", base + "prometheus")):
+        path = os.path.join(lab.out, f"{what}-{when}.{'json' if what == 'rest' else 'txt'}")
+        r = subprocess.run(["ip", "netns", "exec", lab.a, py, me, "get", "--url", url,
+                            "--out", path], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           text=True)
+        lab.event(f"probe {what} {when}: {r.returncode} {r.stdout.strip()[-200:]}")
+
+
+def role_get(args):
+    """GET args.url from NanoMQ's HTTP API (basic auth admin:public) into args.out."""
+    status, text = http_call(args.url)
+    with open(args.out, "w") as f:
+        f.write(text)
+    print(status, len(text))
+
+
 def cmd_run(args):
     if os.geteuid() != 0:
         sys.exit("run needs root (network namespaces)")
@@ -597,8 +628,9 @@ def cmd_run(args):
         args.bridge += [f'ssl {{ enable = true, cacertfile = "{crt}", verify_peer = false }}']
     with open(os.path.join(out, "nanomq.conf"), "w") as f:
         f.write(NANOMQ_CONF.format(dir=out, remote=remote, log_level=args.log_level,
+                                   proto_ver=args.proto_ver,
                                    scheme="tls+mqtt-tcp" if args.tls else "mqtt-tcp",
-                                   http=HTTP_CONF if "reload" in args.scenario or args.http
+                                   http=HTTP_CONF if "reload" in args.scenario or args.http or args.probe_rest
                                    else "",
                                    retry_qos_0=args.retry_qos_0,
                                    forwards_extra=(
@@ -663,7 +695,7 @@ def cmd_run(args):
                   + (["--puback-first", "--start-file", os.path.join(out, "restored")]
                      if args.scenario == "wrong-ack" else
                      ["--period", "15", "--burst", "2"] if args.scenario == "slow-pubcomp" else []))
-    lab.start("mosquitto", lab.b, ["mosquitto", "-c", os.path.join(out, "mosquitto.conf")])
+    lab.start("mosquitto", lab.b, [args.remote_bin, "-c", os.path.join(out, "mosquitto.conf")])
     time.sleep(0.5)
     lab.start("sub", lab.b, [py, me, "sub", "--host", "127.0.0.1", "--port", "1883",
                              "--out", os.path.join(out, "sub.log"), "--duration", str(total)])
@@ -712,7 +744,8 @@ def cmd_run(args):
             while time.monotonic() < t0 + normal + outage - 10:
                 until(normal + 10 * n + 5)
                 r = subprocess.run(["ip", "netns", "exec", lab.a, py, me, "reload",
-                                    "--url", base, "--server", f"mqtt-tcp://{remote}"],
+                                    "--url", base, "--server", f"mqtt-tcp://{remote}",
+                                    "--proto-ver", str(args.proto_ver)],
                                    stdout=subprocess.PIPE,
                                    stderr=subprocess.STDOUT, text=True)
                 lab.event(f"reload {n}: {r.stdout.strip()[-200:]}")
@@ -739,6 +772,9 @@ def cmd_run(args):
         lab.event(f"nanomq restarted{' as ' + args.restart_nanomq if args.restart_nanomq else ''}")
     if args.scenario not in ("slow-pubcomp", "reload", "reload-slow", "kill-released",
                              "slow-link", "reload-disk-full"):
+        if args.probe_rest:  # what an operator sees during the outage
+            until(normal + outage * 0.8)
+            probe_rest(lab, py, me, "outage")
         until(normal + outage)
         lab.restore()
     if args.scenario in ("drain-cut", "drain-reload"):
@@ -752,7 +788,8 @@ def cmd_run(args):
         if args.scenario == "drain-reload":
             r = subprocess.run(["ip", "netns", "exec", lab.a, py, me, "reload", "--url",
                                 "http://127.0.0.1:8081/api/v4/bridges/remote",
-                                "--server", f"mqtt-tcp://{remote}"], stdout=subprocess.PIPE,
+                                "--server", f"mqtt-tcp://{remote}",
+                                "--proto-ver", str(args.proto_ver)], stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True)
             lab.event(f"reload: {r.stdout.strip()[-200:]}")
         else:
@@ -761,7 +798,17 @@ def cmd_run(args):
             lab.restore()
     lab.procs["pub"].wait(timeout=pub_dur + 120)
     lab.event("publisher stopped")
-    time.sleep(drain)
+    if args.drain_bound:
+        # the event: every message NanoMQ acked has reached the subscriber (through each
+        # bridge); the bound only ends a run that loses some
+        seen = wait_for(lambda: not undelivered(out, args.two_bridges), args.drain_bound,
+                        step=0.25)
+        lab.event("all delivered" if seen else
+                  f"drain bound reached: {len(undelivered(out, args.two_bridges))} undelivered")
+    else:
+        time.sleep(drain)
+    if args.probe_rest:
+        probe_rest(lab, py, me, "after")
     lab.event("drain over")
     lab.stop("sub")
     lab.stop("nanomq")
@@ -884,6 +931,40 @@ def analyse(out, label, scenario):
                         tot["outbox_at_exit"] = json.loads(line.split("outbox at exit: ", 1)[1])
                     except ValueError:
                         pass
+    # the lines an operator relies on: the outbox opened (with what it found on disk) and
+    # the bridge attached to it
+    import re
+    tot["outbox_open_waiting"] = [int(m) for m in re.findall(
+        r"nmq-outbox \S+: bridge remote -> \S+, (\d+) messages waiting", text)]
+    tot["outbox_attached_lines"] = text.count("bridge [remote]: durable outbox")
+    # --probe-rest: the outbox as REST and Prometheus showed it late in the outage and after
+    for when in ("outage", "after"):
+        try:
+            ob = json.load(open(os.path.join(out, f"rest-{when}.json")))
+            ob = ob.get("data", ob) if isinstance(ob, dict) else {}
+            ob = ob.get("bridge", ob) if isinstance(ob, dict) else {}
+            found = []
+            def walk(x):
+                if isinstance(x, dict):
+                    if isinstance(x.get("outbox"), dict):
+                        found.append(x["outbox"])
+                    for v in x.values():
+                        walk(v)
+                elif isinstance(x, list):
+                    for v in x:
+                        walk(v)
+            walk(ob)
+            o = found[0] if found else {}
+            tot[f"rest_{when}"] = {k: o.get(k) for k in ("link_up", "messages", "enqueued",
+                                                          "acked")}
+        except (OSError, ValueError):
+            tot[f"rest_{when}"] = None
+        try:
+            text_p = open(os.path.join(out, f"prometheus-{when}.txt")).read()
+            m = re.search(r'^nanomq_bridge_outbox_messages\{bridge="remote"\} (\d+)', text_p, re.M)
+            tot[f"prometheus_{when}_messages"] = int(m.group(1)) if m else None
+        except OSError:
+            tot[f"prometheus_{when}_messages"] = None
     tot["held_pubcomps"] = len(read_lines(os.path.join(out, "proxy.log"), "H"))
     tot["injected_pubacks"] = len(read_lines(os.path.join(out, "proxy.log"), "I"))
     res["total"] = tot
@@ -959,6 +1040,16 @@ def main():
                    help="the bridge connects over TLS (tls+mqtt-tcp://, mosquitto listener 8883)")
     r.add_argument("--http", action="store_true",
                    help="enable NanoMQ's HTTP API on 127.0.0.1:8081 of its namespace")
+    r.add_argument("--proto-ver", type=int, default=5, choices=(4, 5),
+                   help="the bridge's MQTT version (5, the reported configuration; 4: 3.1.1)")
+    r.add_argument("--remote-bin", default="mosquitto",
+                   help="the remote broker's binary (e.g. a mosquitto 2.0.20 that keeps order)")
+    r.add_argument("--drain-bound", type=float, default=0,
+                   help="after the publisher: wait until every acked message was received, at "
+                   "most this many seconds (0: the timeline's fixed drain)")
+    r.add_argument("--probe-rest", action="store_true",
+                   help="GET the bridge's REST object and Prometheus text late in the outage "
+                   "and after the drain (implies --http)")
     px = sub.add_parser("proxy")
     px.add_argument("--port", type=int, required=True)
     px.add_argument("--to", required=True)
@@ -976,6 +1067,10 @@ def main():
     rl = sub.add_parser("reload", help="reload a bridge with its own configuration (REST)")
     rl.add_argument("--url", required=True)
     rl.add_argument("--server", required=True)
+    rl.add_argument("--proto-ver", type=int, default=5)
+    gt = sub.add_parser("get")
+    gt.add_argument("--url", required=True)
+    gt.add_argument("--out", required=True)
     bu = sub.add_parser("burst")
     bu.add_argument("--host", required=True)
     bu.add_argument("--port", type=int, required=True)
@@ -997,7 +1092,7 @@ def main():
     args = ap.parse_args()
     {"run": cmd_run, "pub": role_pub, "sub": role_sub, "report": cmd_report,
      "analyse": cmd_analyse, "proxy": role_proxy, "reload": role_reload,
-     "burst": role_burst}[args.cmd](args)
+     "burst": role_burst, "get": role_get}[args.cmd](args)
 
 
 if __name__ == "__main__":
