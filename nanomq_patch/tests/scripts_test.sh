@@ -157,5 +157,37 @@ if [ -n "$lib_archive" ]; then
 	[ $rc -eq 0 ] || echo "$out"
 fi
 
+# --- suite.sh: where no NanoMQ source can be had, and the hooks' warnings check -------------
+check "bash -n suite.sh" bash -n "$here/suite.sh"
+for f in scenarios/suite.py tests/hook_warnings.py; do
+	check "python3 parses $f" python3 -c 'import ast, sys; ast.parse(open(sys.argv[1]).read())' "$here/$f"
+done
+if [ "$(id -u)" -eq 0 ]; then
+	nosrc=(env -u NMQ_NANOMQ_SRC NMQ_UPSTREAM_DIR="$tmp/none" NMQ_SUITE_NO_CLONE=1
+		CARGO_TARGET_DIR="$tmp/suite-target")
+	out=$("${nosrc[@]}" CI= bash "$here/suite.sh" 2>&1); rc=$?
+	check "suite.sh without a source: one SKIPPED line, exit 0" [ $rc -eq 0 ] &&
+		[ "$(grep -c '^nanomq suite: SKIPPED' <<<"$out")" = 1 ]
+	out=$("${nosrc[@]}" CI=true bash "$here/suite.sh" 2>&1); rc=$?
+	check "suite.sh without a source under CI=true: a failure" [ $rc -ne 0 ] &&
+		grep -q 'CI runs the real-NanoMQ suite' <<<"$out"
+	out=$(NMQ_NANOMQ_SRC="$tmp/no-such-tree" CARGO_TARGET_DIR="$tmp/suite-target" bash "$here/suite.sh" 2>&1); rc=$?
+	check "suite.sh: NMQ_NANOMQ_SRC that does not exist: a failure naming it" [ $rc -ne 0 ] &&
+		grep -q "no-such-tree is neither a tree nor a tarball" <<<"$out"
+fi
+# hook_warnings.py: a warning on a line the hooks added fails; one on NanoMQ's own line does not
+hw=$tmp/hw
+mkdir -p "$hw/pristine/nanomq" "$hw/patched/nanomq" "$hw/build"
+printf 'int f(int a) {\n\tint unused_theirs;\n\treturn a;\n}\n' >"$hw/pristine/nanomq/b.c"
+cp "$hw/pristine/nanomq/b.c" "$hw/patched/nanomq/b.c"
+printf '[{"directory": "%s", "file": "%s", "arguments": ["cc", "-c", "%s", "-o", "b.o"]}]\n' \
+	"$hw/build" "$hw/patched/nanomq/b.c" "$hw/patched/nanomq/b.c" >"$hw/build/compile_commands.json"
+out=$(python3 "$here/tests/hook_warnings.py" "$hw/pristine" "$hw/patched" "$hw/build" 2>&1); rc=$?
+check "hook_warnings.py: NanoMQ's own warning is not ours" [ $rc -eq 0 ] && grep -q '1 passed, 0 failed' <<<"$out"
+sed -i 's/^\treturn a;/\tint unused_ours;\n\treturn a;/' "$hw/patched/nanomq/b.c"
+out=$(python3 "$here/tests/hook_warnings.py" "$hw/pristine" "$hw/patched" "$hw/build" 2>&1); rc=$?
+check "hook_warnings.py: a warning on an added line fails" [ $rc -ne 0 ] &&
+	grep -q "nanomq/b.c:3: unused variable .unused_ours" <<<"$out" && ! grep -q unused_theirs <<<"$out"
+
 echo "nanomq_patch_scripts: $pass passed, $fail failed"
 [ "$fail" -eq 0 ]

@@ -1,0 +1,244 @@
+#!/usr/bin/env python3
+"""The real-NanoMQ outage suite: every scenario of run.py that CI runs, on each NanoMQ line
+given, with the assertions an operator relies on, and one table at the end.
+
+    suite.py --line 0.25.5=/path/to/nanomq --line 0.24.6=/path/to/nanomq --out DIR \\
+             [--remote-bin mosquitto-2.0.20] [--scale 0.25] [--only linkdown,kill] [--seed N]
+
+Each scenario is one `run.py run` on a compressed timeline (--scale; traffic only inside the
+network namespaces run.py makes) that waits for its event (every acked message received)
+with a bound instead of a fixed drain. Each asserts:
+  - 0 lost: every message NanoMQ acknowledged to its publisher reached the subscriber on the
+    remote (QoS 1 and 2; QoS 0 where the scenario says so), through each bridge;
+  - order per topic at the subscriber (only with a remote that keeps it: mosquitto >= 2.0.13,
+    --remote-bin; with Debian's 2.0.11 the order is reported, not asserted: --no-order), at
+    the rates where NanoMQ itself keeps it (see "kill");
+  - duplicates at most 32 (the bridge's in-flight limit) per fault (cut, SIGKILL, reload);
+  - the log lines: the outbox opened ("nmq-outbox <v>: bridge remote -> <file>, N messages
+    waiting"; after a SIGKILL the restart finds N > 0), the bridge attached ("durable
+    outbox"), no "Cached Message in ctx_msgs is lost", no drop at exit ("outbox at exit");
+  - where probed, the REST object and the Prometheus text during the outage (link_up false,
+    messages > 0) and after the drain (messages 0).
+A failing scenario is not retried. The last line is "nanomq_suite: N passed, M failed".
+Exit status 0 only when every scenario passed.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+RUN = os.path.join(HERE, "run.py")
+WINDOW = 32  # the bridge's in-flight limit (max_parallel_processes, outbox window)
+
+# name: (run.py options, extra checks)
+SCENARIOS = {
+    # the reported outage; REST and Prometheus read during it and after
+    "linkdown": (["--scenario", "linkdown", "--probe-rest"], {"probe": True}),
+    # a silent drop (no RST): the keepalive must notice, the reconnect is bounded
+    "blackhole": (["--scenario", "blackhole"], {}),
+    # a second cut during the drain
+    "drain-cut": (["--scenario", "drain-cut"], {}),
+    # SIGKILL of NanoMQ in the outage, publishers acked after the commit, 20x the reported
+    # rate. Order is reported, not asserted: at 20x, test1's messages come 10 ms apart and
+    # NanoMQ's parallel workers hand them to the bridge out of order now and then, on a
+    # healthy link and in stock NanoMQ too (stock 0.25.5: 13 of 486 before any cut), before
+    # the outbox sees them. Every scenario at the reported rates asserts order.
+    "kill": (["--scenario", "kill", "--ack-after-commit", "--rate-scale", "20"],
+             {"restart_waiting": True, "order": False}),
+    # two bridges on one cache directory
+    "two-bridges": (["--scenario", "linkdown", "--two-bridges"], {"second_bridge": True}),
+    # an MQTT 3.1.1 bridge
+    "mqtt311": (["--scenario", "linkdown", "--proto-ver", "4"], {}),
+    # QoS 0 forwarded with retry_qos_0 = true. Known: QoS 0 messages written into the dead
+    # connection before the keepalive noticed are lost, uncounted (issue 20 item 4): reported
+    # as "known", not failed, until that is fixed; QoS 1 and 2 are asserted as everywhere.
+    "qos0": (["--scenario", "linkdown", "--qos0", "--retry-qos-0", "true"],
+             {"known": {"test0": "QoS 0 written into a dead connection (issue 20 item 4)"}}),
+    # the bridge reloaded through the REST API every 10 s (scaled: at least twice) under traffic
+    "reload": (["--scenario", "reload"], {}),
+}
+DEFAULT = ["linkdown", "blackhole", "drain-cut", "kill", "two-bridges", "mqtt311", "qos0",
+           "reload"]
+
+
+def check(res, extra, order):
+    """The failed assertions of one result.json, and the known deviations, as short texts."""
+    t = res["total"]
+    bad, known = [], []
+    topics = res["topics"]
+    for name, d in topics.items():
+        if d["lost"] and name in extra.get("known", {}):
+            known.append(f"{name}: {d['lost']} of {d['sent']} lost: known, "
+                         f"{extra['known'][name]}")
+        elif d["lost"]:
+            bad.append(f"{name}: {d['lost']} of {d['sent']} lost")
+        if order and extra.get("order", True) and d["out_of_order"]:
+            bad.append(f"{name}: {d['out_of_order']} out of order")
+    if t["sent"] == 0:
+        bad.append("nothing was sent")
+    faults = t.get("faults", 1)
+    if isinstance(faults, dict):  # chaos: by kind
+        faults = sum(faults.values())
+    bound = t.get("dup_bound") or WINDOW * max(1, faults)
+    if t["duplicated"] > bound:
+        bad.append(f"{t['duplicated']} duplicates > {bound} ({WINDOW} per fault)")
+    sb = t.get("second_bridge")
+    if extra.get("second_bridge"):
+        if not sb:
+            bad.append("the second bridge delivered nothing")
+        elif sb["lost"]:
+            bad.append(f"second bridge: {sb['lost']} lost")
+    if t["ctx_msgs_lost_lines"]:
+        bad.append(f"{t['ctx_msgs_lost_lines']} 'ctx_msgs is lost' log lines")
+    if not t.get("outbox_attached_lines"):
+        bad.append("no 'durable outbox' log line")
+    waiting = t.get("outbox_open_waiting") or []
+    if not waiting:
+        bad.append("no 'nmq-outbox ...: bridge remote -> ..., N messages waiting' log line")
+    if extra.get("restart_waiting") and (len(waiting) < 2 or waiting[-1] == 0):
+        bad.append(f"the restart after SIGKILL found no messages waiting ({waiting})")
+    ex = t.get("outbox_at_exit")
+    if ex is None:
+        bad.append("no 'outbox at exit' log line")
+    else:
+        drops = {k: v for k, v in ex.get("dropped", {}).items() if v}
+        if drops:
+            bad.append(f"outbox at exit: dropped {drops}")
+    if extra.get("probe"):
+        ro, ra = t.get("rest_outage") or {}, t.get("rest_after") or {}
+        if ro.get("link_up") is not False or not ro.get("messages"):
+            bad.append(f"REST during the outage: {ro or 'nothing'} (want link_up false, "
+                       "messages > 0)")
+        if not t.get("prometheus_outage_messages"):
+            bad.append("Prometheus during the outage: no nanomq_bridge_outbox_messages > 0")
+        if ra.get("messages") != 0 or t.get("prometheus_after_messages") != 0:
+            bad.append(f"after the drain: REST {ra or 'nothing'}, Prometheus messages "
+                       f"{t.get('prometheus_after_messages')} (want 0)")
+    return bad, known
+
+
+def nfaults(f):
+    return sum(f.values()) if isinstance(f, dict) else f
+
+
+def faults_of(out):
+    """Cuts, SIGKILLs and reloads in a run's events.log (the duplicate bound's unit)."""
+    n = 0
+    try:
+        for line in open(os.path.join(out, "events.log")):
+            what = line.split(" ", 1)[1] if " " in line else ""
+            if what.startswith(("cut", "nanomq SIGKILL", "reload ")):
+                n += 1
+    except OSError:
+        pass
+    return n
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--line", action="append", required=True,
+                    help="LABEL=NANOMQ_BINARY, e.g. 0.25.5=out/0.25.5/nanomq (repeatable)")
+    ap.add_argument("--out", required=True, help="results directory")
+    ap.add_argument("--remote-bin", default="mosquitto")
+    ap.add_argument("--no-order", action="store_true",
+                    help="report but do not assert per-topic order (a remote that reorders)")
+    ap.add_argument("--scale", type=float, default=0.25, help="run.py --scale")
+    ap.add_argument("--drain-bound", type=float, default=90)
+    ap.add_argument("--only", help="comma-separated scenarios (default: all of CI's)")
+    ap.add_argument("--extra", action="append", default=[],
+                    help="NAME=run.py options for an extra scenario (e.g. chaos)")
+    ap.add_argument("--env", action="append", default=[],
+                    help="LABEL:VAR=VALUE for one line's NanoMQ (e.g. ASAN_OPTIONS)")
+    ap.add_argument("--prefix", default="nmqsc")
+    args = ap.parse_args()
+
+    names = args.only.split(",") if args.only else list(DEFAULT)
+    scen = dict(SCENARIOS)
+    for e in args.extra:
+        name, opts = e.split("=", 1)
+        scen[name] = (opts.split(), {})
+        names.append(name)
+    for n in names:
+        if n not in scen:
+            sys.exit(f"suite.py: unknown scenario {n} (known: {', '.join(scen)})")
+    lines = [l.split("=", 1) for l in args.line]
+    rows, passed, failed = [], 0, 0
+    t_all = time.monotonic()
+    for label, binary in lines:
+        for name in names:
+            opts, extra = scen[name]
+            out_root = os.path.join(os.path.abspath(args.out), label)
+            cmd = [sys.executable, RUN, "run", "--nanomq", binary, "--label", name,
+                   "--out", out_root, "--scale", str(args.scale), "--prefix", args.prefix,
+                   "--remote-bin", args.remote_bin, "--drain-bound", str(args.drain_bound),
+                   "--log-level", "info"] + opts
+            env = dict(os.environ)
+            for e in args.env:
+                who, kv = e.split(":", 1)
+                if who == label:
+                    k, v = kv.split("=", 1)
+                    env[k] = v
+            print(f"== suite: {label} {name}: {' '.join(cmd[2:])}", flush=True)
+            t0 = time.monotonic()
+            run_dir = os.path.join(out_root, f"{name}-{opts[opts.index('--scenario') + 1]}")
+            log = os.path.join(out_root, f"{name}.run.log")
+            os.makedirs(out_root, exist_ok=True)
+            with open(log, "w") as f:
+                # every scenario is bounded by its own timeline; this is the last resort
+                try:
+                    rc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env,
+                                        timeout=1800).returncode
+                except subprocess.TimeoutExpired:
+                    rc = "timeout"
+            secs = time.monotonic() - t0
+            try:
+                res = json.load(open(os.path.join(run_dir, "result.json")))
+            except (OSError, ValueError):
+                res = None
+            known = []
+            if rc != 0 or res is None:
+                bad = [f"run.py exit {rc}, no result (log: {log})"]
+                t = {}
+            else:
+                res["total"].setdefault("faults", faults_of(run_dir))
+                bad, known = check(res, extra, not args.no_order)
+                t = res["total"]
+            ok = not bad
+            passed += ok
+            failed += not ok
+            rows.append((label, name, t, ok, bad, known, secs))
+            print(f"   {'PASS' if ok else 'FAIL'} in {secs:.0f} s: sent {t.get('sent')} "
+                  f"received {t.get('received')} lost {t.get('lost')} dup "
+                  f"{t.get('duplicated')} out of order {t.get('out_of_order')}"
+                  + "".join(f"\n   - {b}" for b in bad)
+                  + "".join(f"\n   ~ {k}" for k in known), flush=True)
+            if not ok:
+                for tail in ("nanomq.out", "events.log"):
+                    p = os.path.join(run_dir, tail)
+                    if os.path.exists(p):
+                        print(f"   --- last lines of {p}")
+                        for line in open(p, errors="replace").readlines()[-15:]:
+                            print("   | " + line.rstrip()[:200])
+
+    print()
+    print("| line | scenario | sent | received | lost | duplicated | out of order | faults | "
+          "result | seconds |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for label, name, t, ok, bad, known, secs in rows:
+        verdict = ("FAIL" if not ok else "pass, known: " + "; ".join(known) if known
+                   else "pass")
+        print(f"| {label} | {name} | {t.get('sent', '-')} | {t.get('received', '-')} | "
+              f"{t.get('lost', '-')} | {t.get('duplicated', '-')} | "
+              f"{t.get('out_of_order', '-')} | {nfaults(t.get('faults', '-'))} | "
+              f"{verdict} | {secs:.0f} |")
+    print(f"(in {time.monotonic() - t_all:.0f} s)")
+    print(f"nanomq_suite: {passed} passed, {failed} failed")
+    sys.exit(0 if failed == 0 else 1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,228 @@
+#!/usr/bin/env bash
+# suite.sh - builds patched NanoMQ of each line and runs the real outage suite against it
+# (nanomq_patch/scenarios/suite.py): the job of scripts/test.sh's last step and of CI.
+#
+#   nanomq_patch/suite.sh [--only SCENARIOS] [--scale S] [--no-asan] [--no-chaos]
+#
+# Sources, in this order (the first that gives any):
+#   1. NMQ_NANOMQ_SRC: NanoMQ trees or tarballs of yours (space-separated), each with its
+#      NanoNNG in nng/ and SQLite's amalgamation in nng/src/supplemental/sqlite/sqlite3.c; the
+#      line is read from its nanomq/include/version.h. Copied: your tree is not changed.
+#   2. NMQ_UPSTREAM_DIR (default: ../shared/upstream beside this checkout): the tarballs of
+#      NanoMQ 0.25.5 (e1966dd3) and 0.24.6 listed in its SHA256SUMS, checked before use, and
+#      mosquitto 2.0.20 (the remote that keeps per-topic order toward a subscriber).
+#   3. a git clone of the pinned commits (NanoMQ e1966dd3 + NanoNNG f2acbcf25; 0.24.6 + NanoNNG
+#      44b38755), where the network allows (bounded by NMQ_CLONE_TIMEOUT, default 300 s;
+#      NMQ_SUITE_NO_CLONE=1: never).
+# None: one line "nanomq suite: SKIPPED (...)" and exit 0, counted by test.sh as skipped, never
+# as passed; under CI=true that is a failure (exit 1) unless NMQ_SUITE_ALLOW_SKIP=1.
+#
+# Per line: nanomq_patch/build.sh (its "OK: ... is NanoMQ <v> with nmq-outbox <v> (verified)"
+# line is printed), the hooks' lines compiled with -Wall -Wextra, no warning allowed
+# (tests/hook_warnings.py), then the scenarios. Once, on the first line: an AddressSanitizer
+# build of NanoMQ through one short outage (no ASan report allowed). Everything lives under
+# <cargo target dir>/nanomq-suite (CARGO_TARGET_DIR when set): trees, incremental build
+# directories and a ccache (when ccache is installed), so a second run rebuilds little.
+# Needs root (network namespaces), iproute2, iptables, python3 with paho-mqtt >= 2 (installed
+# with pip when missing), cmake, ninja, libmbedtls-dev (scripts/test.sh installs them).
+# Exit status: 0 when every step passed (or the suite was skipped outside CI).
+set -euo pipefail
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+me=suite.sh
+say() { echo "$me: $*"; }
+die() { echo "$me: FAIL: $*" >&2; exit 1; }
+
+only= scale=0.25 asan=1 chaos=1
+while [ $# -gt 0 ]; do
+	case $1 in
+	--only) only=${2:?}; shift 2 ;;
+	--scale) scale=${2:?}; shift 2 ;;
+	--no-asan) asan=; shift ;;
+	--no-chaos) chaos=; shift ;;
+	-h|--help) sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+	*) echo "$me: unknown option $1" >&2; exit 2 ;;
+	esac
+done
+
+skip() {
+	echo "nanomq suite: SKIPPED ($*)"
+	if [ "${CI:-}" = true ] && [ "${NMQ_SUITE_ALLOW_SKIP:-}" != 1 ]; then
+		die "CI runs the real-NanoMQ suite: no NanoMQ source ($*)"
+	fi
+	exit 0
+}
+[ "$(id -u)" -eq 0 ] || skip "needs root for its network namespaces"
+
+target=${CARGO_TARGET_DIR:-$repo/target}
+case $target in /*) ;; *) target=$repo/$target ;; esac
+work=$target/nanomq-suite
+mkdir -p "$work/pristine" "$work/src" "$work/out" "$work/results"
+jobs=${JOBS:-$(nproc 2>/dev/null || echo 2)}
+
+# --------------------------------------------------------------------------------------------
+# Sources: pristine trees in $work/pristine/<name>; lines=("<label> <name>" ...)
+lines=()
+unpack() { # <tarball> -> prints the directory name it made under $work/pristine
+	local tb=$1 name
+	name=$(tar tzf "$tb" | head -1 | cut -d/ -f1)
+	rm -rf "${work:?}/pristine/$name"
+	tar xzf "$tb" -C "$work/pristine"
+	echo "$name"
+}
+line_of() { # <tree> -> the NanoMQ version of its version.h
+	awk '/NANO_VER_(MAJOR|MINOR|PATCH)/ {v = v (v ? "." : "") $3} END {print v}' \
+		"$1/nanomq/include/version.h" 2>/dev/null
+}
+upstream=${NMQ_UPSTREAM_DIR:-$repo/../shared/upstream}
+mosq_tb=
+if [ -n "${NMQ_NANOMQ_SRC:-}" ]; then
+	for s in $NMQ_NANOMQ_SRC; do
+		if [ -f "$s" ]; then
+			name=$(unpack "$s")
+		elif [ -d "$s" ]; then
+			name=user-$(basename "$(cd "$s" && pwd)")
+			rm -rf "${work:?}/pristine/$name"
+			mkdir -p "$work/pristine/$name"
+			tar -C "$s" --exclude=./build --exclude=.git -cf - . | tar -C "$work/pristine/$name" -xf -
+		else
+			die "NMQ_NANOMQ_SRC: $s is neither a tree nor a tarball"
+		fi
+		v=$(line_of "$work/pristine/$name")
+		[ -n "$v" ] || die "NMQ_NANOMQ_SRC: $s has no nanomq/include/version.h"
+		lines+=("$v $name")
+		say "source $v: $s (NMQ_NANOMQ_SRC)"
+	done
+elif [ -f "$upstream/SHA256SUMS" ]; then
+	(cd "$upstream" && sha256sum --quiet --ignore-missing -c SHA256SUMS) ||
+		die "$upstream: a tarball does not match SHA256SUMS (above)"
+	say "sources: $upstream (checksums in SHA256SUMS checked)"
+	for tb in nanomq-0.25.5-e1966dd3.tar.gz nanomq-0.24.6.tar.gz; do
+		name=$(unpack "$upstream/$tb")
+		lines+=("$(line_of "$work/pristine/$name") $name")
+	done
+	[ -f "$upstream/mosquitto-2.0.20.tar.gz" ] && mosq_tb=$upstream/mosquitto-2.0.20.tar.gz
+elif command -v git >/dev/null 2>&1 && [ "${NMQ_SUITE_NO_CLONE:-}" != 1 ]; then
+	# name, NanoMQ commit, NanoNNG commit
+	pins=("nanomq-0.25.5-e1966dd3 e1966dd3412307a581ab553a91f18f74db6a5fd7 f2acbcf251f357a13752b0de42243cd90912bade"
+		"nanomq-0.24.6 dc3a3136cd82d5c005b8cd26a65fe53beaaf0eb9 44b38755fda9aee0275464ecef7fda62494f1267")
+	for p in "${pins[@]}"; do
+		read -r name c_mq c_nng <<<"$p"
+		d=$work/pristine/$name
+		rm -rf "$d"
+		if ! timeout "${NMQ_CLONE_TIMEOUT:-300}" bash -c '
+			git clone -q https://github.com/nanomq/nanomq.git "$1" && git -C "$1" checkout -q "$2" &&
+			git -C "$1" submodule update -q --init nng && git -C "$1/nng" checkout -q "$3"' _ \
+			"$d" "$c_mq" "$c_nng" >"$work/clone.log" 2>&1; then
+			rm -rf "$d"
+			skip "no NMQ_NANOMQ_SRC, no $upstream, and no clone of NanoMQ (see $work/clone.log)"
+		fi
+		lines+=("$(line_of "$d") $name")
+	done
+else
+	skip "no NMQ_NANOMQ_SRC, no $upstream, and no clone (git missing or NMQ_SUITE_NO_CLONE=1)"
+fi
+[ ${#lines[@]} -gt 0 ] || skip "no NanoMQ source"
+
+# --------------------------------------------------------------------------------------------
+# Prerequisites of the scenarios
+if ! python3 -c 'import paho.mqtt, sys; sys.exit(int(paho.mqtt.__version__.split(".")[0]) < 2)' 2>/dev/null; then
+	say "installing paho-mqtt >= 2 for $(command -v python3) (pip)"
+	python3 -m pip install -q 'paho-mqtt>=2,<3' >"$work/pip.log" 2>&1 ||
+		python3 -m pip install -q --break-system-packages 'paho-mqtt>=2,<3' >>"$work/pip.log" 2>&1 ||
+		die "pip install paho-mqtt failed (log: $work/pip.log)"
+fi
+for c in ip iptables tc; do command -v $c >/dev/null 2>&1 || die "$c missing (iproute2, iptables)"; done
+
+# The remote: mosquitto 2.0.20 built from its tarball (keeps per-topic order), else Debian's
+# (reorders bursts: order is then reported, not asserted).
+remote=$(command -v mosquitto || echo /usr/sbin/mosquitto)
+order=()
+if [ -n "$mosq_tb" ]; then
+	m=$work/mosquitto-2.0.20
+	if [ ! -x "$m/src/mosquitto" ]; then
+		rm -rf "$m"
+		tar xzf "$mosq_tb" -C "$work"
+		make -C "$m/src" -j"$jobs" WITH_CJSON=no WITH_DOCS=no WITH_SRV=no WITH_WEBSOCKETS=no \
+			WITH_SYSTEMD=no WITH_BUNDLED_DEPS=yes mosquitto >"$work/mosquitto-build.log" 2>&1 ||
+			die "mosquitto 2.0.20 did not build (log: $work/mosquitto-build.log)"
+	fi
+	remote=$m/src/mosquitto
+	say "remote: $("$remote" -h 2>/dev/null | head -1) ($remote)"
+else
+	order=(--no-order)
+	say "remote: $remote ($("$remote" -h 2>/dev/null | head -1)); per-topic order reported, not asserted"
+fi
+
+# --------------------------------------------------------------------------------------------
+launcher=()
+if command -v ccache >/dev/null 2>&1; then
+	export CCACHE_DIR=$work/ccache CCACHE_MAXSIZE=2G
+	launcher=(-DCMAKE_C_COMPILER_LAUNCHER=ccache -DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
+fi
+build() { # <name> <out> <build-dir> [cmake args...]: build.sh on $work/src/<name>
+	local name=$1 out=$2 bdir=$3
+	shift 3
+	bash "$repo/nanomq_patch/build.sh" --jobs "$jobs" --fix-sub0-adapter --build-dir "$bdir" \
+		"$work/src/$name" "$out" -- -DCMAKE_EXPORT_COMPILE_COMMANDS=ON "${launcher[@]}" "$@" \
+		>"$out.build.log" 2>&1 || { tail -n 30 "$out.build.log" >&2; return 1; }
+	grep -E '^build.sh: OK: ' "$out.build.log"
+}
+
+failed=0
+suite_lines=()
+for l in "${lines[@]}"; do
+	read -r v name <<<"$l"
+	say "== NanoMQ $v ($name)"
+	rm -rf "${work:?}/src/$name"
+	cp -a "$work/pristine/$name" "$work/src/$name"
+	out=$work/out/$name
+	mkdir -p "$out"
+	t0=$(date +%s)
+	build "$name" "$out" "$work/build/$name" || die "build of NanoMQ $v failed (log: $out.build.log)"
+	say "built in $(($(date +%s) - t0)) s"
+	if ! python3 "$repo/nanomq_patch/tests/hook_warnings.py" "$work/pristine/$name" \
+		"$work/src/$name" "$work/build/$name" | tee "$out.warnings.log" | tail -n 1; then
+		grep -A20 FAIL "$out.warnings.log" >&2 || true
+		failed=1
+		say "FAIL: the hooks of NanoMQ $v compile with warnings (above)"
+	fi
+	suite_lines+=(--line "$v=$out/nanomq")
+done
+
+# The ASan build of the first line and one short outage through it
+asan_line=()
+if [ -n "$asan" ]; then
+	read -r v name <<<"${lines[0]}"
+	out=$work/out/asan-$name
+	mkdir -p "$out"
+	t0=$(date +%s)
+	san="-fsanitize=address -fno-omit-frame-pointer"
+	build "$name" "$out" "$work/build/asan-$name" "-DCMAKE_C_FLAGS=$san" \
+		"-DCMAKE_EXE_LINKER_FLAGS=-fsanitize=address" ||
+		die "ASan build of NanoMQ $v failed (log: $out.build.log)"
+	say "ASan build in $(($(date +%s) - t0)) s"
+	rm -rf "$work/asan" && mkdir -p "$work/asan"
+	asan_line=(--line "asan-$v=$out/nanomq"
+		--env "asan-$v:ASAN_OPTIONS=detect_leaks=0:log_path=$work/asan/report")
+fi
+
+args=(--out "$work/results" --remote-bin "$remote" --scale "$scale" "${order[@]}")
+[ -n "$only" ] && args+=(--only "$only")
+[ -n "$chaos" ] && grep -q '"chaos"' "$repo/nanomq_patch/scenarios/run.py" &&
+	args+=(--extra "chaos=--scenario chaos --seed ${NMQ_CHAOS_SEED:-$RANDOM} --chaos-seconds ${NMQ_CHAOS_SECONDS:-150} --rate-scale 4 --ack-after-commit")
+rm -rf "${work:?}/results"
+python3 "$repo/nanomq_patch/scenarios/suite.py" "${suite_lines[@]}" "${args[@]}" || failed=1
+if [ ${#asan_line[@]} -gt 0 ]; then
+	python3 "$repo/nanomq_patch/scenarios/suite.py" "${asan_line[@]}" --out "$work/results" \
+		--remote-bin "$remote" --scale 0.15 --only linkdown "${order[@]}" || failed=1
+	if compgen -G "$work/asan/report*" >/dev/null; then
+		head -n 60 "$work"/asan/report* >&2
+		say "FAIL: AddressSanitizer reported (above; $work/asan)"
+		echo "asan: 0 passed, 1 failed"
+		failed=1
+	else
+		echo "asan: 1 passed, 0 failed"
+	fi
+fi
+[ "$failed" -eq 0 ] || die "the real-NanoMQ suite failed (results: $work/results)"
+say "OK"
