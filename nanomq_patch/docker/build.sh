@@ -3,6 +3,7 @@
 # a NanoMQ source tree, through nanomq_patch/build.sh inside the image build (Dockerfile here).
 #
 #   nanomq_patch/docker/build.sh [--vendor] <nanomq-source-tree> <image-tag> [-- <build.sh options>]
+#   nanomq_patch/docker/build.sh --print-engine   (only picks the engine as below, prints its name)
 #
 # e.g. nanomq_patch/docker/build.sh ~/src/nanomq nanomq-outbox:0.25.6
 #      nanomq_patch/docker/build.sh ~/src/nanomq-e1966dd3 nanomq-outbox:0.25.5 -- --fix-sub0-adapter
@@ -10,7 +11,9 @@
 # Environment:
 #   BASE_IMAGE  the image of both stages (default debian:trixie-slim; its packaged Rust must be
 #               >= 1.77, so Debian trixie or newer)
-#   ENGINE      docker or podman (default: docker when found, else podman)
+#   ENGINE      docker or podman, taken as is (default: the first of docker, podman whose engine
+#               answers '<engine> info' within ENGINE_INFO_TIMEOUT seconds, default 20: a docker
+#               CLI without a running daemon is passed over; the choice and why is printed)
 #   JOBS        parallel build jobs inside the image build (default: nproc)
 #   ENGINE_ARGS extra arguments for '<engine> build' (e.g. --network=host, --no-cache)
 # --vendor: runs 'cargo vendor' on this machine and puts the crates into the build context, so
@@ -19,6 +22,45 @@ set -euo pipefail
 me=docker/build.sh
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/../.." && pwd)
+
+# pick_engine: sets $engine to $ENGINE when set, else to the first of docker, podman whose
+# 'info' answers in time; says which and why on stderr; returns 1 (naming both) when none does.
+pick_engine() {
+	local e out rc last why=
+	if [ -n "${ENGINE:-}" ]; then
+		engine=$ENGINE
+		echo "$me: ENGINE=$ENGINE: using $engine" >&2
+		return 0
+	fi
+	for e in docker podman; do
+		if ! command -v "$e" >/dev/null 2>&1; then
+			why+="$e: not found; "
+			continue
+		fi
+		out=$(timeout "${ENGINE_INFO_TIMEOUT:-20}" "$e" info 2>&1 >/dev/null) && rc=0 || rc=$?
+		if [ "$rc" -eq 0 ]; then
+			engine=$e
+			echo "$me: ${why}$e answers: using $e" >&2
+			return 0
+		fi
+		last=$(tail -n 1 <<<"$out")
+		if [ "$rc" -eq 124 ]; then
+			why+="$e: '$e info' did not answer within ${ENGINE_INFO_TIMEOUT:-20} s; "
+		elif [ "$e" = docker ]; then
+			why+="docker: no daemon answers${last:+ ($last)}; "
+		else
+			why+="$e: '$e info' failed${last:+ ($last)}; "
+		fi
+	done
+	echo "$me: neither docker nor podman answers: ${why%; } (start one, or set ENGINE)" >&2
+	return 1
+}
+
+if [ "${1:-}" = --print-engine ]; then
+	pick_engine || exit 2
+	echo "$engine"
+	exit 0
+fi
 vendor=
 if [ "${1:-}" = --vendor ]; then vendor=1; shift; fi
 [ $# -ge 2 ] || { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; exit 2; }
@@ -32,12 +74,7 @@ tree=$(cd "$tree" && pwd -P)
 for f in etc/nanomq.conf deploy/docker/docker-entrypoint.sh; do
 	[ -f "$tree/$f" ] || { echo "$me: $tree/$f missing (the image takes NanoMQ's own)" >&2; exit 2; }
 done
-engine=${ENGINE:-}
-if [ -z "$engine" ]; then
-	if command -v docker >/dev/null 2>&1; then engine=docker
-	elif command -v podman >/dev/null 2>&1; then engine=podman
-	else echo "$me: neither docker nor podman found (set ENGINE)" >&2; exit 2; fi
-fi
+pick_engine || exit 2
 base=${BASE_IMAGE:-debian:trixie-slim}
 
 ctx=$(mktemp -d "${TMPDIR:-/tmp}/nmq-outbox-image.XXXXXX")

@@ -2,7 +2,8 @@
 # Checks of the nanomq_patch scripts that need no NanoMQ source and no NanoMQ build (run by
 # scripts/test.sh): syntax of every script; apply.sh on tiny synthetic trees (inside another git
 # work tree, no .git, as its own repository, already patched, misfit, the second version);
-# build.sh's tree and prerequisite checks, which come before any build; make-archive.sh
+# build.sh's tree and prerequisite checks, which come before any build; docker/build.sh's
+# choice of engine (fake docker and podman commands: nothing is built); make-archive.sh
 # honouring CARGO_TARGET_DIR (with the library archive when one is given as $1).
 # Last line: "nanomq_patch_scripts: N passed, M failed".
 set -uo pipefail
@@ -144,6 +145,75 @@ cargo_bin=$(command -v cargo || true)
 out=$(PATH=$tmp/bin "$here/build.sh" "$bt" "$tmp/bout" 2>&1); rc=$?
 check "build.sh: missing cmake: exit 1" [ $rc -eq 1 ]
 check "build.sh: missing cmake: named" grep -q 'missing: cmake (Debian/Ubuntu package: cmake)' <<<"$out"
+
+# --- docker/build.sh: the engine is the first of docker, podman that answers 'info' ------------
+# Fake docker and podman commands log each call to $calls: "nodaemon" fails 'info' as a
+# docker CLI without a daemon does, "fails" fails it otherwise, "hangs" never answers, "ok"
+# answers and, for the build below, fakes 'build', 'run' (the banner) and 'image ls'.
+calls=$tmp/engine-calls
+mk_engine() { # <dir> <name> <nodaemon|fails|hangs|ok>
+	mkdir -p "$1"
+	cat >"$1/$2" <<-EOF
+	#!/bin/sh
+	echo "$2 \$*" >>"$calls"
+	case "$3 \$1" in
+	"nodaemon info") echo "Client: fake $2"; echo "Cannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?" >&2; exit 1 ;;
+	"fails info") echo "Error: fake $2 cannot reach its service" >&2; exit 125 ;;
+	"hangs info") exec sleep 30 ;;
+	"ok info") echo "host: fake $2"; exit 0 ;;
+	"ok run") echo "NanoMQ Broker with nmq-outbox (fake)"; exit 0 ;;
+	"ok build"|"ok image") exit 0 ;;
+	esac
+	echo "fake $2: unexpected call: \$*" >&2; exit 3
+	EOF
+	chmod +x "$1/$2"
+}
+# a PATH with everything of this machine but docker and podman
+mkdir -p "$tmp/noeng"
+for d in /usr/local/bin /usr/bin /bin /usr/sbin /sbin; do
+	[ -d "$d" ] || continue
+	for f in "$d"/*; do
+		n=${f##*/}
+		case $n in docker|podman) continue ;; esac
+		[ -e "$tmp/noeng/$n" ] || ln -s "$f" "$tmp/noeng/$n"
+	done
+done
+pick() { # <docker kind|-> <podman kind|-> [VAR=value...]: runs --print-engine, sets out and rc
+	local d=$tmp/eng-$1-$2
+	rm -rf "$d" "$calls"
+	mkdir -p "$d"
+	[ "$1" = - ] || mk_engine "$d" docker "$1"
+	[ "$2" = - ] || mk_engine "$d" podman "$2"
+	shift 2
+	out=$(env PATH="$d:$tmp/noeng" "$@" bash "$here/docker/build.sh" --print-engine 2>&1); rc=$?
+}
+# "check <description> eval '<a && b>'": the whole chain decides the check
+last_is() { [ "$(tail -n 1 <<<"$out")" = "$1" ]; }
+pick nodaemon ok
+check "docker/build.sh: docker without daemon, podman answers: podman" eval '[ $rc -eq 0 ] && last_is podman'
+check "docker/build.sh: says why: docker: no daemon answers; podman answers: using podman" grep -q 'docker: no daemon answers (Cannot connect to the Docker daemon.*); podman answers: using podman' <<<"$out"
+pick ok ok
+check "docker/build.sh: both answer: docker, podman not asked" eval '[ $rc -eq 0 ] && last_is docker && grep -q "docker answers: using docker" <<<"$out" && ! grep -q podman "$calls"'
+pick nodaemon fails
+check "docker/build.sh: neither answers: exit 2" [ $rc -eq 2 ]
+check "docker/build.sh: neither answers: names both" grep -q "neither docker nor podman answers: docker: no daemon answers (Cannot connect.*); podman: 'podman info' failed (Error: fake podman cannot reach its service) (start one, or set ENGINE)" <<<"$out"
+pick - -
+check "docker/build.sh: neither found: exit 2, both named" eval '[ $rc -eq 2 ] && grep -q "docker: not found; podman: not found" <<<"$out"'
+pick - ok
+check "docker/build.sh: no docker CLI, podman answers: podman" eval '[ $rc -eq 0 ] && last_is podman && grep -q "docker: not found; podman answers: using podman" <<<"$out"'
+pick hangs ok ENGINE_INFO_TIMEOUT=1
+check "docker/build.sh: docker info hangs: bounded (ENGINE_INFO_TIMEOUT), podman" eval '[ $rc -eq 0 ] && last_is podman && grep -q "docker: .docker info. did not answer within 1 s; podman answers" <<<"$out"'
+pick nodaemon ok ENGINE=docker
+check "docker/build.sh: ENGINE taken as is, no engine asked" eval '[ $rc -eq 0 ] && last_is docker && [ ! -e "$calls" ]'
+# the image build itself goes to the engine picked (fakes: nothing is built)
+et=$tmp/engtree
+mk_tree "$et"
+mkdir -p "$et/etc" "$et/deploy/docker"
+touch "$et/etc/nanomq.conf" "$et/deploy/docker/docker-entrypoint.sh"
+pick nodaemon ok
+out=$(PATH="$tmp/eng-nodaemon-ok:$tmp/noeng" bash "$here/docker/build.sh" "$et" fake:tag 2>&1); rc=$?
+check "docker/build.sh: the build runs on the engine picked (podman build, run, image ls)" eval '[ $rc -eq 0 ] && grep -q "^podman build .*-t fake:tag" "$calls" && grep -q "^podman run --rm --entrypoint nanomq fake:tag" "$calls" && grep -q "^podman image ls fake:tag" "$calls" && ! grep -q "^docker build" "$calls"'
+[ $rc -eq 0 ] || echo "$out"
 
 # --- make-archive.sh honours CARGO_TARGET_DIR -----------------------------------------------
 out=$(CARGO_TARGET_DIR=$tmp/tdir "$here/make-archive.sh" 2>&1); rc=$?
