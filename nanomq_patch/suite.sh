@@ -4,6 +4,9 @@
 #
 #   nanomq_patch/suite.sh [--only SCENARIOS] [--scale S] [--no-asan] [--no-chaos]
 #
+# The chaos scenario's seed is random and printed; NMQ_CHAOS_SEED=<seed> replays it,
+# NMQ_CHAOS_SECONDS (default 150) sets its length.
+#
 # Sources, in this order (the first that gives any):
 #   1. NMQ_NANOMQ_SRC: NanoMQ trees or tarballs of yours (space-separated), each with its
 #      NanoNNG in nng/ and SQLite's amalgamation in nng/src/supplemental/sqlite/sqlite3.c; the
@@ -25,6 +28,7 @@
 # directories and a ccache (when ccache is installed), so a second run rebuilds little.
 # Needs root (network namespaces), iproute2, iptables, python3 with paho-mqtt >= 2 (installed
 # with pip when missing), cmake, ninja, libmbedtls-dev (scripts/test.sh installs them).
+# NMQ_SUITE_PREFIX (default nmqsc): the network namespaces' name prefix, for two suites at once.
 # Exit status: 0 when every step passed (or the suite was skipped outside CI).
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -206,15 +210,17 @@ if [ -n "$asan" ]; then
 		--env "asan-$v:ASAN_OPTIONS=detect_leaks=0:log_path=$work/asan/report")
 fi
 
-args=(--out "$work/results" --remote-bin "$remote" --scale "$scale" "${order[@]}")
+prefix=(--prefix "${NMQ_SUITE_PREFIX:-nmqsc}")
+args=(--out "$work/results" --remote-bin "$remote" --scale "$scale" "${order[@]}" "${prefix[@]}")
 [ -n "$only" ] && args+=(--only "$only")
-[ -n "$chaos" ] && grep -q '"chaos"' "$repo/nanomq_patch/scenarios/run.py" &&
-	args+=(--extra "chaos=--scenario chaos --seed ${NMQ_CHAOS_SEED:-$RANDOM} --chaos-seconds ${NMQ_CHAOS_SECONDS:-150} --rate-scale 4 --ack-after-commit")
+[ -n "$chaos" ] || args+=(--skip chaos)
+[ -n "${NMQ_CHAOS_SEED:-}" ] && args+=(--seed "$NMQ_CHAOS_SEED")
+args+=(--chaos-seconds "${NMQ_CHAOS_SECONDS:-150}")
 rm -rf "${work:?}/results"
 python3 "$repo/nanomq_patch/scenarios/suite.py" "${suite_lines[@]}" "${args[@]}" || failed=1
 if [ ${#asan_line[@]} -gt 0 ]; then
 	python3 "$repo/nanomq_patch/scenarios/suite.py" "${asan_line[@]}" --out "$work/results" \
-		--remote-bin "$remote" --scale 0.15 --only linkdown "${order[@]}" || failed=1
+		--remote-bin "$remote" --scale 0.15 --only linkdown "${order[@]}" "${prefix[@]}" || failed=1
 	if compgen -G "$work/asan/report*" >/dev/null; then
 		head -n 60 "$work"/asan/report* >&2
 		say "FAIL: AddressSanitizer reported (above; $work/asan)"

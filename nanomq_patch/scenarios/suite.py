@@ -25,6 +25,7 @@ Exit status 0 only when every scenario passed.
 import argparse
 import json
 import os
+import random
 import subprocess
 import sys
 import time
@@ -59,9 +60,13 @@ SCENARIOS = {
              {"known": {"test0": "QoS 0 written into a dead connection (issue 20 item 4)"}}),
     # the bridge reloaded through the REST API every 10 s (scaled: at least twice) under traffic
     "reload": (["--scenario", "reload"], {}),
+    # a seeded schedule of random cuts, silent drops, flaps, SIGKILLs of NanoMQ and graceful
+    # restarts of the remote (--seed, --chaos-seconds: added by main()), publishers acked after
+    # the commit, 4x the reported rate
+    "chaos": (["--scenario", "chaos", "--rate-scale", "4", "--ack-after-commit"], {}),
 }
 DEFAULT = ["linkdown", "blackhole", "drain-cut", "kill", "two-bridges", "mqtt311", "qos0",
-           "reload"]
+           "reload", "chaos"]
 
 
 def check(res, extra, order):
@@ -154,9 +159,15 @@ def main():
     ap.add_argument("--env", action="append", default=[],
                     help="LABEL:VAR=VALUE for one line's NanoMQ (e.g. ASAN_OPTIONS)")
     ap.add_argument("--prefix", default="nmqsc")
+    ap.add_argument("--skip", default="", help="comma-separated scenarios to leave out")
+    ap.add_argument("--seed", type=int, help="chaos: the schedule's seed (default: random, "
+                    "printed; the same seed replays the same schedule)")
+    ap.add_argument("--chaos-seconds", type=float, default=150)
     args = ap.parse_args()
 
+    seed = args.seed if args.seed is not None else random.randrange(1, 1 << 31)
     names = args.only.split(",") if args.only else list(DEFAULT)
+    names = [n for n in names if n not in args.skip.split(",")]
     scen = dict(SCENARIOS)
     for e in args.extra:
         name, opts = e.split("=", 1)
@@ -171,6 +182,10 @@ def main():
     for label, binary in lines:
         for name in names:
             opts, extra = scen[name]
+            if name == "chaos":
+                opts = opts + ["--seed", str(seed), "--chaos-seconds", str(args.chaos_seconds)]
+                print(f"== suite: chaos seed {seed} (replay: --seed {seed}, or "
+                      f"NMQ_CHAOS_SEED={seed} for suite.sh)", flush=True)
             out_root = os.path.join(os.path.abspath(args.out), label)
             cmd = [sys.executable, RUN, "run", "--nanomq", binary, "--label", name,
                    "--out", out_root, "--scale", str(args.scale), "--prefix", args.prefix,
