@@ -416,6 +416,31 @@ static void test_append_gives_seq(void)
     nmq_outbox_free(ob);
 }
 
+/* Issue 20: NanoNNG's CONNACK message (fixed header in the nng header, the rest in the body)
+ * brings the link up; it stays the caller's. */
+static void test_link_up_from_connack_msg(void)
+{
+    nmq_outbox *ob = open_outbox("connack.db");
+    nmq_outbox_connack ack;
+    nng_msg *m = NULL;
+    CHECK(nng_msg_alloc(&m, 0) == 0);
+    uint8_t hdr[2] = {0x20, 6};
+    uint8_t body[6] = {0x00, 0x00, 0x03, 0x21, 0x00, 0x02}; /* new session, Receive Maximum 2 */
+    nng_msg_header_append(m, hdr, 2);
+    nng_msg_append(m, body, 6);
+    CHECK_RC(nmq_outbox_nng_link_up(ob, m, 5, &ack), NMQ_OUTBOX_OK);
+    CHECK(ack.session_present == 0 && ack.receive_maximum == 2);
+    CHECK(nng_msg_len(m) == 6 && nng_msg_header_len(m) == 2); /* untouched */
+    nmq_outbox_stats st;
+    CHECK_RC(nmq_outbox_get_stats(ob, &st), NMQ_OUTBOX_OK);
+    CHECK(st.link_up == 1 && st.window == 2);
+    CHECK_RC(nmq_outbox_nng_link_up(ob, m, 4, &ack), NMQ_OUTBOX_EINVAL); /* 3.1.1: 2 bytes */
+    CHECK_RC(nmq_outbox_nng_link_up(ob, NULL, 5, &ack), NMQ_OUTBOX_EINVAL);
+    CHECK_RC(nmq_outbox_nng_link_up(NULL, m, 5, &ack), NMQ_OUTBOX_EINVAL);
+    nng_msg_free(m);
+    nmq_outbox_free(ob);
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -429,6 +454,7 @@ int main(int argc, char **argv)
     test_remaining_expiry_on_replay();
     test_malformed_row_dropped();
     test_append_gives_seq();
+    test_link_up_from_connack_msg();
     nng_fini(); /* joins nng's own threads, so valgrind sees no stack of theirs */
     return report(argv[0]);
 }

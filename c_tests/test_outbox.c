@@ -43,7 +43,7 @@ static void test_strings(void)
     int codes[] = {NMQ_OUTBOX_OK, NMQ_OUTBOX_EMPTY, NMQ_OUTBOX_NOT_OURS, NMQ_OUTBOX_PENDING,
                    NMQ_OUTBOX_EINVAL, NMQ_OUTBOX_EABI, NMQ_OUTBOX_ETOOBIG, NMQ_OUTBOX_EFULL, NMQ_OUTBOX_ENOSPC,
                    NMQ_OUTBOX_EIO, NMQ_OUTBOX_ECORRUPT, NMQ_OUTBOX_ECLOSED, NMQ_OUTBOX_EBUSY,
-                   NMQ_OUTBOX_EINTERNAL};
+                   NMQ_OUTBOX_EINTERNAL, NMQ_OUTBOX_ENOMEM, NMQ_OUTBOX_EREFUSED};
     for (size_t i = 0; i < sizeof(codes) / sizeof(codes[0]); i++) {
         const char *s = nmq_outbox_strerror((nmq_outbox_result) codes[i]);
         CHECK(s != NULL && strcmp(s, "unknown result code") != 0);
@@ -107,6 +107,8 @@ static void test_null_handle(void)
     CHECK_RC(nmq_outbox_flush(NULL), NMQ_OUTBOX_EINVAL);
     CHECK_RC(nmq_outbox_link_up(NULL, 0), NMQ_OUTBOX_EINVAL);
     CHECK_RC(nmq_outbox_link_down(NULL), NMQ_OUTBOX_EINVAL);
+    CHECK_RC(nmq_outbox_link_up_connack(NULL, 5, u8("\x20\x02\x00\x00"), 4, NULL),
+             NMQ_OUTBOX_EINVAL);
     CHECK_RC(nmq_outbox_decide(NULL, 1, &d), NMQ_OUTBOX_EINVAL);
     CHECK_RC(nmq_outbox_append(NULL, 1, 0, u8("x"), 1, NULL), NMQ_OUTBOX_EINVAL);
     CHECK_RC(nmq_outbox_requeue_front(NULL, 1, 0, 0, u8("x"), 1, NULL), NMQ_OUTBOX_EINVAL);
@@ -728,6 +730,66 @@ static void test_threads(void)
     nmq_outbox_free(ob);
 }
 
+/* Issue 20: the raw CONNACK decides the link (accepted or refused), the window (Receive
+ * Maximum) and what is parsed for the host. */
+static void test_link_up_connack(void)
+{
+    char p[300];
+    path_in(p, sizeof p, "connack.db");
+    nmq_outbox_config c = config(p, "b");
+    nmq_outbox *ob = NULL;
+    nmq_outbox_connack ack;
+    nmq_outbox_stats st;
+    CHECK_RC(nmq_outbox_open(&c, &ob), NMQ_OUTBOX_OK);
+    /* MQTT 5, session present, Receive Maximum 5, Maximum QoS 1, Server Keep Alive 30,
+     * Maximum Packet Size 4096, Retain Available 0, Topic Alias Maximum 8 */
+    static const uint8_t v5[] = {0x20, 0x17, 0x01, 0x00, 0x14, 0x21, 0x00, 0x05, 0x24, 0x01,
+                                 0x13, 0x00, 0x1e, 0x27, 0x00, 0x00, 0x10, 0x00, 0x25, 0x00,
+                                 0x22, 0x00, 0x08, 0x11, 0x00};
+    CHECK_RC(nmq_outbox_link_up_connack(ob, 5, v5, 23, NULL), NMQ_OUTBOX_EINVAL); /* cut */
+    static const uint8_t v5ok[] = {0x20, 0x15, 0x01, 0x00, 0x12, 0x21, 0x00, 0x05, 0x24,
+                                   0x01, 0x13, 0x00, 0x1e, 0x27, 0x00, 0x00, 0x10, 0x00,
+                                   0x25, 0x00, 0x22, 0x00, 0x08};
+    memset(&ack, 0xff, sizeof ack);
+    CHECK_RC(nmq_outbox_link_up_connack(ob, 5, v5ok, sizeof v5ok, &ack), NMQ_OUTBOX_OK);
+    CHECK(ack.proto_ver == 5 && ack.reason_code == 0 && ack.session_present == 1);
+    CHECK(ack.receive_maximum == 5 && ack.maximum_qos == 1 && ack.retain_available == 0);
+    CHECK(ack.has_server_keep_alive == 1 && ack.server_keep_alive == 30);
+    CHECK(ack.maximum_packet_size == 4096 && ack.topic_alias_maximum == 8);
+    CHECK(ack.has_session_expiry_interval == 0);
+    CHECK_RC(nmq_outbox_get_stats(ob, &st), NMQ_OUTBOX_OK);
+    CHECK(st.link_up == 1 && st.window == 5);
+    /* malformed: EINVAL, *out zeroed, nothing changed */
+    static const uint8_t unknown[] = {0x20, 0x05, 0x00, 0x00, 0x02, 0x7f, 0x00};
+    CHECK_RC(nmq_outbox_link_up_connack(ob, 5, unknown, sizeof unknown, &ack),
+             NMQ_OUTBOX_EINVAL);
+    CHECK(ack.proto_ver == 0 && ack.receive_maximum == 0);
+    CHECK(strstr(log_last, "unknown property 0x7f") != NULL);
+    CHECK_RC(nmq_outbox_link_up_connack(ob, 5, NULL, 4, &ack), NMQ_OUTBOX_EINVAL);
+    CHECK_RC(nmq_outbox_link_up_connack(ob, 9, v5ok, sizeof v5ok, NULL), NMQ_OUTBOX_EINVAL);
+    CHECK_RC(nmq_outbox_get_stats(ob, &st), NMQ_OUTBOX_OK);
+    CHECK(st.link_up == 1 && st.window == 5);
+    /* refused: the link is down, and what was parsed is given */
+    static const uint8_t refused[] = {0x20, 0x03, 0x00, 0x87, 0x00};
+    CHECK_RC(nmq_outbox_link_up_connack(ob, 5, refused, sizeof refused, &ack),
+             NMQ_OUTBOX_EREFUSED);
+    CHECK(ack.reason_code == 0x87 && ack.session_present == 0);
+    CHECK_RC(nmq_outbox_get_stats(ob, &st), NMQ_OUTBOX_OK);
+    CHECK(st.link_up == 0);
+    /* MQTT 3.1.1: return code 0 accepted, 5 refused; all defaults */
+    CHECK_RC(nmq_outbox_link_up_connack(ob, 4, u8("\x20\x02\x00\x05"), 4, &ack),
+             NMQ_OUTBOX_EREFUSED);
+    CHECK_RC(nmq_outbox_link_up_connack(ob, 4, u8("\x20\x02\x01\x00"), 4, &ack),
+             NMQ_OUTBOX_OK);
+    CHECK(ack.receive_maximum == 65535 && ack.maximum_qos == 2 && ack.retain_available == 1);
+    CHECK_RC(nmq_outbox_get_stats(ob, &st), NMQ_OUTBOX_OK);
+    CHECK(st.link_up == 1 && st.window == 32);
+    CHECK_RC(nmq_outbox_close(ob), NMQ_OUTBOX_OK);
+    CHECK_RC(nmq_outbox_link_up_connack(ob, 4, u8("\x20\x02\x01\x00"), 4, NULL),
+             NMQ_OUTBOX_ECLOSED);
+    nmq_outbox_free(ob);
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -749,5 +811,6 @@ int main(int argc, char **argv)
     test_bad_enums();
     test_count_lost();
     test_threads();
+    test_link_up_connack();
     return report(argv[0]);
 }

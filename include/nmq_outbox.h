@@ -55,7 +55,7 @@ extern "C" {
 #endif
 
 /* Bumped whenever a struct of this header changes. Set config.abi_version to it. */
-#define NMQ_OUTBOX_ABI_VERSION 4
+#define NMQ_OUTBOX_ABI_VERSION 5
 
 /* Opaque handle: one bridge in one database file. */
 typedef struct nmq_outbox nmq_outbox;
@@ -76,7 +76,9 @@ typedef enum nmq_outbox_result {
     NMQ_OUTBOX_EBUSY = -9,     /* this bridge of this file is already open in this process, or
                                   another process holds the file */
     NMQ_OUTBOX_EINTERNAL = -10, /* bug: a panic was caught; the handle stays usable */
-    NMQ_OUTBOX_ENOMEM = -11    /* memory could not be had; nothing was changed */
+    NMQ_OUTBOX_ENOMEM = -11,   /* memory could not be had; nothing was changed */
+    NMQ_OUTBOX_EREFUSED = -12  /* link_up_connack: the CONNACK refused the connection (MQTT 5
+                                  reason code >= 0x80, 3.1.1 return code != 0): link down */
 } nmq_outbox_result;
 
 typedef enum nmq_outbox_sync {
@@ -189,6 +191,24 @@ typedef struct nmq_outbox_stats {
     uint64_t lost_fallback_send;  /* ... or its fallback send failed (nmq_outbox_count_lost) */
 } nmq_outbox_stats;
 
+/* What a CONNACK said, as nmq_outbox_link_up_connack() parsed it: for the host's log and its
+ * own business (keep alive). A property the remote did not send has its MQTT default. */
+typedef struct nmq_outbox_connack {
+    uint8_t proto_ver;          /* 3, 4 or 5, as given */
+    uint8_t reason_code;        /* MQTT 5 Reason Code, or the 3.1.1 Connect Return Code */
+    uint8_t session_present;    /* 1: the remote kept our session */
+    uint8_t maximum_qos;        /* 0, 1 or 2 (absent: 2) */
+    uint8_t retain_available;   /* absent: 1 */
+    uint8_t has_server_keep_alive;       /* 1: server_keep_alive was sent */
+    uint8_t has_session_expiry_interval; /* 1: session_expiry_interval was sent */
+    uint16_t receive_maximum;   /* absent: 65535 */
+    uint16_t topic_alias_maximum; /* absent: 0. The outbox sends no topic alias: informational */
+    uint16_t server_keep_alive; /* the keep alive the host must use instead of its own (MQTT 5
+                                   3.2.2.3.14): the host's business, the outbox ignores it */
+    uint32_t maximum_packet_size; /* absent: 0 (no limit but MQTT's own) */
+    uint32_t session_expiry_interval;
+} nmq_outbox_connack;
+
 typedef enum nmq_outbox_drop_reason {
     NMQ_OUTBOX_DROP_MALFORMED = 1 /* the row does not decode or encode as a PUBLISH */
 } nmq_outbox_drop_reason;
@@ -224,8 +244,43 @@ void nmq_outbox_free(nmq_outbox *ob);
 nmq_outbox_result nmq_outbox_flush(nmq_outbox *ob);
 
 /* The link came up (successful CONNACK). receive_maximum: the CONNACK's Receive Maximum,
- * 0 if absent. Replay may start right after. */
+ * 0 if absent. Replay may start right after. Session present assumed and no other limit known
+ * (rows go as they are stored): for hosts that cannot pass the CONNACK; prefer
+ * nmq_outbox_link_up_connack(). */
 nmq_outbox_result nmq_outbox_link_up(nmq_outbox *ob, uint16_t receive_maximum);
+
+/* A CONNACK arrived: the raw packet (`len` bytes at `packet`, the fixed header followed by the
+ * rest; borrowed for the call) of a connection of MQTT version `proto_ver` (3, 4 or 5). It
+ * decides, as a careful client must:
+ *   - accepted (MQTT 5 reason code < 0x80, 3.1.1 return code 0): the link is up and the replay
+ *     may start; the window is min(config.window, Receive Maximum);
+ *     refused: NMQ_OUTBOX_EREFUSED (logged with the reason) and the link stays down;
+ *   - Session Present 1: the exchanges resume (released QoS 2 rows with PUBREL, rows in flight
+ *     with their packet id and DUP). Session Present 0 (the remote has no state for us, e.g.
+ *     MQTT 5 without Session Expiry Interval): every row in flight and every released QoS 2
+ *     row is sent again as a new PUBLISH (packet_id 0, dup 0, released 0 at the lease): a
+ *     possible duplicate at the remote, never a loss;
+ *   - Maximum QoS (absent: 2): nmq_outbox_lease() hands each row out to be sent at
+ *     min(its QoS, Maximum QoS): item.qos says so and, when the row's bytes are a PUBLISH, so
+ *     do they (the QoS bits of the fixed header; to QoS 0 the packet id is taken out). The
+ *     ack expected is the one of that QoS (a PUBACK completes a QoS 2 row sent at QoS 1; a
+ *     row sent at QoS 0 completes with nmq_outbox_sent()). The stored row keeps its QoS and
+ *     is sent at it again after a CONNACK that allows it. Counted in stats.qos_downgraded;
+ *   - Maximum Packet Size: a row whose PUBLISH as sent (with the Message Expiry the replay
+ *     adds) is larger is never sent (MQTT 5 3.1.2.24): it becomes a dead letter
+ *     ("packet_too_large", see DEAD LETTERS) and the replay goes on with the next row;
+ *   - Retain Available 0 (a PUBLISH with RETAIN set is a protocol error for such a server,
+ *     0x9A): the row is sent with RETAIN cleared (delivered to current subscribers, not
+ *     retained), counted in stats.retain_cleared; the stored row keeps its flag;
+ *   - Topic Alias Maximum: the outbox sends no topic alias; Server Keep Alive: the host's
+ *     business (in *out). Both only reported.
+ * A malformed or truncated packet, an unknown property or a forbidden value gives EINVAL
+ * (logged: which) and changes nothing. A CONNACK while the link was up ends that connection
+ * first (as nmq_outbox_link_down()). *out (may be NULL) gets what was parsed (zeroed on EINVAL).
+ * `ob` and `out` are borrowed. Thread-safe. */
+nmq_outbox_result nmq_outbox_link_up_connack(nmq_outbox *ob, uint8_t proto_ver,
+                                             const uint8_t *packet, size_t len,
+                                             nmq_outbox_connack *out);
 
 /* The link went down: rows in flight go back to the head of the queue in their order. */
 nmq_outbox_result nmq_outbox_link_down(nmq_outbox *ob);

@@ -51,6 +51,7 @@ pub fn code(e: &Error) -> nmq_outbox_result {
         Error::Busy(_) => NMQ_OUTBOX_EBUSY,
         Error::NoMemory(_) => NMQ_OUTBOX_ENOMEM,
         Error::Internal(_) => NMQ_OUTBOX_EINTERNAL,
+        Error::Refused(_) => NMQ_OUTBOX_EREFUSED,
     }
 }
 
@@ -322,6 +323,61 @@ pub unsafe extern "C" fn nmq_outbox_link_up(
 ) -> nmq_outbox_result {
     with_handle("nmq_outbox_link_up", ob, |h| {
         h.link_up(receive_maximum).map(|_| NMQ_OUTBOX_OK)
+    })
+}
+
+/// What was parsed, for the host.
+pub(crate) fn connack_to_c(c: &crate::mqtt::Connack) -> nmq_outbox_connack {
+    nmq_outbox_connack {
+        proto_ver: c.proto_ver,
+        reason_code: c.reason_code,
+        session_present: c.session_present as u8,
+        maximum_qos: c.max_qos(),
+        retain_available: c.retain() as u8,
+        has_server_keep_alive: c.server_keep_alive.is_some() as u8,
+        has_session_expiry_interval: c.session_expiry_interval.is_some() as u8,
+        receive_maximum: c.receive_max(),
+        topic_alias_maximum: c.topic_alias_maximum.unwrap_or(0),
+        server_keep_alive: c.server_keep_alive.unwrap_or(0),
+        maximum_packet_size: c.maximum_packet_size.unwrap_or(0),
+        session_expiry_interval: c.session_expiry_interval.unwrap_or(0),
+    }
+}
+
+/// Link up with a parsed CONNACK: `*out` (may be NULL) gets what it says, also when it is a
+/// refusal; zeroed when it cannot be parsed.
+///
+/// # Safety
+/// `out` must be NULL or valid for writes.
+pub(crate) unsafe fn link_up_with(
+    h: &Outbox,
+    parsed: Result<crate::mqtt::Connack>,
+    out: *mut nmq_outbox_connack,
+) -> Result<nmq_outbox_result> {
+    if !out.is_null() {
+        *out = nmq_outbox_connack::default();
+    }
+    let c = parsed?;
+    if !out.is_null() {
+        *out = connack_to_c(&c);
+    }
+    h.link_up_connack(&c).map(|_| NMQ_OUTBOX_OK)
+}
+
+/// Link up from the raw CONNACK `packet` (`len` bytes, borrowed). `ob` is borrowed (NULL gives
+/// EINVAL); `out` (borrowed) may be NULL. Thread-safe.
+#[no_mangle]
+pub unsafe extern "C" fn nmq_outbox_link_up_connack(
+    ob: *mut nmq_outbox,
+    proto_ver: u8,
+    packet: *const u8,
+    len: usize,
+    out: *mut nmq_outbox_connack,
+) -> nmq_outbox_result {
+    with_handle("nmq_outbox_link_up_connack", ob, |h| {
+        let parsed = bytes(packet, len, usize::MAX)
+            .and_then(|p| crate::mqtt::parse_connack_packet(p, proto_ver));
+        link_up_with(h, parsed, out)
     })
 }
 
@@ -736,6 +792,7 @@ pub extern "C" fn nmq_outbox_strerror(result: nmq_outbox_result) -> *const c_cha
         NMQ_OUTBOX_EBUSY => c"bridge already open in this process, or file held by another process",
         NMQ_OUTBOX_ENOMEM => c"out of memory",
         NMQ_OUTBOX_EINTERNAL => c"internal error",
+        NMQ_OUTBOX_EREFUSED => c"the remote refused the connection (CONNACK)",
         _ => c"unknown result code",
     };
     s.as_ptr()
@@ -779,6 +836,7 @@ mod tests {
             Error::Busy(String::new()),
             Error::NoMemory(1),
             Error::Internal(String::new()),
+            Error::Refused(String::new()),
         ];
         let codes: std::collections::BTreeSet<_> = all.iter().map(code).collect();
         assert_eq!(codes.len(), all.len());

@@ -295,6 +295,64 @@ pub fn split_packet(data: &[u8]) -> Result<(&[u8], &[u8])> {
     Ok(data.split_at(h))
 }
 
+/// Bytes of `v` as a variable byte integer.
+fn varint_len(v: usize) -> usize {
+    match v {
+        0..=127 => 1,
+        128..=16_383 => 2,
+        16_384..=2_097_151 => 3,
+        _ => 4,
+    }
+}
+
+/// Rewrites a stored PUBLISH (fixed header followed by the rest) in place for what the remote
+/// allows: its QoS lowered to `qos` (the header's QoS bits; to QoS 0 the packet id is also
+/// taken out and the Remaining Length re-encoded), and its RETAIN flag cleared when
+/// `clear_retain`. Returns whether RETAIN was set and cleared. A QoS above the packet's is
+/// left as it is. Errors (the bytes unchanged) when `data` is not a PUBLISH.
+pub fn reshape_publish(data: &mut Vec<u8>, qos: u8, clear_retain: bool) -> Result<bool> {
+    let (h, b) = split_packet(data)?;
+    // The topic and the packet id are read the same way whatever the version.
+    let (info, f) = locate(h, b, 4)?;
+    let header_len = h.len();
+    let cleared = clear_retain && data[0] & 1 != 0;
+    if cleared {
+        data[0] &= !1;
+    }
+    if qos >= info.qos {
+        return Ok(cleared);
+    }
+    data[0] = (data[0] & !0x06) | (qos << 1);
+    if qos == 0 {
+        data[0] &= !0x08; // DUP only with QoS > 0
+        if let Some(at) = f.packet_id_at {
+            let at = header_len + at;
+            data.drain(at..at + 2);
+            let body_len = data.len() - header_len;
+            let mut header = vec![data[0]];
+            encode_varint(body_len, &mut header);
+            data.splice(..header_len, header);
+        }
+    }
+    Ok(cleared)
+}
+
+/// The size in bytes of the PUBLISH the replay sends for a stored one: with `proto_ver` 5 and
+/// `expiry_secs` > 0 a Message Expiry Interval is added when the packet has none (see
+/// [`prepare_resend`]); otherwise its stored size.
+pub fn resend_size(data: &[u8], proto_ver: u8, expiry_secs: u32) -> Result<usize> {
+    let (h, b) = split_packet(data)?;
+    let (_, f) = locate(h, b, proto_ver)?;
+    match (proto_ver, expiry_secs, f.props, f.expiry_at) {
+        (5, e, Some((_, start, end)), None) if e > 0 => {
+            let plen = end - start;
+            let body = b.len() + 5 + varint_len(plen + 5) - varint_len(plen);
+            Ok(1 + varint_len(body) + body)
+        }
+        _ => Ok(data.len()),
+    }
+}
+
 /// What a CONNACK says (MQTT 3.1.1 section 3.2; MQTT 5 section 3.2, its properties in
 /// 3.2.2.3). `None` is a property the remote did not send: its default applies (see the
 /// accessors).
@@ -838,5 +896,67 @@ mod tests {
             with_type.extend_from_slice(&bytes);
             let _ = parse_connack_packet(&with_type, 5);
         }
+    }
+
+    #[test]
+    fn reshape_lowers_the_qos_and_clears_retain() {
+        // QoS 2 to 1: the header's bits only, DUP kept.
+        let (mut h, b) = publish(2, Some(&[0x02, 0, 0, 0, 9]), b"pay");
+        h[0] |= 0x08 | 0x01; // DUP, RETAIN
+        let mut d = joined((h.clone(), b.clone()));
+        assert!(!reshape_publish(&mut d, 1, false).unwrap());
+        let (h2, b2) = split_packet(&d).unwrap();
+        let info = parse_publish(h2, b2, 5).unwrap();
+        assert_eq!(
+            (info.qos, info.dup, info.packet_id, info.expiry_secs),
+            (1, true, 0x1234, 9)
+        );
+        assert_eq!(d[0] & 1, 1, "RETAIN kept");
+        assert_eq!(b2, &b[..]);
+        // RETAIN cleared on request, and said so (once).
+        assert!(reshape_publish(&mut d, 1, true).unwrap());
+        assert!(!reshape_publish(&mut d, 1, true).unwrap());
+        assert_eq!(d[0] & 1, 0);
+        // To QoS 0: no packet id, DUP cleared, Remaining Length re-encoded (128 -> 126: two
+        // bytes to one).
+        let (h, b) = publish(1, None, &[7u8; 119]);
+        assert_eq!(h.len(), 3);
+        let mut d = joined((h, b));
+        reshape_publish(&mut d, 0, false).unwrap();
+        let (h0, b0) = split_packet(&d).unwrap();
+        assert_eq!(h0.len(), 2);
+        let info = parse_publish(h0, b0, 4).unwrap();
+        assert_eq!((info.qos, info.packet_id), (0, 0));
+        assert!(b0.ends_with(&[7u8; 119]) && b0.starts_with(b"\0\x05test1"));
+        // Never raised; not a PUBLISH: an error, unchanged.
+        let (h, b) = publish(1, None, b"x");
+        let mut d = joined((h, b));
+        let before = d.clone();
+        reshape_publish(&mut d, 2, false).unwrap();
+        assert_eq!(d, before);
+        let mut junk = b"junk".to_vec();
+        assert!(reshape_publish(&mut junk, 0, true).is_err());
+        assert_eq!(junk, b"junk");
+    }
+
+    #[test]
+    fn resend_size_counts_an_added_expiry() {
+        for (vlen, expiry) in [(5usize, 0u32), (5, 60), (109, 60), (119, 60)] {
+            let mut props = vec![0x26, 0, 1, b'k', 0, vlen as u8];
+            props.extend(std::iter::repeat(b'v').take(vlen));
+            let d = joined(publish(1, Some(&props), b"x"));
+            let (h, b) = prepare_resend(&d, 5, 1, 1, expiry).unwrap();
+            assert_eq!(
+                resend_size(&d, 5, expiry).unwrap(),
+                h.len() + b.len(),
+                "{vlen}"
+            );
+        }
+        // One that has an expiry keeps its size; 3.1.1 has none to add.
+        let d = joined(publish(1, Some(&[0x02, 0, 0, 0, 9]), b"x"));
+        assert_eq!(resend_size(&d, 5, 60).unwrap(), d.len());
+        let d = joined(publish(1, None, b"x"));
+        assert_eq!(resend_size(&d, 4, 60).unwrap(), d.len());
+        assert!(resend_size(b"junk", 5, 0).is_err());
     }
 }

@@ -18,6 +18,8 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, TryLockError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+mod remote;
+
 /// Where a new message should go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {
@@ -587,6 +589,8 @@ impl Outbox {
     }
 
     /// The link is up (after a successful CONNACK). `receive_maximum` 0 = not announced.
+    /// Session present assumed, and no other limit known: for hosts that do not pass the
+    /// CONNACK ([`Outbox::link_up_connack`] does).
     pub fn link_up(&self, receive_maximum: u16) -> Result<()> {
         let sh = &self.shared;
         let mut st = sh.lock_open()?;
@@ -602,9 +606,7 @@ impl Outbox {
     pub fn link_down(&self) -> Result<()> {
         let mut st = self.shared.lock_open()?;
         st.link_up = false;
-        st.inflight.clear();
-        st.by_pid.clear();
-        st.reset_cursor(i64::MIN);
+        st.drop_flight();
         Ok(())
     }
 

@@ -1,0 +1,88 @@
+//! What the remote's CONNACK decides (issue 20): the window (Receive Maximum), whether the
+//! remote kept our session (Session Present), and how each row is sent (Maximum QoS,
+//! Maximum Packet Size, Retain Available). A child module of `outbox`: it works on the
+//! outbox's state under its lock.
+
+use super::*;
+use crate::mqtt::Connack;
+
+/// What the remote allows, from its last CONNACK. `Limits::default()` knows nothing (the
+/// host called `link_up` with a Receive Maximum only): every row goes as it is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Limits {
+    /// The MQTT version of the connection (0 = unknown).
+    pub proto_ver: u8,
+    /// Maximum QoS (2 = no limit).
+    pub max_qos: u8,
+    /// Maximum Packet Size (None = MQTT's own limit).
+    pub max_packet_size: Option<u32>,
+    /// Retain Available.
+    pub retain: bool,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            proto_ver: 0,
+            max_qos: 2,
+            max_packet_size: None,
+            retain: true,
+        }
+    }
+}
+
+impl Limits {
+    pub fn of(c: &Connack) -> Limits {
+        Limits {
+            proto_ver: c.proto_ver,
+            max_qos: c.max_qos(),
+            max_packet_size: c.maximum_packet_size,
+            retain: c.retain(),
+        }
+    }
+}
+
+impl State {
+    /// The link went down, or a new connection replaced it: every row in flight returns to
+    /// the head of the queue in order (its packet id kept, for a resend with DUP).
+    pub(super) fn drop_flight(&mut self) {
+        self.inflight.clear();
+        self.by_pid.clear();
+        self.reset_cursor(i64::MIN);
+    }
+}
+
+impl Outbox {
+    /// The link is up with this CONNACK (see [`crate::mqtt::parse_connack`]): the window is
+    /// the configured one capped by Receive Maximum. An earlier connection the outbox still
+    /// took for up is gone (its rows in flight go back to the head, as at `link_down`).
+    /// A refusal (MQTT 5 reason code >= 0x80, 3.1.1 return code != 0) is
+    /// [`Error::Refused`], and the link stays down.
+    pub fn link_up_connack(&self, c: &Connack) -> Result<()> {
+        let sh = &self.shared;
+        let mut st = sh.lock_open()?;
+        if st.link_up {
+            st.drop_flight();
+            st.link_up = false;
+        }
+        if !c.accepted() {
+            drop(st);
+            let why = format!(
+                "CONNACK with {} 0x{:02x}{}: the link stays down",
+                if c.proto_ver == 5 {
+                    "reason code"
+                } else {
+                    "return code"
+                },
+                c.reason_code,
+                c.reason_string
+                    .as_deref()
+                    .map_or(String::new(), |r| format!(" ({r:?})"))
+            );
+            return Err(Error::Refused(why));
+        }
+        st.link_up = true;
+        st.window = sh.cfg.window.min(c.receive_max() as u32);
+        Ok(())
+    }
+}
