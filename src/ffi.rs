@@ -635,6 +635,7 @@ pub unsafe extern "C" fn nmq_outbox_get_stats(
             space_low: s.space_low as u8,
             lost_fallback_queue: s.lost_fallback_queue,
             lost_fallback_send: s.lost_fallback_send,
+            qos_downgraded: s.qos_downgraded,
         };
         Ok(NMQ_OUTBOX_OK)
     })

@@ -36,7 +36,7 @@ pub fn json(bridge: &str, file: &str, s: &Stats) -> String {
             "\"dropped\":{{\"full\":{},\"expired\":{},\"rejected\":{},\"malformed\":{},",
             "\"unwritten\":{},\"fallback_queue\":{},\"fallback_send\":{}}},",
             "\"refused_nospace\":{},\"space_low\":{},\"window\":{},",
-            "\"committed_seq\":{}}}"
+            "\"committed_seq\":{},\"qos_downgraded\":{}}}"
         ),
         json_str(bridge),
         json_str(file),
@@ -58,7 +58,8 @@ pub fn json(bridge: &str, file: &str, s: &Stats) -> String {
         s.refused_nospace,
         s.space_low,
         s.window,
-        s.committed_seq
+        s.committed_seq,
+        s.qos_downgraded
     )
 }
 
@@ -74,7 +75,7 @@ fn label(s: &str) -> String {
 /// bridge, labelled `bridge="<name>"` (drops also by `reason`).
 pub fn prometheus(bridges: &[(&str, &Stats)]) -> String {
     type Get = fn(&Stats) -> u64;
-    let families: [(&str, &str, &str, Get); 8] = [
+    let families: [(&str, &str, &str, Get); 9] = [
         (
             "messages",
             "gauge",
@@ -122,6 +123,12 @@ pub fn prometheus(bridges: &[(&str, &Stats)]) -> String {
             "counter",
             "Messages sent again after a link loss or a restart.",
             |s| s.resent,
+        ),
+        (
+            "qos_downgraded_total",
+            "counter",
+            "Messages sent at a lower QoS than stored: the remote's Maximum QoS.",
+            |s| s.qos_downgraded,
         ),
     ];
     let mut out = String::new();
@@ -189,6 +196,7 @@ mod tests {
             link_up: true,
             window: 32,
             space_low: false,
+            qos_downgraded: 9,
         }
     }
 
@@ -207,7 +215,7 @@ mod tests {
             ),
             "\"refused_nospace\":6",
             "\"space_low\":false",
-            "\"committed_seq\":1170}",
+            "\"committed_seq\":1170,\"qos_downgraded\":9}",
         ] {
             assert!(j.contains(part), "{part} in {j}");
         }
@@ -248,6 +256,6 @@ mod tests {
                 assert_eq!(name, current, "{line} outside its family");
             }
         }
-        assert_eq!(seen.len(), 9);
+        assert_eq!(seen.len(), 10);
     }
 }

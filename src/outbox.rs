@@ -130,6 +130,8 @@ pub struct Stats {
     /// The disk was found full and the reserve is spent: appends are refused with `NoSpace`
     /// (the space left is for the drain's acks) until the reserve can be put back.
     pub space_low: bool,
+    /// Rows handed out at a lower QoS than stored (the remote's Maximum QoS).
+    pub qos_downgraded: u64,
 }
 
 /// Rows read ahead from disk at once for the replay: at least this many...
@@ -167,6 +169,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 #[derive(Debug, Clone, Copy)]
 struct Flight {
+    /// The QoS it is sent at (its own, or the remote's Maximum QoS): which ack completes it.
     qos: u8,
     packet_id: u16,
     bytes: u64,
@@ -225,6 +228,9 @@ struct State {
     checkpoints: u64,
     /// The writer is checkpointing (holds the store for an fsync): callers do not wait.
     checkpointing: bool,
+    /// What the remote allows (its last CONNACK).
+    limits: remote::Limits,
+    qos_downgraded: u64,
 }
 
 impl State {
@@ -516,6 +522,8 @@ impl Outbox {
             checkpoint_due: false,
             checkpoints: 0,
             checkpointing: false,
+            limits: remote::Limits::default(),
+            qos_downgraded: 0,
         };
         let shown = std::fs::canonicalize(&cfg.path).unwrap_or_else(|_| cfg.path.clone());
         log.info(&format!(
@@ -595,6 +603,7 @@ impl Outbox {
         let sh = &self.shared;
         let mut st = sh.lock_open()?;
         st.link_up = true;
+        st.limits = remote::Limits::default();
         st.window = match receive_maximum {
             0 => sh.cfg.window,
             rm => sh.cfg.window.min(rm as u32),
@@ -773,6 +782,9 @@ impl Outbox {
                         st.dropped_expired = st.dropped_expired.saturating_add(1);
                         continue;
                     }
+                    let mut row = row;
+                    let bytes = row.data.len() as u64;
+                    let qos = st.shape(&mut row);
                     let dup = row.packet_id != 0;
                     if dup {
                         st.resent = st.resent.saturating_add(1);
@@ -780,9 +792,9 @@ impl Outbox {
                     st.inflight.insert(
                         row.seq,
                         Flight {
-                            qos: row.qos,
+                            qos,
                             packet_id: 0,
-                            bytes: row.data.len() as u64,
+                            bytes,
                         },
                     );
                     let expiry_secs = if row.expires_at == 0 {
@@ -793,7 +805,7 @@ impl Outbox {
                     };
                     return Ok(Some(Leased {
                         seq: row.seq,
-                        qos: row.qos,
+                        qos,
                         packet_id: row.packet_id,
                         dup,
                         released: row.released,
@@ -1084,6 +1096,7 @@ impl Outbox {
             link_up: st.link_up,
             window: st.window,
             space_low: st.space_low,
+            qos_downgraded: st.qos_downgraded,
         })
     }
 }

@@ -1,8 +1,8 @@
 //! Issue 20, library side: what a remote's CONNACK and refusals do to the replay (plain Rust,
 //! no network; the scripted remote of `tests/remote.rs` drives the same over TCP).
 
-use nmq_outbox::mqtt::{parse_connack_packet, Connack};
-use nmq_outbox::{Config, Error, NewMessage, Outbox};
+use nmq_outbox::mqtt::{parse_connack_packet, parse_publish, split_packet, Connack};
+use nmq_outbox::{AckKind, AckOutcome, Config, Error, NewMessage, Outbox};
 use std::path::Path;
 
 fn cfg(path: &Path) -> Config {
@@ -58,6 +58,72 @@ fn append(ob: &Outbox, qos: u8, data: &[u8]) -> i64 {
         data,
     })
     .unwrap()
+}
+
+fn qos_of(data: &[u8]) -> u8 {
+    let (h, b) = split_packet(data).unwrap();
+    parse_publish(h, b, 5).unwrap().qos
+}
+
+/// Issue 20: a remote with Maximum QoS 1 (AWS IoT Core, Azure Event Grid). The transport sent
+/// a replayed QoS 2 row at QoS 1, the remote answered PUBACK, the outbox ignored it ("PubAck
+/// for packet id N of a QoS 2 row") and the row stayed in flight for good: the window jammed.
+/// Now the lease hands the row out at QoS 1 (item and bytes) and the PUBACK completes it.
+#[test]
+fn maximum_qos_1_sends_qos2_rows_at_qos1_and_their_puback_completes_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = cfg(&dir.path().join("o.db"));
+    c.window = 2;
+    let ob = Outbox::open(c).unwrap();
+    for i in 0..5u8 {
+        append(&ob, 2, &publish("t/q2", 2, false, &[i]));
+    }
+    ob.link_up_connack(&connack(true, 0, &[0x24, 1])).unwrap();
+    let mut pid = 1;
+    let mut delivered = Vec::new();
+    while let Some(row) = ob.lease().unwrap() {
+        assert_eq!(row.qos, 1, "handed out at Maximum QoS");
+        assert_eq!(qos_of(&row.data), 1, "and so say its bytes");
+        ob.bind(row.seq, pid).unwrap();
+        assert_eq!(ob.ack(pid, AckKind::PubAck, 0).unwrap(), AckOutcome::Done);
+        delivered.push(*row.data.last().unwrap());
+        pid += 1;
+    }
+    assert_eq!(delivered, vec![0, 1, 2, 3, 4], "no jam, nothing lost");
+    let s = ob.stats().unwrap();
+    assert_eq!((s.messages, s.inflight, s.acked), (0, 0, 5));
+    assert_eq!(s.qos_downgraded, 5);
+}
+
+/// The stored row keeps its QoS: a later CONNACK that allows QoS 2 sends it at QoS 2 again.
+#[test]
+fn the_stored_row_keeps_its_qos() {
+    let dir = tempfile::tempdir().unwrap();
+    let ob = Outbox::open(cfg(&dir.path().join("o.db"))).unwrap();
+    append(&ob, 2, &publish("t", 2, false, b"x"));
+    append(&ob, 1, &publish("t", 1, false, b"y"));
+    ob.link_up_connack(&connack(true, 0, &[0x24, 0])).unwrap();
+    let a = ob.lease().unwrap().unwrap();
+    assert_eq!((a.qos, qos_of(&a.data)), (0, 0));
+    let (h, b) = split_packet(&a.data).unwrap();
+    assert_eq!(parse_publish(h, b, 5).unwrap().packet_id, 0);
+    assert!(
+        matches!(ob.bind(a.seq, 3), Err(Error::Invalid(_))),
+        "QoS 0: no id"
+    );
+    ob.link_down().unwrap();
+    ob.link_up_connack(&connack(true, 0, &[])).unwrap();
+    let a = ob.lease().unwrap().unwrap();
+    assert_eq!((a.qos, qos_of(&a.data)), (2, 2));
+    let b = ob.lease().unwrap().unwrap();
+    assert_eq!((b.qos, qos_of(&b.data)), (1, 1));
+    // A row sent at QoS 0 completes when written.
+    ob.link_down().unwrap();
+    ob.link_up_connack(&connack(true, 0, &[0x24, 0])).unwrap();
+    let a = ob.lease().unwrap().unwrap();
+    ob.sent(a.seq).unwrap();
+    let s = ob.stats().unwrap();
+    assert_eq!((s.messages, s.acked), (1, 1));
 }
 
 /// A refused connection is not a link up.

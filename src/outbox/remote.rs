@@ -43,6 +43,22 @@ impl Limits {
 }
 
 impl State {
+    /// How `row` is sent to this remote: at min(its QoS, Maximum QoS), its bytes rewritten to
+    /// say so when they are a PUBLISH (a released QoS 2 row resumes with PUBREL: QoS 2).
+    /// Returns the QoS it is sent at.
+    pub(super) fn shape(&mut self, row: &mut Row) -> u8 {
+        let l = self.limits;
+        let mut qos = row.qos;
+        if qos > l.max_qos && !row.released {
+            qos = l.max_qos;
+            // Bytes that are no PUBLISH (a host storing its own format) go as they are: the
+            // host encodes them at the item's QoS.
+            let _ = crate::mqtt::reshape_publish(&mut row.data, qos, false);
+            self.qos_downgraded = self.qos_downgraded.saturating_add(1);
+        }
+        qos
+    }
+
     /// The link went down, or a new connection replaced it: every row in flight returns to
     /// the head of the queue in order (its packet id kept, for a resend with DUP).
     pub(super) fn drop_flight(&mut self) {
@@ -83,6 +99,7 @@ impl Outbox {
         }
         st.link_up = true;
         st.window = sh.cfg.window.min(c.receive_max() as u32);
+        st.limits = Limits::of(c);
         Ok(())
     }
 }
