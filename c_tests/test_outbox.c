@@ -784,6 +784,23 @@ static void test_link_up_connack(void)
     CHECK(ack.receive_maximum == 65535 && ack.maximum_qos == 2 && ack.retain_available == 1);
     CHECK_RC(nmq_outbox_get_stats(ob, &st), NMQ_OUTBOX_OK);
     CHECK(st.link_up == 1 && st.window == 32);
+    /* Session Present 0: a released QoS 2 row is sent again as a new PUBLISH. */
+    nmq_outbox_item it;
+    nmq_outbox_ack_outcome o;
+    CHECK_RC(nmq_outbox_append(ob, 2, 0, u8("q2"), 2, NULL), NMQ_OUTBOX_OK);
+    CHECK_RC(nmq_outbox_lease(ob, &it), NMQ_OUTBOX_OK);
+    CHECK_RC(nmq_outbox_bind(ob, it.seq, 9), NMQ_OUTBOX_OK);
+    nmq_outbox_item_free(&it);
+    CHECK_RC(nmq_outbox_ack(ob, 9, NMQ_OUTBOX_PUBREC, 0, &o), NMQ_OUTBOX_OK);
+    CHECK_RC(nmq_outbox_link_down(ob), NMQ_OUTBOX_OK);
+    CHECK_RC(nmq_outbox_link_up_connack(ob, 4, u8("\x20\x02\x01\x00"), 4, NULL), NMQ_OUTBOX_OK);
+    CHECK_RC(nmq_outbox_lease(ob, &it), NMQ_OUTBOX_OK);
+    CHECK(it.released == 1 && it.packet_id == 9); /* session present: PUBREL */
+    nmq_outbox_item_free(&it);
+    CHECK_RC(nmq_outbox_link_up_connack(ob, 4, u8("\x20\x02\x00\x00"), 4, NULL), NMQ_OUTBOX_OK);
+    CHECK_RC(nmq_outbox_lease(ob, &it), NMQ_OUTBOX_OK);
+    CHECK(it.released == 0 && it.packet_id == 0 && it.dup == 0 && it.qos == 2);
+    nmq_outbox_item_free(&it);
     CHECK_RC(nmq_outbox_close(ob), NMQ_OUTBOX_OK);
     CHECK_RC(nmq_outbox_link_up_connack(ob, 4, u8("\x20\x02\x01\x00"), 4, NULL),
              NMQ_OUTBOX_ECLOSED);

@@ -1304,7 +1304,8 @@ impl Shared {
             // (acknowledged, dropped or expired before a commit): `high` is what a successful
             // commit makes resolved (`committed_seq`).
             let high = st.next_seq - 1;
-            let messages_only = messages_only && st.pending.acks() > 0;
+            // A session reset goes with the releases that follow it (never after them).
+            let messages_only = messages_only && st.pending.acks() > 0 && !st.pending.reset_all;
             if st.pending.is_empty() || (messages_only && st.pending.messages() == 0) {
                 if !messages_only {
                     st.pending_since = None;
@@ -1473,20 +1474,9 @@ impl Shared {
                 Err(e) => return Commit::Failed(e, batch),
             }
         }
-        let Batch {
-            inserts,
-            deletes,
-            binds,
-            releases,
-        } = batch;
-        let rest = Batch {
-            inserts: Vec::new(),
-            deletes,
-            binds,
-            releases,
-        };
+        let mut rest = batch;
         let inserts = Batch {
-            inserts,
+            inserts: std::mem::take(&mut rest.inserts),
             ..Batch::default()
         };
         if rest.is_empty() {
@@ -1640,8 +1630,15 @@ impl Shared {
         if st.generation != generation || !st.ahead.is_empty() || st.cursor != cursor {
             return Ok(true);
         }
-        // Writes still pending apply to what was read: deletes hide acked rows, binds give
-        // the packet id a resend must reuse.
+        // Writes still pending apply to what was read: a session reset clears the packet ids
+        // and PUBRECs of the old session, deletes hide acked rows, binds give the packet id
+        // a resend must reuse.
+        if st.pending.reset_all {
+            for r in rows.iter_mut() {
+                r.packet_id = 0;
+                r.released = false;
+            }
+        }
         if st.pending.deletes.iter().any(|&s| s >= cursor) {
             let gone: HashSet<i64> = st.pending.deletes.iter().copied().collect();
             rows.retain(|r| !gone.contains(&r.seq));

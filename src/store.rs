@@ -92,11 +92,19 @@ pub struct Batch {
     pub binds: Vec<(i64, u16)>,
     /// QoS 2 rows whose PUBREC came.
     pub releases: Vec<i64>,
+    /// The remote has no session for us (CONNACK Session Present 0): every row of the bridge
+    /// is to be sent again as a new PUBLISH (packet id 0, not released). Applied before the
+    /// binds and releases of the batch, which belong to the new session.
+    pub reset_all: bool,
 }
 
 impl Batch {
     pub fn len(&self) -> usize {
-        self.inserts.len() + self.deletes.len() + self.binds.len() + self.releases.len()
+        self.inserts.len()
+            + self.deletes.len()
+            + self.binds.len()
+            + self.releases.len()
+            + self.reset_all as usize
     }
     pub fn is_empty(&self) -> bool {
         self.len() == 0
@@ -105,12 +113,28 @@ impl Batch {
     pub fn messages(&self) -> usize {
         self.inserts.len() + self.releases.len()
     }
-    /// Writes a crash only makes resend (acks, packet ids of the replay).
+    /// Writes a crash only makes resend (acks, packet ids of the replay, a session reset).
     pub fn acks(&self) -> usize {
-        self.deletes.len() + self.binds.len()
+        self.deletes.len() + self.binds.len() + self.reset_all as usize
+    }
+    /// Forgets the remote session of every row: the packet ids and PUBRECs of this batch
+    /// (older than the reset) go, and the reset is applied to the rows on disk.
+    pub fn reset_session(&mut self) {
+        self.binds.clear();
+        self.releases.clear();
+        for r in &mut self.inserts {
+            r.packet_id = 0;
+            r.released = false;
+        }
+        self.reset_all = true;
     }
     /// Puts `self` (older) before `newer`, keeping each list in order.
     pub fn prepend_to(mut self, newer: &mut Batch) {
+        if newer.reset_all {
+            // the reset came after every write of `self`
+            self.reset_session();
+        }
+        self.reset_all |= newer.reset_all;
         self.inserts.append(&mut newer.inserts);
         self.deletes.append(&mut newer.deletes);
         self.binds.append(&mut newer.binds);
@@ -383,6 +407,13 @@ impl Store {
                         Err(e) => return Err(e.into()),
                     }
                 }
+            }
+            if batch.reset_all {
+                tx.prepare_cached(
+                    "UPDATE msg SET packet_id = 0, released = 0
+                     WHERE bridge_id = ?1 AND (packet_id != 0 OR released != 0)",
+                )?
+                .execute(params![bridge])?;
             }
             let deleted: HashSet<i64> = batch.deletes.iter().copied().collect();
             if !batch.binds.is_empty() {
@@ -739,4 +770,51 @@ fn quarantine(path: &Path) -> Result<PathBuf> {
         }
     }
     Ok(aside)
+}
+
+#[cfg(test)]
+mod batch_tests {
+    use super::*;
+
+    fn row(seq: i64, packet_id: u16, released: bool) -> Row {
+        Row {
+            seq,
+            qos: 2,
+            expires_at: 0,
+            enqueued_at: 0,
+            packet_id,
+            released,
+            data: vec![1],
+        }
+    }
+
+    /// A batch that failed to commit goes back before the newer writes; when those hold a
+    /// session reset, the older packet ids and PUBRECs belong to the session that ended.
+    #[test]
+    fn a_session_reset_wins_over_the_older_writes_it_is_merged_with() {
+        let older = Batch {
+            inserts: vec![row(1, 5, true)],
+            binds: vec![(2, 6)],
+            releases: vec![3],
+            ..Batch::default()
+        };
+        let mut newer = Batch::default();
+        newer.reset_session();
+        newer.binds.push((4, 9)); // new session
+        newer.releases.push(4);
+        older.prepend_to(&mut newer);
+        assert!(newer.reset_all);
+        assert_eq!(newer.inserts, vec![row(1, 0, false)]);
+        assert_eq!((newer.binds, newer.releases), (vec![(4, 9)], vec![4]));
+        // An older reset stays with the newer writes after it.
+        let mut older = Batch::default();
+        older.reset_session();
+        let mut newer = Batch {
+            binds: vec![(7, 1)],
+            ..Batch::default()
+        };
+        older.prepend_to(&mut newer);
+        assert!(newer.reset_all && newer.binds == vec![(7, 1)]);
+        assert_eq!((newer.len(), newer.acks(), newer.messages()), (2, 2, 0));
+    }
 }

@@ -148,3 +148,68 @@ fn a_refused_connack_leaves_the_link_down() {
         .unwrap();
     assert_eq!(ob.stats().unwrap().window, 3);
 }
+
+/// Issue 20: a QoS 2 row whose PUBREC came ("released") was resumed with PUBREL after a
+/// reconnect also when the CONNACK said the remote has no session (MQTT 5 without Session
+/// Expiry Interval: every reconnect is a new session); the remote answered PUBCOMP
+/// (mosquitto: success), the row was deleted, and the remote never had the message. With
+/// Session Present 0 every row in flight and every released row is sent again as a new
+/// PUBLISH (a possible duplicate, never a loss), also after a restart (on disk).
+#[test]
+fn session_present_0_sends_released_and_inflight_rows_again_as_new_publishes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("o.db");
+    let mut c = cfg(&path);
+    c.group_commit_ms = 3_600_000; // nothing commits by itself: the binds stay pending
+    let ob = Outbox::open(c.clone()).unwrap();
+    let q2 = append(&ob, 2, &publish("t", 2, false, b"released"));
+    let q1 = append(&ob, 1, &publish("t", 1, false, b"inflight"));
+    let q0 = append(&ob, 1, &publish("t", 1, false, b"queued"));
+    ob.flush().unwrap();
+    ob.link_up_connack(&connack(false, 0, &[])).unwrap();
+    let a = ob.lease().unwrap().unwrap();
+    ob.bind(a.seq, 7).unwrap();
+    assert_eq!(ob.ack(7, AckKind::PubRec, 0).unwrap(), AckOutcome::Progress);
+    ob.flush().unwrap(); // the PUBREC and packet id 7 on disk
+    let b = ob.lease().unwrap().unwrap();
+    ob.bind(b.seq, 8).unwrap(); // pending: not yet on disk
+    ob.link_down().unwrap();
+
+    // Session present: the exchanges resume (PUBREL on 7, DUP on 8).
+    ob.link_up_connack(&connack(true, 0, &[])).unwrap();
+    let r = ob.lease().unwrap().unwrap();
+    assert_eq!((r.seq, r.released, r.packet_id, r.dup), (q2, true, 7, true));
+    let r = ob.lease().unwrap().unwrap();
+    assert_eq!(
+        (r.seq, r.released, r.packet_id, r.dup),
+        (q1, false, 8, true)
+    );
+    ob.link_down().unwrap();
+
+    // No session: everything as new PUBLISHes, in order.
+    ob.link_up_connack(&connack(false, 0, &[])).unwrap();
+    let got: Vec<_> = std::iter::from_fn(|| ob.lease().unwrap())
+        .map(|r| (r.seq, r.qos, r.released, r.packet_id, r.dup))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (q2, 2, false, 0, false),
+            (q1, 1, false, 0, false),
+            (q0, 1, false, 0, false)
+        ]
+    );
+    // ...and so it stays after a restart, the reset being on disk.
+    ob.close().unwrap();
+    drop(ob);
+    let ob = Outbox::open(c).unwrap();
+    ob.link_up(0).unwrap();
+    let r = ob.lease().unwrap().unwrap();
+    assert_eq!((r.seq, r.released, r.packet_id), (q2, false, 0));
+    let r = ob.lease().unwrap().unwrap();
+    assert_eq!((r.seq, r.packet_id), (q1, 0));
+    // A PUBLISH, PUBREC, PUBCOMP completes it now.
+    ob.bind(q2, 1).unwrap();
+    assert_eq!(ob.ack(1, AckKind::PubRec, 0).unwrap(), AckOutcome::Progress);
+    assert_eq!(ob.ack(1, AckKind::PubComp, 0).unwrap(), AckOutcome::Done);
+}

@@ -59,6 +59,15 @@ impl State {
         qos
     }
 
+    /// The remote has no session for us (Session Present 0): no packet id of ours and no
+    /// PUBREC means anything there. Every row (in flight before, released, queued) is sent
+    /// again as a new PUBLISH: packet id 0, no DUP, not released; on disk at the next commit.
+    pub(super) fn forget_session(&mut self) {
+        self.drop_flight();
+        self.pending.reset_session();
+        self.pending_since.get_or_insert_with(Instant::now);
+    }
+
     /// The link went down, or a new connection replaced it: every row in flight returns to
     /// the head of the queue in order (its packet id kept, for a resend with DUP).
     pub(super) fn drop_flight(&mut self) {
@@ -100,6 +109,14 @@ impl Outbox {
         st.link_up = true;
         st.window = sh.cfg.window.min(c.receive_max() as u32);
         st.limits = Limits::of(c);
+        if !c.session_present {
+            st.forget_session();
+            let wake = st.writer_due(&sh.cfg);
+            drop(st);
+            if wake {
+                sh.wake.notify_one();
+            }
+        }
         Ok(())
     }
 }
