@@ -191,6 +191,8 @@ typedef struct nmq_outbox_stats {
     uint64_t lost_fallback_send;  /* ... or its fallback send failed (nmq_outbox_count_lost) */
     uint64_t qos_downgraded;   /* rows handed out at a lower QoS than stored: the remote's
                                   Maximum QoS (nmq_outbox_link_up_connack) */
+    uint64_t retain_cleared;   /* rows sent with RETAIN cleared: the remote has no retained
+                                  messages (Retain Available 0) */
 } nmq_outbox_stats;
 
 /* What a CONNACK said, as nmq_outbox_link_up_connack() parsed it: for the host's log and its
@@ -360,14 +362,14 @@ nmq_outbox_result nmq_outbox_import_stock(nmq_outbox *ob, const char *path,
  *  "dropped":{"full":0,"expired":0,"rejected":0,"malformed":0,"unwritten":0,
  *             "fallback_queue":0,"fallback_send":0},
  *  "refused_nospace":0,"space_low":false,"window":32,"committed_seq":1170,
- *  "qos_downgraded":0}
+ *  "qos_downgraded":0,"retain_cleared":0}
  * written NUL-terminated into buf (cap bytes, caller-owned). *len (not NULL) gets the bytes
  * needed, NUL included; when cap is smaller nothing is written and ETOOBIG is returned. */
 nmq_outbox_result nmq_outbox_stats_json(nmq_outbox *ob, char *buf, size_t cap, size_t *len);
 
 /* The counters of the n handles in obs (a caller-owned array, no NULL entry) in Prometheus'
  * text format: families nanomq_bridge_outbox_{messages,bytes,inflight,oldest_age_seconds,
- * link_up} (gauges), _{enqueued,acked,resent,qos_downgraded}_total and
+ * link_up} (gauges), _{enqueued,acked,resent,qos_downgraded,retain_cleared}_total and
  * _dropped_total{reason=...} (counters),
  * each sample labelled bridge="<name>". Buffer rule as nmq_outbox_stats_json(). */
 nmq_outbox_result nmq_outbox_stats_prometheus(nmq_outbox *const *obs, size_t n, char *buf,

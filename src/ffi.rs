@@ -636,6 +636,7 @@ pub unsafe extern "C" fn nmq_outbox_get_stats(
             lost_fallback_queue: s.lost_fallback_queue,
             lost_fallback_send: s.lost_fallback_send,
             qos_downgraded: s.qos_downgraded,
+            retain_cleared: s.retain_cleared,
         };
         Ok(NMQ_OUTBOX_OK)
     })

@@ -36,7 +36,7 @@ pub fn json(bridge: &str, file: &str, s: &Stats) -> String {
             "\"dropped\":{{\"full\":{},\"expired\":{},\"rejected\":{},\"malformed\":{},",
             "\"unwritten\":{},\"fallback_queue\":{},\"fallback_send\":{}}},",
             "\"refused_nospace\":{},\"space_low\":{},\"window\":{},",
-            "\"committed_seq\":{},\"qos_downgraded\":{}}}"
+            "\"committed_seq\":{},\"qos_downgraded\":{},\"retain_cleared\":{}}}"
         ),
         json_str(bridge),
         json_str(file),
@@ -59,7 +59,8 @@ pub fn json(bridge: &str, file: &str, s: &Stats) -> String {
         s.space_low,
         s.window,
         s.committed_seq,
-        s.qos_downgraded
+        s.qos_downgraded,
+        s.retain_cleared
     )
 }
 
@@ -75,7 +76,7 @@ fn label(s: &str) -> String {
 /// bridge, labelled `bridge="<name>"` (drops also by `reason`).
 pub fn prometheus(bridges: &[(&str, &Stats)]) -> String {
     type Get = fn(&Stats) -> u64;
-    let families: [(&str, &str, &str, Get); 9] = [
+    let families: [(&str, &str, &str, Get); 10] = [
         (
             "messages",
             "gauge",
@@ -129,6 +130,12 @@ pub fn prometheus(bridges: &[(&str, &Stats)]) -> String {
             "counter",
             "Messages sent at a lower QoS than stored: the remote's Maximum QoS.",
             |s| s.qos_downgraded,
+        ),
+        (
+            "retain_cleared_total",
+            "counter",
+            "Messages sent with RETAIN cleared: the remote has no retained messages.",
+            |s| s.retain_cleared,
         ),
     ];
     let mut out = String::new();
@@ -197,6 +204,7 @@ mod tests {
             window: 32,
             space_low: false,
             qos_downgraded: 9,
+            retain_cleared: 10,
         }
     }
 
@@ -215,7 +223,7 @@ mod tests {
             ),
             "\"refused_nospace\":6",
             "\"space_low\":false",
-            "\"committed_seq\":1170,\"qos_downgraded\":9}",
+            "\"committed_seq\":1170,\"qos_downgraded\":9,\"retain_cleared\":10}",
         ] {
             assert!(j.contains(part), "{part} in {j}");
         }
@@ -256,6 +264,6 @@ mod tests {
                 assert_eq!(name, current, "{line} outside its family");
             }
         }
-        assert_eq!(seen.len(), 10);
+        assert_eq!(seen.len(), 11);
     }
 }

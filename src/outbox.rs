@@ -132,6 +132,8 @@ pub struct Stats {
     pub space_low: bool,
     /// Rows handed out at a lower QoS than stored (the remote's Maximum QoS).
     pub qos_downgraded: u64,
+    /// Rows sent with RETAIN cleared: the remote has no retained messages (Retain Available 0).
+    pub retain_cleared: u64,
 }
 
 /// Rows read ahead from disk at once for the replay: at least this many...
@@ -231,6 +233,7 @@ struct State {
     /// What the remote allows (its last CONNACK).
     limits: remote::Limits,
     qos_downgraded: u64,
+    retain_cleared: u64,
 }
 
 impl State {
@@ -524,6 +527,7 @@ impl Outbox {
             checkpointing: false,
             limits: remote::Limits::default(),
             qos_downgraded: 0,
+            retain_cleared: 0,
         };
         let shown = std::fs::canonicalize(&cfg.path).unwrap_or_else(|_| cfg.path.clone());
         log.info(&format!(
@@ -1097,6 +1101,7 @@ impl Outbox {
             window: st.window,
             space_low: st.space_low,
             qos_downgraded: st.qos_downgraded,
+            retain_cleared: st.retain_cleared,
         })
     }
 }

@@ -213,3 +213,25 @@ fn session_present_0_sends_released_and_inflight_rows_again_as_new_publishes() {
     assert_eq!(ob.ack(1, AckKind::PubRec, 0).unwrap(), AckOutcome::Progress);
     assert_eq!(ob.ack(1, AckKind::PubComp, 0).unwrap(), AckOutcome::Done);
 }
+
+/// Retain Available 0: a PUBLISH with RETAIN set is a protocol error for such a server (it
+/// disconnects with 0x9A, and the row would come back forever). The row is sent with RETAIN
+/// cleared (current subscribers get it; the remote retains nothing) and counted; the stored
+/// row keeps its flag.
+#[test]
+fn retain_unavailable_sends_retained_rows_with_retain_cleared() {
+    let dir = tempfile::tempdir().unwrap();
+    let ob = Outbox::open(cfg(&dir.path().join("o.db"))).unwrap();
+    append(&ob, 1, &publish("t", 1, true, b"r"));
+    append(&ob, 1, &publish("t", 1, false, b"n"));
+    ob.link_up_connack(&connack(true, 0, &[0x25, 0])).unwrap();
+    let a = ob.lease().unwrap().unwrap();
+    let b = ob.lease().unwrap().unwrap();
+    assert_eq!((a.data[0] & 1, b.data[0] & 1), (0, 0));
+    assert_eq!(ob.stats().unwrap().retain_cleared, 1);
+    ob.link_down().unwrap();
+    ob.link_up_connack(&connack(true, 0, &[])).unwrap();
+    let a = ob.lease().unwrap().unwrap();
+    assert_eq!(a.data[0] & 1, 1, "the stored row kept RETAIN");
+    assert_eq!(ob.stats().unwrap().retain_cleared, 1);
+}

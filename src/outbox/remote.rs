@@ -43,18 +43,29 @@ impl Limits {
 }
 
 impl State {
-    /// How `row` is sent to this remote: at min(its QoS, Maximum QoS), its bytes rewritten to
-    /// say so when they are a PUBLISH (a released QoS 2 row resumes with PUBREL: QoS 2).
+    /// How `row` is sent to this remote: at min(its QoS, Maximum QoS), and with RETAIN cleared
+    /// when the remote has no retained messages (Retain Available 0: RETAIN would be a
+    /// protocol error, 0x9A), its bytes rewritten to say so when they are a PUBLISH (a released
+    /// QoS 2 row resumes with PUBREL: QoS 2, no PUBLISH).
     /// Returns the QoS it is sent at.
     pub(super) fn shape(&mut self, row: &mut Row) -> u8 {
         let l = self.limits;
         let mut qos = row.qos;
-        if qos > l.max_qos && !row.released {
+        if row.released {
+            return qos;
+        }
+        let lower = qos > l.max_qos;
+        if lower {
             qos = l.max_qos;
+            self.qos_downgraded = self.qos_downgraded.saturating_add(1);
+        }
+        if lower || !l.retain {
             // Bytes that are no PUBLISH (a host storing its own format) go as they are: the
             // host encodes them at the item's QoS.
-            let _ = crate::mqtt::reshape_publish(&mut row.data, qos, false);
-            self.qos_downgraded = self.qos_downgraded.saturating_add(1);
+            let cleared = crate::mqtt::reshape_publish(&mut row.data, qos, !l.retain);
+            if cleared.unwrap_or(false) {
+                self.retain_cleared = self.retain_cleared.saturating_add(1);
+            }
         }
         qos
     }
