@@ -63,6 +63,7 @@ static void test_config_errors(void)
     nmq_outbox_config c = config(p, "b");
     CHECK(c.abi_version == NMQ_OUTBOX_ABI_VERSION);
     CHECK(c.window == 32 && c.group_commit_count == 100 && c.caller_commits == 0);
+    CHECK(c.dead_letter_limit == 1000 && c.max_attempts == 3 && c.backoff_ms == 1000);
 
     CHECK_RC(nmq_outbox_open(NULL, &ob), NMQ_OUTBOX_EINVAL);
     CHECK(ob == NULL);
@@ -194,7 +195,7 @@ static void test_flow(void)
     CHECK(o == NMQ_OUTBOX_ACK_PROGRESS);
     CHECK_RC(nmq_outbox_ack(ob, 11, NMQ_OUTBOX_PUBCOMP, 0, NULL), NMQ_OUTBOX_OK);
 
-    /* Rejected by the remote: deleted and counted. */
+    /* Rejected by the remote: a dead letter, counted. */
     CHECK_RC(nmq_outbox_lease(ob, &it), NMQ_OUTBOX_OK);
     CHECK(memcmp(it.data, "three", 5) == 0);
     CHECK_RC(nmq_outbox_bind(ob, it.seq, 12), NMQ_OUTBOX_OK);
@@ -220,6 +221,7 @@ static void test_flow(void)
     CHECK_RC(nmq_outbox_get_stats(ob, NULL), NMQ_OUTBOX_EINVAL);
     CHECK_RC(nmq_outbox_get_stats(ob, &st), NMQ_OUTBOX_OK);
     CHECK(st.messages == 2 && st.inflight == 1 && st.acked == 2 && st.dropped_rejected == 1);
+    CHECK(st.dead_letters == 1 && st.dead_lettered == 1 && st.backing_off == 0);
     CHECK(st.enqueued == 5 && st.link_up == 1 && st.window == 8);
 
     /* Link down: "direct" goes back, and comes again with its packet id and DUP. */
@@ -643,7 +645,7 @@ static void test_count_lost(void)
     CHECK(st.lost_fallback_queue == 3 && st.lost_fallback_send == 1);
     CHECK(st.messages == 0 && st.enqueued == 0); /* never the outbox's own rows */
     CHECK_RC(nmq_outbox_stats_json(ob, buf, sizeof buf, &need), NMQ_OUTBOX_OK);
-    CHECK(strstr(buf, "\"fallback_queue\":3,\"fallback_send\":1}") != NULL);
+    CHECK(strstr(buf, "\"fallback_queue\":3,\"fallback_send\":1,") != NULL);
     CHECK_RC(nmq_outbox_stats_prometheus(&ob, 1, buf, sizeof buf, &need), NMQ_OUTBOX_OK);
     CHECK(strstr(buf, "nanomq_bridge_outbox_dropped_total{bridge=\"b\",reason=\"fallback_send\"} 1\n") != NULL);
     CHECK_RC(nmq_outbox_close(ob), NMQ_OUTBOX_OK);
@@ -807,6 +809,57 @@ static void test_link_up_connack(void)
     nmq_outbox_free(ob);
 }
 
+/* Issue 20: a PUBACK 0x97 (quota exceeded) queues the row again behind a back-off; a
+ * rejection keeps it as a dead letter, shown in the JSON and Prometheus counters. */
+static void test_ack_refusals(void)
+{
+    char p[300];
+    path_in(p, sizeof p, "refusals.db");
+    nmq_outbox_config c = config(p, "b");
+    c.backoff_ms = 50;
+    c.dead_letter_limit = 5;
+    nmq_outbox *ob = NULL;
+    nmq_outbox_item it;
+    nmq_outbox_ack_outcome o;
+    nmq_outbox_stats st;
+    int64_t a = 0;
+    CHECK_RC(nmq_outbox_open(&c, &ob), NMQ_OUTBOX_OK);
+    CHECK_RC(nmq_outbox_append(ob, 1, 0, u8("a"), 1, &a), NMQ_OUTBOX_OK);
+    CHECK_RC(nmq_outbox_append(ob, 1, 0, u8("b"), 1, NULL), NMQ_OUTBOX_OK);
+    CHECK_RC(nmq_outbox_link_up(ob, 0), NMQ_OUTBOX_OK);
+    CHECK_RC(nmq_outbox_lease(ob, &it), NMQ_OUTBOX_OK);
+    CHECK_RC(nmq_outbox_bind(ob, it.seq, 5), NMQ_OUTBOX_OK);
+    nmq_outbox_item_free(&it);
+    CHECK_RC(nmq_outbox_ack(ob, 5, NMQ_OUTBOX_PUBACK, 0x97, &o), NMQ_OUTBOX_OK);
+    CHECK(o == NMQ_OUTBOX_ACK_RETRY);
+    CHECK_RC(nmq_outbox_lease(ob, &it), NMQ_OUTBOX_EMPTY); /* backing off */
+    CHECK_RC(nmq_outbox_get_stats(ob, &st), NMQ_OUTBOX_OK);
+    CHECK(st.backoffs == 1 && st.backing_off == 1 && st.messages == 2 && st.dead_letters == 0);
+    usleep(80 * 1000);
+    CHECK_RC(nmq_outbox_lease(ob, &it), NMQ_OUTBOX_OK);
+    CHECK(it.seq == a && it.packet_id == 0 && it.dup == 0);
+    CHECK_RC(nmq_outbox_bind(ob, it.seq, 6), NMQ_OUTBOX_OK);
+    nmq_outbox_item_free(&it);
+    CHECK_RC(nmq_outbox_ack(ob, 6, NMQ_OUTBOX_PUBACK, 0x87, &o), NMQ_OUTBOX_OK);
+    CHECK(o == NMQ_OUTBOX_ACK_REJECTED);
+    CHECK_RC(nmq_outbox_get_stats(ob, &st), NMQ_OUTBOX_OK);
+    CHECK(st.dead_letters == 1 && st.dead_lettered == 1 && st.messages == 1);
+    char buf[4096];
+    size_t need = 0;
+    CHECK_RC(nmq_outbox_stats_json(ob, buf, sizeof buf, &need), NMQ_OUTBOX_OK);
+    CHECK(strstr(buf, "\"dead_letters\":1,\"dead_lettered\":1,\"backoffs\":1") != NULL);
+    nmq_outbox *const obs[1] = {ob};
+    CHECK_RC(nmq_outbox_stats_prometheus(obs, 1, buf, sizeof buf, &need), NMQ_OUTBOX_OK);
+    CHECK(strstr(buf, "nanomq_bridge_outbox_dead_letters{bridge=\"b\"} 1\n") != NULL);
+    nmq_outbox_free(ob);
+    /* kept in the file: counted again at the next open */
+    ob = NULL;
+    CHECK_RC(nmq_outbox_open(&c, &ob), NMQ_OUTBOX_OK);
+    CHECK_RC(nmq_outbox_get_stats(ob, &st), NMQ_OUTBOX_OK);
+    CHECK(st.dead_letters == 1 && st.dead_lettered == 0 && st.messages == 1);
+    nmq_outbox_free(ob);
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -829,5 +882,6 @@ int main(int argc, char **argv)
     test_count_lost();
     test_threads();
     test_link_up_connack();
+    test_ack_refusals();
     return report(argv[0]);
 }

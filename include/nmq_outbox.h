@@ -132,6 +132,15 @@ typedef struct nmq_outbox_config {
                                     the writer and back). Appends then wake the writer only
                                     when a batch is due by group_commit_count or size; acks
                                     alone stay the writer's. 0 (default): the writer commits */
+    uint32_t dead_letter_limit;  /* dead letters kept per bridge; beyond it the oldest is
+                                    deleted, counted in stats.dropped_dead_letters and logged
+                                    with its reason. 0 = 1000 */
+    uint32_t max_attempts;       /* a row alone in flight when the remote closed the connection
+                                    on it this many times (REFUSALS) becomes a dead letter.
+                                    0 = 3 */
+    uint32_t backoff_ms;         /* first back-off after a transient refusal (quota exceeded,
+                                    server busy); doubled per refusal in a row, at most 60
+                                    times it. 0 = 1000 */
 } nmq_outbox_config;
 
 typedef enum nmq_outbox_decision {
@@ -148,8 +157,13 @@ typedef enum nmq_outbox_ack_type {
 typedef enum nmq_outbox_ack_outcome {
     NMQ_OUTBOX_ACK_DONE = 0,     /* acknowledged: the row is deleted */
     NMQ_OUTBOX_ACK_PROGRESS = 1, /* PUBREC of a QoS 2 row: kept until PUBCOMP */
-    NMQ_OUTBOX_ACK_REJECTED = 2  /* PUBACK/PUBREC reason >= 0x80: deleted, counted, not retried;
-                                    a PUBCOMP always completes the row */
+    NMQ_OUTBOX_ACK_REJECTED = 2, /* PUBACK/PUBREC reason >= 0x80 (not 0x97): the row is a dead
+                                    letter (kept, not replayed; DEAD LETTERS), counted in
+                                    dropped_rejected; a PUBCOMP always completes the row */
+    NMQ_OUTBOX_ACK_RETRY = 3     /* PUBACK/PUBREC 0x97 (quota exceeded): the row is queued again
+                                    at its place, sent as a new PUBLISH after a back-off
+                                    (stats.backoffs). Like DONE and REJECTED the exchange is
+                                    over: the packet id is free */
 } nmq_outbox_ack_outcome;
 
 /* A row handed out for sending. `data` belongs to the library until nmq_outbox_item_free(). */
@@ -193,6 +207,12 @@ typedef struct nmq_outbox_stats {
                                   Maximum QoS (nmq_outbox_link_up_connack) */
     uint64_t retain_cleared;   /* rows sent with RETAIN cleared: the remote has no retained
                                   messages (Retain Available 0) */
+    uint64_t dead_letters;     /* gauge: dead letters kept in the file now (DEAD LETTERS) */
+    uint64_t dead_lettered;    /* rows made dead letters since open */
+    uint64_t dropped_dead_letters; /* the oldest dead letters deleted beyond
+                                      config.dead_letter_limit (each logged with its reason) */
+    uint64_t backoffs;         /* transient refusals that made the replay back off */
+    uint8_t backing_off;       /* 1: the replay waits for a back-off to pass (lease: EMPTY) */
 } nmq_outbox_stats;
 
 /* What a CONNACK said, as nmq_outbox_link_up_connack() parsed it: for the host's log and its
@@ -223,6 +243,22 @@ typedef enum nmq_outbox_lost_reason {
     NMQ_OUTBOX_LOST_SEND_FAILED = 2 /* the host's fallback send failed and freed it (no link and
                                        nowhere to keep it, ack timeout, socket closed) */
 } nmq_outbox_lost_reason;
+
+/* DEAD LETTERS (issue 20). A row the remote refuses for good is not deleted: it becomes a dead
+ * letter, kept in the file (table `dead`: its bytes, QoS, times, the reason, the MQTT reason
+ * code if any, attempts, when), out of the replay, counted (stats.dead_letters now,
+ * stats.dead_lettered since open; JSON "dead_letters"/"dead_lettered", Prometheus
+ * nanomq_bridge_outbox_dead_letters and _dead_lettered_total). Reasons: "rejected" (a
+ * PUBACK/PUBREC reason code >= 0x80 but 0x97, also counted in dropped_rejected),
+ * "packet_too_large" (above the CONNACK's Maximum Packet Size), "refused_by_close" (the remote
+ * closed the connection max_attempts times on it, REFUSALS). At most
+ * config.dead_letter_limit are kept: beyond it the oldest is deleted, counted in
+ * stats.dropped_dead_letters (JSON "dropped":{"dead_letters"}, Prometheus
+ * reason="dead_letters") and logged with its reason: never a silent loss. An operator lists,
+ * exports, puts back in the queue (at their place in the FIFO, as never sent) or purges them
+ * with `nmq-outbox dead list|export|requeue|purge` (see its --help); requeue and purge refuse
+ * a file a running NanoMQ holds. The file's schema is version 2 (older files are migrated
+ * at open; a library of schema 1 refuses a file of schema 2). */
 
 /* Fills *cfg with the defaults and abi_version. path and bridge stay NULL: set them. */
 void nmq_outbox_config_init(nmq_outbox_config *cfg);
@@ -360,17 +396,21 @@ nmq_outbox_result nmq_outbox_import_stock(nmq_outbox *ob, const char *path,
  * {"bridge":"emqx1","file":"/var/lib/nanomq/nmq_outbox-emqx1.db","link_up":true,"messages":812,
  *  "bytes":81200,"inflight":32,"oldest_age_ms":95500,"enqueued":1170,"acked":358,"resent":3,
  *  "dropped":{"full":0,"expired":0,"rejected":0,"malformed":0,"unwritten":0,
- *             "fallback_queue":0,"fallback_send":0},
+ *             "fallback_queue":0,"fallback_send":0,"dead_letters":0},
  *  "refused_nospace":0,"space_low":false,"window":32,"committed_seq":1170,
- *  "qos_downgraded":0,"retain_cleared":0}
+ *  "qos_downgraded":0,"retain_cleared":0,"dead_letters":0,"dead_lettered":0,"backoffs":0,
+ *  "backing_off":false}
+ * ("dropped"."dead_letters": the oldest dead letters deleted beyond the limit; the top-level
+ * "dead_letters": the dead letters kept now)
  * written NUL-terminated into buf (cap bytes, caller-owned). *len (not NULL) gets the bytes
  * needed, NUL included; when cap is smaller nothing is written and ETOOBIG is returned. */
 nmq_outbox_result nmq_outbox_stats_json(nmq_outbox *ob, char *buf, size_t cap, size_t *len);
 
 /* The counters of the n handles in obs (a caller-owned array, no NULL entry) in Prometheus'
  * text format: families nanomq_bridge_outbox_{messages,bytes,inflight,oldest_age_seconds,
- * link_up} (gauges), _{enqueued,acked,resent,qos_downgraded,retain_cleared}_total and
- * _dropped_total{reason=...} (counters),
+ * link_up,dead_letters,backing_off} (gauges),
+ * _{enqueued,acked,resent,qos_downgraded,retain_cleared,dead_lettered,backoffs}_total and
+ * _dropped_total{reason=...} (counters, reason="dead_letters" included),
  * each sample labelled bridge="<name>". Buffer rule as nmq_outbox_stats_json(). */
 nmq_outbox_result nmq_outbox_stats_prometheus(nmq_outbox *const *obs, size_t n, char *buf,
                                               size_t cap, size_t *len);

@@ -201,6 +201,9 @@ unsafe fn config_from_c(c: &nmq_outbox_config, logger: Logger) -> Result<Config>
     cfg.group_commit_count = c.group_commit_count;
     cfg.group_commit_ms = c.group_commit_ms;
     cfg.window = c.window;
+    cfg.dead_letter_limit = c.dead_letter_limit;
+    cfg.max_attempts = c.max_attempts;
+    cfg.backoff_ms = c.backoff_ms;
     cfg.caller_commits = match c.caller_commits {
         0 => false,
         1 => true,
@@ -243,6 +246,9 @@ pub unsafe extern "C" fn nmq_outbox_config_init(cfg: *mut nmq_outbox_config) {
             log_ctx: std::ptr::null_mut(),
             log_level: NMQ_OUTBOX_LOG_INFO,
             caller_commits: 0,
+            dead_letter_limit: d.dead_letter_limit,
+            max_attempts: d.max_attempts,
+            backoff_ms: d.backoff_ms,
         };
         Ok(NMQ_OUTBOX_OK)
     });
@@ -578,6 +584,7 @@ pub unsafe extern "C" fn nmq_outbox_ack(
             AckOutcome::Done => NMQ_OUTBOX_ACK_DONE,
             AckOutcome::Progress => NMQ_OUTBOX_ACK_PROGRESS,
             AckOutcome::Rejected => NMQ_OUTBOX_ACK_REJECTED,
+            AckOutcome::Retry => NMQ_OUTBOX_ACK_RETRY,
             AckOutcome::NotOurs => return Ok(NMQ_OUTBOX_NOT_OURS),
         };
         if !outcome.is_null() {
@@ -637,6 +644,11 @@ pub unsafe extern "C" fn nmq_outbox_get_stats(
             lost_fallback_send: s.lost_fallback_send,
             qos_downgraded: s.qos_downgraded,
             retain_cleared: s.retain_cleared,
+            dead_letters: s.dead_letters,
+            dead_lettered: s.dead_lettered,
+            dropped_dead_letters: s.dropped_dead_letters,
+            backoffs: s.backoffs,
+            backing_off: s.backing_off as u8,
         };
         Ok(NMQ_OUTBOX_OK)
     })

@@ -18,6 +18,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, TryLockError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+mod refusal;
 mod remote;
 
 /// Where a new message should go.
@@ -74,9 +75,13 @@ pub enum AckOutcome {
     Done,
     /// PUBREC for a QoS 2 row: the row stays until PUBCOMP.
     Progress,
-    /// PUBACK or PUBREC with a reason code >= 0x80: deleted, counted in `dropped_rejected`,
-    /// not retried. (A PUBCOMP always completes the row.)
+    /// PUBACK or PUBREC with a reason code >= 0x80 (but 0x97): the row is a dead letter (kept
+    /// in the file, not replayed), counted in `dropped_rejected` and `dead_lettered`. (A
+    /// PUBCOMP always completes the row.)
     Rejected,
+    /// PUBACK or PUBREC 0x97 (quota exceeded): the row is queued again at its place, to be
+    /// sent as a new PUBLISH once the back-off passed. The packet id is free.
+    Retry,
     /// The packet id is not bound to a row of this outbox (a direct send, or stale).
     NotOurs,
 }
@@ -134,6 +139,17 @@ pub struct Stats {
     pub qos_downgraded: u64,
     /// Rows sent with RETAIN cleared: the remote has no retained messages (Retain Available 0).
     pub retain_cleared: u64,
+    /// Dead letters kept in the file now (rows the remote refused for good: not replayed).
+    pub dead_letters: u64,
+    /// Rows made dead letters since open.
+    pub dead_lettered: u64,
+    /// The oldest dead letters deleted beyond `dead_letter_limit` (each logged with its reason).
+    pub dropped_dead_letters: u64,
+    /// Transient refusals (PUBACK/PUBREC 0x97, a DISCONNECT for quota or load) that made the
+    /// replay back off.
+    pub backoffs: u64,
+    /// The replay waits for a back-off to pass (`lease` gives nothing until then).
+    pub backing_off: bool,
 }
 
 /// Rows read ahead from disk at once for the replay: at least this many...
@@ -175,6 +191,8 @@ struct Flight {
     qos: u8,
     packet_id: u16,
     bytes: u64,
+    /// Times the remote closed the connection while this row was alone in flight.
+    attempts: u32,
 }
 
 /// Everything behind the state lock. Never held while SQLite works or while logging.
@@ -234,6 +252,16 @@ struct State {
     limits: remote::Limits,
     qos_downgraded: u64,
     retain_cleared: u64,
+    /// Dead letters in the file now; rows made dead letters since open; the oldest deleted
+    /// beyond `dead_letter_limit`.
+    dead_letters: u64,
+    dead_lettered: u64,
+    dropped_dead_letters: u64,
+    /// Transient refusals (quota exceeded, server busy): the replay waits until
+    /// `backoff_until`; `backoff_step` refusals in a row double the wait.
+    backoffs: u64,
+    backoff_until: Option<Instant>,
+    backoff_step: u32,
 }
 
 impl State {
@@ -317,7 +345,9 @@ impl State {
             .pending
             .inserts
             .iter()
-            .filter(|r| r.seq >= self.cursor && !self.inflight.contains_key(&r.seq))
+            .filter(|r| {
+                r.seq >= self.cursor && !self.inflight.contains_key(&r.seq) && !self.buried(r.seq)
+            })
             .min_by_key(|r| r.seq);
         match next {
             Some(r) => Ok(Some(r.with_data(copy_bytes(&r.data)?))),
@@ -528,6 +558,12 @@ impl Outbox {
             limits: remote::Limits::default(),
             qos_downgraded: 0,
             retain_cleared: 0,
+            dead_letters: resume.dead,
+            dead_lettered: 0,
+            dropped_dead_letters: 0,
+            backoffs: 0,
+            backoff_until: None,
+            backoff_step: 0,
         };
         let shown = std::fs::canonicalize(&cfg.path).unwrap_or_else(|_| cfg.path.clone());
         log.info(&format!(
@@ -628,7 +664,11 @@ impl Outbox {
         check_qos(qos)?;
         let st = self.shared.lock_open()?;
         Ok(
-            if st.link_up && st.messages == 0 && (st.inflight.len() as u32) < st.window {
+            if st.link_up
+                && st.messages == 0
+                && (st.inflight.len() as u32) < st.window
+                && !st.backing_off()
+            {
                 Decision::SendNow
             } else {
                 Decision::Store
@@ -759,10 +799,24 @@ impl Outbox {
     /// The next row in FIFO order, if the link is up and the window has room.
     pub fn lease(&self) -> Result<Option<Leased>> {
         let sh = &self.shared;
+        let mut notes = Vec::new();
+        let mut wake = false;
+        let out = self.lease_inner(&mut notes, &mut wake);
+        if wake {
+            sh.wake.notify_one();
+        }
+        for n in notes {
+            sh.log.warn(&format!("bridge {:?}: {n}", sh.cfg.bridge));
+        }
+        out
+    }
+
+    fn lease_inner(&self, notes: &mut Vec<String>, wake: &mut bool) -> Result<Option<Leased>> {
+        let sh = &self.shared;
         for _ in 0..4 {
             let generation = {
                 let mut st = sh.lock_open()?;
-                if !st.link_up || st.inflight.len() as u32 >= st.window {
+                if !st.link_up || st.inflight.len() as u32 >= st.window || st.backing_off() {
                     return Ok(None);
                 }
                 if st.messages <= st.inflight.len() as u64 {
@@ -786,9 +840,32 @@ impl Outbox {
                         st.dropped_expired = st.dropped_expired.saturating_add(1);
                         continue;
                     }
+                    let expiry_secs = if row.expires_at == 0 {
+                        0
+                    } else {
+                        (row.expires_at.saturating_sub(now).saturating_add(999) / 1000)
+                            .clamp(1, u32::MAX as i64) as u32
+                    };
                     let mut row = row;
                     let bytes = row.data.len() as u64;
-                    let qos = st.shape(&mut row);
+                    let (qos, shaped) = st.shape(&mut row);
+                    if let Some(size) = st.too_large(&row, expiry_secs) {
+                        st.bury(
+                            row.seq,
+                            bytes,
+                            crate::dead::reason::PACKET_TOO_LARGE,
+                            None,
+                            row.attempts,
+                        );
+                        *wake |= st.writer_due(&sh.cfg);
+                        notes.push(format!(
+                            "row {} is a PUBLISH of {size} bytes, above the remote's Maximum                              Packet Size {}: never sent, kept as a dead letter",
+                            row.seq,
+                            st.limits.max_packet_size.unwrap_or(0)
+                        ));
+                        continue;
+                    }
+                    st.count_shape(shaped);
                     let dup = row.packet_id != 0;
                     if dup {
                         st.resent = st.resent.saturating_add(1);
@@ -799,14 +876,9 @@ impl Outbox {
                             qos,
                             packet_id: 0,
                             bytes,
+                            attempts: row.attempts,
                         },
                     );
-                    let expiry_secs = if row.expires_at == 0 {
-                        0
-                    } else {
-                        (row.expires_at.saturating_sub(now).saturating_add(999) / 1000)
-                            .clamp(1, u32::MAX as i64) as u32
-                    };
                     return Ok(Some(Leased {
                         seq: row.seq,
                         qos,
@@ -958,10 +1030,11 @@ impl Outbox {
         }
         // A PUBCOMP ends the exchange whatever its reason code: 0x92 (packet id not found)
         // answers a resumed PUBREL whose message the remote had already completed.
+        let mut note = String::new();
         let outcome = if reason >= 0x80 && kind != AckKind::PubComp {
-            st.finish(seq);
-            st.dropped_rejected = st.dropped_rejected.saturating_add(1);
-            AckOutcome::Rejected
+            let (o, n) = st.refused(&sh.cfg, seq, reason);
+            note = n;
+            o
         } else if kind == AckKind::PubRec {
             // Durable, so that after a restart the exchange resumes with PUBREL.
             match st.pending.inserts.iter_mut().find(|r| r.seq == seq) {
@@ -973,6 +1046,7 @@ impl Outbox {
         } else {
             st.finish(seq);
             st.acked = st.acked.saturating_add(1);
+            st.acked_one();
             AckOutcome::Done
         };
         let wake = st.writer_due(&sh.cfg);
@@ -980,9 +1054,9 @@ impl Outbox {
         if wake {
             sh.wake.notify_one();
         }
-        if outcome == AckOutcome::Rejected {
+        if !note.is_empty() {
             sh.log.warn(&format!(
-                "bridge {:?}: remote rejected packet id {packet_id} with reason 0x{reason:02x}; dropped",
+                "bridge {:?}: packet id {packet_id}: {note}",
                 sh.cfg.bridge
             ));
         }
@@ -1102,6 +1176,11 @@ impl Outbox {
             space_low: st.space_low,
             qos_downgraded: st.qos_downgraded,
             retain_cleared: st.retain_cleared,
+            dead_letters: st.dead_letters,
+            dead_lettered: st.dead_lettered,
+            dropped_dead_letters: st.dropped_dead_letters,
+            backoffs: st.backoffs,
+            backing_off: st.backing_off(),
         })
     }
 }
@@ -1222,6 +1301,7 @@ impl Shared {
             enqueued_at: now,
             packet_id,
             released,
+            attempts: 0,
             data,
         });
         st.pending_since.get_or_insert_with(Instant::now);
@@ -1499,6 +1579,7 @@ impl Shared {
 
     /// Rows SQLite refused at commit: gone, counted, logged.
     fn take_refused(&self, st: &mut State, written: Written, notes: &mut Vec<(bool, String)>) {
+        st.take_dead(&written, notes);
         for (seq, bytes, why) in written.refused {
             st.vanish(seq, bytes);
             st.dropped_malformed = st.dropped_malformed.saturating_add(1);
@@ -1558,7 +1639,7 @@ impl Shared {
                 if m == 0 && b == 0 {
                     break;
                 }
-                let skip = st.inflight.len() + st.pending.deletes.len();
+                let skip = st.inflight.len() + st.pending.deletes.len() + st.pending.buries.len();
                 if b > 0 {
                     skip.saturating_add(256)
                 } else {
@@ -1572,7 +1653,13 @@ impl Shared {
                 _ => i64::MAX,
             };
             let mut st = lock(&self.state);
-            let gone: HashSet<i64> = st.pending.deletes.iter().copied().collect();
+            let gone: HashSet<i64> = st
+                .pending
+                .deletes
+                .iter()
+                .copied()
+                .chain(st.pending.buries.iter().map(|b| b.seq))
+                .collect();
             let mut cands: Vec<(i64, u64)> = disk;
             cands.extend(
                 st.pending
@@ -1644,8 +1731,16 @@ impl Shared {
                 r.released = false;
             }
         }
-        if st.pending.deletes.iter().any(|&s| s >= cursor) {
-            let gone: HashSet<i64> = st.pending.deletes.iter().copied().collect();
+        if st.pending.deletes.iter().any(|&s| s >= cursor)
+            || st.pending.buries.iter().any(|b| b.seq >= cursor)
+        {
+            let gone: HashSet<i64> = st
+                .pending
+                .deletes
+                .iter()
+                .copied()
+                .chain(st.pending.buries.iter().map(|b| b.seq))
+                .collect();
             rows.retain(|r| !gone.contains(&r.seq));
         }
         // (Acks and packet ids pile up to ACKS_DUE between commits; those of rows below the
@@ -1674,7 +1769,12 @@ impl Shared {
             .pending
             .inserts
             .iter()
-            .filter(|r| r.seq >= cursor && r.seq <= upto && !st.inflight.contains_key(&r.seq))
+            .filter(|r| {
+                r.seq >= cursor
+                    && r.seq <= upto
+                    && !st.inflight.contains_key(&r.seq)
+                    && !st.buried(r.seq)
+            })
             .collect();
         let ahead: VecDeque<Row> = if extra.is_empty() {
             rows.into()

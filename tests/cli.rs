@@ -334,7 +334,7 @@ fn bad_input_gets_one_line_and_its_exit_code() {
         expect_fail(
             &[cmd, s(&newer)],
             6,
-            "newer schema 99, this tool reads up to 1",
+            "newer schema 99, this tool reads up to 2",
         );
     }
     expect_fail(
@@ -428,7 +428,7 @@ fn check_finds_planted_invariant_violations() {
         "expires_at 5 before enqueued_at",
     );
     plant(
-        "INSERT INTO msg VALUES (77, 1, 1, 0, 1, 0, 0, x'30')",
+        "INSERT INTO msg VALUES (77, 1, 1, 0, 1, 0, 0, x'30', 0)",
         "1 rows belong to no bridge",
     );
     // Opaque bytes (the plain C API) are a warning, not a problem.

@@ -235,3 +235,293 @@ fn retain_unavailable_sends_retained_rows_with_retain_cleared() {
     assert_eq!(a.data[0] & 1, 1, "the stored row kept RETAIN");
     assert_eq!(ob.stats().unwrap().retain_cleared, 1);
 }
+
+/// The dead letters of bridge "b" in the file (a second, read-only connection).
+fn dead_letters(path: &Path) -> Vec<nmq_outbox::dead::DeadLetter> {
+    let conn =
+        rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .unwrap();
+    let id: i64 = conn
+        .query_row("SELECT id FROM bridge WHERE name = 'b'", [], |r| r.get(0))
+        .unwrap();
+    nmq_outbox::dead::list(&conn, id, 0).unwrap()
+}
+
+/// Leases, binds and acknowledges every row it can; returns the last byte of each payload.
+fn deliver_all(ob: &Outbox, pid: &mut u16) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(row) = ob.lease().unwrap() {
+        ob.bind(row.seq, *pid).unwrap();
+        let kinds: &[AckKind] = if row.qos == 2 {
+            &[AckKind::PubRec, AckKind::PubComp]
+        } else {
+            &[AckKind::PubAck]
+        };
+        for k in kinds {
+            ob.ack(*pid, *k, 0).unwrap();
+        }
+        out.push(*row.data.last().unwrap());
+        *pid += 1;
+    }
+    out
+}
+
+/// Issue 20 step 2: a PUBACK or PUBREC with a reason code >= 0x80 deleted the row (counted in
+/// dropped_rejected). The row is now kept as a dead letter, with its reason code, out of the
+/// replay; the rows behind it go on; the counters say so, also after a restart.
+#[test]
+fn a_rejected_row_is_a_dead_letter_not_a_deletion() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("o.db");
+    let ob = Outbox::open(cfg(&path)).unwrap();
+    let a = append(&ob, 1, &publish("deny", 1, false, &[1]));
+    let b = append(&ob, 2, &publish("deny", 2, false, &[2]));
+    append(&ob, 1, &publish("ok", 1, false, &[3]));
+    ob.link_up_connack(&connack(true, 0, &[])).unwrap();
+    let r = ob.lease().unwrap().unwrap();
+    ob.bind(r.seq, 1).unwrap();
+    assert_eq!(
+        ob.ack(1, AckKind::PubAck, 0x87).unwrap(),
+        AckOutcome::Rejected
+    );
+    let r = ob.lease().unwrap().unwrap();
+    ob.bind(r.seq, 2).unwrap();
+    assert_eq!(
+        ob.ack(2, AckKind::PubRec, 0x90).unwrap(),
+        AckOutcome::Rejected
+    );
+    assert_eq!(ob.ack(2, AckKind::PubComp, 0).unwrap(), AckOutcome::NotOurs);
+    let mut pid = 3;
+    assert_eq!(deliver_all(&ob, &mut pid), vec![3], "the rest goes on");
+    let s = ob.stats().unwrap();
+    assert_eq!((s.messages, s.dead_letters, s.dead_lettered), (0, 2, 2));
+    assert_eq!((s.dropped_rejected, s.acked), (2, 1));
+    ob.flush().unwrap();
+    let dead = dead_letters(&path);
+    let got: Vec<_> = dead
+        .iter()
+        .map(|d| (d.seq, d.qos, d.reason.as_str(), d.reason_code, d.attempts))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (a, 1, "rejected", Some(0x87), 0),
+            (b, 2, "rejected", Some(0x90), 0)
+        ]
+    );
+    assert_eq!(dead[0].data, publish("deny", 1, false, &[1]), "kept whole");
+    assert!(dead[0].dead_at > 0);
+    // After a restart: counted, never replayed; a new row gets a seq of its own.
+    ob.close().unwrap();
+    drop(ob);
+    let ob = Outbox::open(cfg(&path)).unwrap();
+    assert_eq!(ob.stats().unwrap().dead_letters, 2);
+    let c = append(&ob, 1, &publish("new", 1, false, &[4]));
+    assert!(c > b);
+    ob.link_up(0).unwrap();
+    assert_eq!(deliver_all(&ob, &mut pid), vec![4]);
+}
+
+/// PUBACK 0x97 (quota exceeded) is a refusal for now: the row is queued again at its place,
+/// the replay backs off (lease gives nothing), then sends it as a new PUBLISH; never a dead
+/// letter.
+#[test]
+fn quota_exceeded_backs_off_then_sends_the_row_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = cfg(&dir.path().join("o.db"));
+    c.backoff_ms = 200;
+    let ob = Outbox::open(c).unwrap();
+    let a = append(&ob, 1, &publish("t", 1, false, &[1]));
+    append(&ob, 1, &publish("t", 1, false, &[2]));
+    ob.link_up_connack(&connack(true, 0, &[])).unwrap();
+    let r = ob.lease().unwrap().unwrap();
+    ob.bind(r.seq, 1).unwrap();
+    let t0 = std::time::Instant::now();
+    assert_eq!(ob.ack(1, AckKind::PubAck, 0x97).unwrap(), AckOutcome::Retry);
+    assert!(ob.lease().unwrap().is_none(), "backing off");
+    let s = ob.stats().unwrap();
+    assert!(s.backing_off && s.backoffs == 1 && s.dead_letters == 0 && s.messages == 2);
+    assert_eq!(ob.decide(1).unwrap(), nmq_outbox::Decision::Store);
+    let r = loop {
+        if let Some(r) = ob.lease().unwrap() {
+            break r;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    assert!(t0.elapsed() >= std::time::Duration::from_millis(200));
+    assert_eq!((r.seq, r.packet_id, r.dup), (a, 0, false), "again, as new");
+    ob.bind(r.seq, 2).unwrap();
+    // A second refusal in a row waits twice as long.
+    assert_eq!(ob.ack(2, AckKind::PubAck, 0x97).unwrap(), AckOutcome::Retry);
+    let t1 = std::time::Instant::now();
+    let r = loop {
+        if let Some(r) = ob.lease().unwrap() {
+            break r;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    assert!(t1.elapsed() >= std::time::Duration::from_millis(400));
+    ob.bind(r.seq, 3).unwrap();
+    assert_eq!(ob.ack(3, AckKind::PubAck, 0).unwrap(), AckOutcome::Done);
+    let mut pid = 4;
+    assert_eq!(deliver_all(&ob, &mut pid), vec![2]);
+    let s = ob.stats().unwrap();
+    assert_eq!(
+        (s.messages, s.acked, s.backoffs, s.dead_letters),
+        (0, 2, 2, 0)
+    );
+    assert!(!s.backing_off);
+}
+
+/// Maximum Packet Size: a row whose PUBLISH as sent is larger is never sent (MQTT 5
+/// 3.1.2.24): a dead letter "packet_too_large"; the rest is forwarded.
+#[test]
+fn a_row_above_maximum_packet_size_is_a_dead_letter_and_the_rest_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("o.db");
+    let ob = Outbox::open(cfg(&path)).unwrap();
+    append(&ob, 1, &publish("t", 1, false, &[1]));
+    let big = append(&ob, 1, &publish("t", 1, false, &[2; 200]));
+    append(&ob, 2, &publish("t", 2, false, &[3]));
+    // 100 bytes: the small ones fit, the large one does not.
+    ob.link_up_connack(&connack(true, 0, &[0x27, 0, 0, 0, 100]))
+        .unwrap();
+    let mut pid = 1;
+    assert_eq!(deliver_all(&ob, &mut pid), vec![1, 3]);
+    let s = ob.stats().unwrap();
+    assert_eq!((s.messages, s.acked, s.dead_letters), (0, 2, 1));
+    ob.flush().unwrap();
+    let dead = dead_letters(&path);
+    assert_eq!(dead.len(), 1);
+    assert_eq!(
+        (dead[0].seq, dead[0].reason.as_str()),
+        (big, "packet_too_large")
+    );
+    assert_eq!(dead[0].reason_code, None);
+}
+
+/// The dead letters are bounded: beyond dead_letter_limit the oldest is deleted, counted in
+/// dropped_dead_letters and logged with its reason.
+#[test]
+fn dead_letters_beyond_the_limit_push_the_oldest_out_counted_and_logged() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("o.db");
+    let mut c = cfg(&path);
+    c.dead_letter_limit = 2;
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let sink = lines.clone();
+    c.logger = nmq_outbox::Logger::new(
+        Some(std::sync::Arc::new(move |_, m: &str| {
+            sink.lock().unwrap().push(m.to_string())
+        })),
+        nmq_outbox::Level::Debug,
+    );
+    let ob = Outbox::open(c).unwrap();
+    let seqs: Vec<i64> = (0..3u8)
+        .map(|i| append(&ob, 1, &publish("t", 1, false, &[i])))
+        .collect();
+    ob.link_up_connack(&connack(true, 0, &[])).unwrap();
+    for pid in 1..=3 {
+        let r = ob.lease().unwrap().unwrap();
+        ob.bind(r.seq, pid).unwrap();
+        assert_eq!(
+            ob.ack(pid, AckKind::PubAck, 0x87).unwrap(),
+            AckOutcome::Rejected
+        );
+        ob.flush().unwrap(); // one commit each: the oldest dies first
+    }
+    let s = ob.stats().unwrap();
+    assert_eq!(
+        (s.dead_letters, s.dead_lettered, s.dropped_dead_letters),
+        (2, 3, 1)
+    );
+    let left: Vec<i64> = dead_letters(&path).iter().map(|d| d.seq).collect();
+    assert_eq!(left, seqs[1..]);
+    let lines = lines.lock().unwrap();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("dead letter limit") && l.contains("1 rejected")),
+        "{lines:?}"
+    );
+}
+
+/// The file format changed (schema 2: `msg.attempts`, the `dead` table): a file of schema 1,
+/// as the previous library wrote it, is migrated at open, its rows kept in order.
+#[test]
+fn a_schema_1_file_is_migrated_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("o.db");
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "PRAGMA journal_mode=WAL;
+             CREATE TABLE bridge(id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);
+             CREATE TABLE msg(
+                 bridge_id INTEGER NOT NULL, seq INTEGER NOT NULL, qos INTEGER NOT NULL,
+                 expires_at INTEGER NOT NULL, enqueued_at INTEGER NOT NULL,
+                 packet_id INTEGER NOT NULL DEFAULT 0, released INTEGER NOT NULL DEFAULT 0,
+                 data BLOB NOT NULL, PRIMARY KEY(bridge_id, seq)) WITHOUT ROWID;
+             INSERT INTO bridge(id, name) VALUES (1, 'b'), (2, 'other');
+             PRAGMA application_id = 1852666223; PRAGMA user_version = 1;",
+        )
+        .unwrap();
+        for (bridge, seq, pid, released, byte) in [
+            (1, 5, 0, 0, 1u8),
+            (1, 6, 9, 1, 2),
+            (2, 1, 0, 0, 7),
+            (1, 7, 0, 0, 3),
+        ] {
+            let qos = if released == 1 { 2 } else { 1 };
+            conn.execute(
+                "INSERT INTO msg VALUES (?1, ?2, ?3, 0, 1, ?4, ?5, ?6)",
+                rusqlite::params![
+                    bridge,
+                    seq,
+                    qos,
+                    pid,
+                    released,
+                    publish("t", qos, false, &[byte])
+                ],
+            )
+            .unwrap();
+        }
+    }
+    let ob = Outbox::open(cfg(&path)).unwrap();
+    assert_eq!(ob.stats().unwrap().messages, 3);
+    ob.link_up(0).unwrap();
+    let r = ob.lease().unwrap().unwrap();
+    assert_eq!((r.seq, r.packet_id, r.released), (5, 0, false));
+    let r6 = ob.lease().unwrap().unwrap();
+    assert_eq!((r6.seq, r6.packet_id, r6.released), (6, 9, true));
+    let r7 = ob.lease().unwrap().unwrap();
+    ob.bind(r7.seq, 1).unwrap();
+    assert_eq!(
+        ob.ack(1, AckKind::PubAck, 0x87).unwrap(),
+        AckOutcome::Rejected
+    );
+    ob.close().unwrap();
+    drop(ob);
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, nmq_outbox::store::SCHEMA_VERSION as i64);
+    let attempts: i64 = conn
+        .query_row("SELECT sum(attempts) FROM msg", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(attempts, 0);
+    let other: i64 = conn
+        .query_row("SELECT count(*) FROM msg WHERE bridge_id = 2", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(other, 1, "another bridge's rows untouched");
+    assert_eq!(
+        dead_letters(&path)
+            .iter()
+            .map(|d| d.seq)
+            .collect::<Vec<_>>(),
+        vec![7]
+    );
+}

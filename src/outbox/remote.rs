@@ -31,6 +31,13 @@ impl Default for Limits {
     }
 }
 
+/// What `State::shape` changed in a row.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Shaped {
+    pub downgraded: bool,
+    pub retain_cleared: bool,
+}
+
 impl Limits {
     pub fn of(c: &Connack) -> Limits {
         Limits {
@@ -48,26 +55,47 @@ impl State {
     /// protocol error, 0x9A), its bytes rewritten to say so when they are a PUBLISH (a released
     /// QoS 2 row resumes with PUBREL: QoS 2, no PUBLISH).
     /// Returns the QoS it is sent at.
-    pub(super) fn shape(&mut self, row: &mut Row) -> u8 {
+    pub(super) fn shape(&self, row: &mut Row) -> (u8, Shaped) {
         let l = self.limits;
         let mut qos = row.qos;
+        let mut shaped = Shaped::default();
         if row.released {
-            return qos;
+            return (qos, shaped);
         }
-        let lower = qos > l.max_qos;
-        if lower {
+        if qos > l.max_qos {
             qos = l.max_qos;
-            self.qos_downgraded = self.qos_downgraded.saturating_add(1);
+            shaped.downgraded = true;
         }
-        if lower || !l.retain {
+        if shaped.downgraded || !l.retain {
             // Bytes that are no PUBLISH (a host storing its own format) go as they are: the
             // host encodes them at the item's QoS.
             let cleared = crate::mqtt::reshape_publish(&mut row.data, qos, !l.retain);
-            if cleared.unwrap_or(false) {
-                self.retain_cleared = self.retain_cleared.saturating_add(1);
-            }
+            shaped.retain_cleared = cleared.unwrap_or(false);
         }
-        qos
+        (qos, shaped)
+    }
+
+    /// Counts what `shape` did to a row that is sent.
+    pub(super) fn count_shape(&mut self, s: Shaped) {
+        if s.downgraded {
+            self.qos_downgraded = self.qos_downgraded.saturating_add(1);
+        }
+        if s.retain_cleared {
+            self.retain_cleared = self.retain_cleared.saturating_add(1);
+        }
+    }
+
+    /// The size of the PUBLISH the replay sends for `row` (shaped), when it is above the
+    /// remote's Maximum Packet Size (MQTT 5 3.1.2.24: such a packet must not be sent). Bytes
+    /// that are no PUBLISH count as they are. A PUBREL (released row) is never too large.
+    pub(super) fn too_large(&self, row: &Row, expiry_secs: u32) -> Option<usize> {
+        let max = self.limits.max_packet_size? as usize;
+        if row.released {
+            return None;
+        }
+        let size = crate::mqtt::resend_size(&row.data, self.limits.proto_ver, expiry_secs)
+            .unwrap_or(row.data.len());
+        (size > max).then_some(size)
     }
 
     /// The remote has no session for us (Session Present 0): no packet id of ours and no
