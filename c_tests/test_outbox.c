@@ -108,6 +108,7 @@ static void test_null_handle(void)
     CHECK_RC(nmq_outbox_flush(NULL), NMQ_OUTBOX_EINVAL);
     CHECK_RC(nmq_outbox_link_up(NULL, 0), NMQ_OUTBOX_EINVAL);
     CHECK_RC(nmq_outbox_link_down(NULL), NMQ_OUTBOX_EINVAL);
+    CHECK_RC(nmq_outbox_link_down_reason(NULL, 0x87, 1), NMQ_OUTBOX_EINVAL);
     CHECK_RC(nmq_outbox_link_up_connack(NULL, 5, u8("\x20\x02\x00\x00"), 4, NULL),
              NMQ_OUTBOX_EINVAL);
     CHECK_RC(nmq_outbox_decide(NULL, 1, &d), NMQ_OUTBOX_EINVAL);
@@ -860,6 +861,71 @@ static void test_ack_refusals(void)
     nmq_outbox_free(ob);
 }
 
+/* Issue 20: why the link went down. A DISCONNECT refusal with rows in flight probes (window
+ * 1); the row alone in flight when it comes again becomes a dead letter after max_attempts;
+ * an ack ends the probe; a transient reason backs off. */
+static void test_link_down_reason(void)
+{
+    char p[300];
+    path_in(p, sizeof p, "down.db");
+    nmq_outbox_config c = config(p, "b");
+    c.window = 3;
+    c.max_attempts = 1;
+    c.backoff_ms = 40;
+    nmq_outbox *ob = NULL;
+    nmq_outbox_item it;
+    nmq_outbox_stats st;
+    nmq_outbox_decision d;
+    nmq_outbox_ack_outcome o;
+    CHECK_RC(nmq_outbox_open(&c, &ob), NMQ_OUTBOX_OK);
+    for (int i = 0; i < 4; i++) {
+        CHECK_RC(nmq_outbox_append(ob, 1, 0, u8("m"), 1, NULL), NMQ_OUTBOX_OK);
+    }
+    CHECK_RC(nmq_outbox_link_up(ob, 0), NMQ_OUTBOX_OK);
+    for (uint16_t pid = 1; pid <= 3; pid++) {
+        CHECK_RC(nmq_outbox_lease(ob, &it), NMQ_OUTBOX_OK);
+        CHECK_RC(nmq_outbox_bind(ob, it.seq, pid), NMQ_OUTBOX_OK);
+        nmq_outbox_item_free(&it);
+    }
+    CHECK_RC(nmq_outbox_link_down_reason(ob, 0x87, 1), NMQ_OUTBOX_OK);
+    CHECK_RC(nmq_outbox_get_stats(ob, &st), NMQ_OUTBOX_OK);
+    CHECK(st.probing == 1 && st.link_up == 0 && st.inflight == 0 && st.dead_letters == 0);
+    CHECK_RC(nmq_outbox_link_up(ob, 0), NMQ_OUTBOX_OK);
+    CHECK_RC(nmq_outbox_decide(ob, 1, &d), NMQ_OUTBOX_OK);
+    CHECK(d == NMQ_OUTBOX_STORE);
+    CHECK_RC(nmq_outbox_lease(ob, &it), NMQ_OUTBOX_OK);
+    CHECK_RC(nmq_outbox_bind(ob, it.seq, 4), NMQ_OUTBOX_OK);
+    nmq_outbox_item_free(&it);
+    CHECK_RC(nmq_outbox_lease(ob, &it), NMQ_OUTBOX_EMPTY); /* window 1 */
+    CHECK_RC(nmq_outbox_link_down_reason(ob, 0x87, 1), NMQ_OUTBOX_OK);
+    CHECK_RC(nmq_outbox_get_stats(ob, &st), NMQ_OUTBOX_OK);
+    CHECK(st.dead_letters == 1 && st.messages == 3 && st.probing == 1);
+    CHECK_RC(nmq_outbox_link_up(ob, 0), NMQ_OUTBOX_OK);
+    CHECK_RC(nmq_outbox_lease(ob, &it), NMQ_OUTBOX_OK);
+    CHECK_RC(nmq_outbox_bind(ob, it.seq, 5), NMQ_OUTBOX_OK);
+    nmq_outbox_item_free(&it);
+    CHECK_RC(nmq_outbox_ack(ob, 5, NMQ_OUTBOX_PUBACK, 0, &o), NMQ_OUTBOX_OK);
+    CHECK_RC(nmq_outbox_ack(ob, 5, NMQ_OUTBOX_PUBACK, 0, &o), NMQ_OUTBOX_NOT_OURS);
+    CHECK_RC(nmq_outbox_get_stats(ob, &st), NMQ_OUTBOX_OK);
+    CHECK(st.probing == 0 && st.acks_ignored == 1);
+    /* transient: back off */
+    CHECK_RC(nmq_outbox_link_down_reason(ob, 0x97, 1), NMQ_OUTBOX_OK);
+    CHECK_RC(nmq_outbox_link_up(ob, 0), NMQ_OUTBOX_OK);
+    CHECK_RC(nmq_outbox_lease(ob, &it), NMQ_OUTBOX_EMPTY);
+    CHECK_RC(nmq_outbox_get_stats(ob, &st), NMQ_OUTBOX_OK);
+    CHECK(st.backing_off == 1 && st.backoffs == 1 && st.probing == 0);
+    usleep(60 * 1000);
+    CHECK_RC(nmq_outbox_lease(ob, &it), NMQ_OUTBOX_OK);
+    nmq_outbox_item_free(&it);
+    /* an ordinary close (0x8B): nothing more */
+    CHECK_RC(nmq_outbox_link_down_reason(ob, 0x8B, 1), NMQ_OUTBOX_OK);
+    CHECK_RC(nmq_outbox_get_stats(ob, &st), NMQ_OUTBOX_OK);
+    CHECK(st.probing == 0 && st.dead_letters == 1);
+    CHECK_RC(nmq_outbox_close(ob), NMQ_OUTBOX_OK);
+    CHECK_RC(nmq_outbox_link_down_reason(ob, 0, 0), NMQ_OUTBOX_ECLOSED);
+    nmq_outbox_free(ob);
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -883,5 +949,6 @@ int main(int argc, char **argv)
     test_threads();
     test_link_up_connack();
     test_ack_refusals();
+    test_link_down_reason();
     return report(argv[0]);
 }

@@ -213,6 +213,9 @@ typedef struct nmq_outbox_stats {
                                       config.dead_letter_limit (each logged with its reason) */
     uint64_t backoffs;         /* transient refusals that made the replay back off */
     uint8_t backing_off;       /* 1: the replay waits for a back-off to pass (lease: EMPTY) */
+    uint8_t probing;           /* 1: the replay sends one row at a time (REFUSALS) */
+    uint64_t acks_ignored;     /* acks that matched no row in flight (NOT_OURS: an unknown
+                                  packet id, a second ack, the wrong type for the QoS sent) */
 } nmq_outbox_stats;
 
 /* What a CONNACK said, as nmq_outbox_link_up_connack() parsed it: for the host's log and its
@@ -322,8 +325,39 @@ nmq_outbox_result nmq_outbox_link_up_connack(nmq_outbox *ob, uint8_t proto_ver,
                                              const uint8_t *packet, size_t len,
                                              nmq_outbox_connack *out);
 
-/* The link went down: rows in flight go back to the head of the queue in their order. */
+/* The link went down: rows in flight go back to the head of the queue in their order. An
+ * ordinary outage: for a host that cannot tell why (prefer nmq_outbox_link_down_reason()). */
 nmq_outbox_result nmq_outbox_link_down(nmq_outbox *ob);
+
+/* REFUSALS (issue 20). A remote that refuses a message may close the connection instead of
+ * answering it (a DISCONNECT with a reason code; MQTT 3.1.1 servers just close). Such a
+ * message must not block the ones behind it forever, so the host says why the link went down:
+ * `had_disconnect` nonzero when the remote sent a DISCONNECT, `disconnect_reason` its reason
+ * code (0 when none). Rows in flight go back to the head of the queue (as
+ * nmq_outbox_link_down()), and:
+ *   - a refusal: a DISCONNECT with 0x80 0x81 0x82 0x83 0x87 0x90 0x94 0x95 0x99 0x9A 0x9B, or
+ *     a close without DISCONNECT within 3 s of a send with no ack since. A row that was alone
+ *     in flight gets an attempt; after config.max_attempts (default 3) it becomes a dead
+ *     letter ("refused_by_close", the reason code kept) and the replay goes on. With several
+ *     rows in flight (or none: the host's direct send may be the culprit; it comes back
+ *     through nmq_outbox_requeue_front) the next connections probe: the window is 1 (and
+ *     nmq_outbox_decide() says STORE) until a row is acknowledged, so that the culprit is
+ *     alone in flight when the remote closes again. A close without DISCONNECT counts an
+ *     attempt only while probing: an ordinary outage (no DISCONNECT, the link lost while idle
+ *     or during a normal window) never counts attempts;
+ *   - a transient refusal: a DISCONNECT with 0x89 Server busy, 0x93 Receive Maximum
+ *     exceeded, 0x96 Message rate too high, 0x97 Quota exceeded, 0x9F Connection rate
+ *     exceeded (and PUBACK/PUBREC 0x97, NMQ_OUTBOX_ACK_RETRY): the replay backs off for
+ *     config.backoff_ms (default 1 s), doubled for each such refusal in a row up to 60 times
+ *     it, reset by an acknowledged row. Meanwhile nmq_outbox_lease() gives EMPTY and
+ *     nmq_outbox_decide() STORE; the host's replay tick (its timer) calls lease again. Never
+ *     an attempt, never a dead letter;
+ *   - any other reason (0x00 normal, 0x8B server shutting down, 0x8D keep alive timeout,
+ *     0x8E session taken over, 0x98 administrative action, ...): an ordinary outage.
+ * stats.probing, stats.backing_off and stats.backoffs say what is going on; each decision is
+ * logged. `ob` is borrowed. Thread-safe. */
+nmq_outbox_result nmq_outbox_link_down_reason(nmq_outbox *ob, uint8_t disconnect_reason,
+                                              int had_disconnect);
 
 /* For a new message of QoS `qos`: NMQ_OUTBOX_SEND_NOW only when the link is up, nothing is held
  * and the window has room; NMQ_OUTBOX_STORE otherwise. */
@@ -399,7 +433,7 @@ nmq_outbox_result nmq_outbox_import_stock(nmq_outbox *ob, const char *path,
  *             "fallback_queue":0,"fallback_send":0,"dead_letters":0},
  *  "refused_nospace":0,"space_low":false,"window":32,"committed_seq":1170,
  *  "qos_downgraded":0,"retain_cleared":0,"dead_letters":0,"dead_lettered":0,"backoffs":0,
- *  "backing_off":false}
+ *  "backing_off":false,"probing":false,"acks_ignored":0}
  * ("dropped"."dead_letters": the oldest dead letters deleted beyond the limit; the top-level
  * "dead_letters": the dead letters kept now)
  * written NUL-terminated into buf (cap bytes, caller-owned). *len (not NULL) gets the bytes
@@ -408,8 +442,8 @@ nmq_outbox_result nmq_outbox_stats_json(nmq_outbox *ob, char *buf, size_t cap, s
 
 /* The counters of the n handles in obs (a caller-owned array, no NULL entry) in Prometheus'
  * text format: families nanomq_bridge_outbox_{messages,bytes,inflight,oldest_age_seconds,
- * link_up,dead_letters,backing_off} (gauges),
- * _{enqueued,acked,resent,qos_downgraded,retain_cleared,dead_lettered,backoffs}_total and
+ * link_up,dead_letters,backing_off,probing} (gauges),
+ * _{enqueued,acked,resent,qos_downgraded,retain_cleared,dead_lettered,backoffs,acks_ignored}_total and
  * _dropped_total{reason=...} (counters, reason="dead_letters" included),
  * each sample labelled bridge="<name>". Buffer rule as nmq_outbox_stats_json(). */
 nmq_outbox_result nmq_outbox_stats_prometheus(nmq_outbox *const *obs, size_t n, char *buf,

@@ -395,6 +395,20 @@ pub unsafe extern "C" fn nmq_outbox_link_down(ob: *mut nmq_outbox) -> nmq_outbox
     })
 }
 
+/// The link is down, and why (`had_disconnect`: the remote's DISCONNECT, with
+/// `disconnect_reason`). `ob` is borrowed (NULL gives EINVAL). Thread-safe.
+#[no_mangle]
+pub unsafe extern "C" fn nmq_outbox_link_down_reason(
+    ob: *mut nmq_outbox,
+    disconnect_reason: u8,
+    had_disconnect: std::os::raw::c_int,
+) -> nmq_outbox_result {
+    with_handle("nmq_outbox_link_down_reason", ob, |h| {
+        h.link_down_reason(disconnect_reason, had_disconnect != 0)
+            .map(|_| NMQ_OUTBOX_OK)
+    })
+}
+
 /// Send now or store. `ob` is borrowed (NULL gives EINVAL). `out` is borrowed and written on OK. Thread-safe.
 #[no_mangle]
 pub unsafe extern "C" fn nmq_outbox_decide(
@@ -649,6 +663,8 @@ pub unsafe extern "C" fn nmq_outbox_get_stats(
             dropped_dead_letters: s.dropped_dead_letters,
             backoffs: s.backoffs,
             backing_off: s.backing_off as u8,
+            probing: s.probing as u8,
+            acks_ignored: s.acks_ignored,
         };
         Ok(NMQ_OUTBOX_OK)
     })

@@ -39,7 +39,7 @@ pub fn json(bridge: &str, file: &str, s: &Stats) -> String {
             "\"refused_nospace\":{},\"space_low\":{},\"window\":{},",
             "\"committed_seq\":{},\"qos_downgraded\":{},\"retain_cleared\":{},",
             "\"dead_letters\":{},\"dead_lettered\":{},\"backoffs\":{},",
-            "\"backing_off\":{}}}"
+            "\"backing_off\":{},\"probing\":{},\"acks_ignored\":{}}}"
         ),
         json_str(bridge),
         json_str(file),
@@ -68,7 +68,9 @@ pub fn json(bridge: &str, file: &str, s: &Stats) -> String {
         s.dead_letters,
         s.dead_lettered,
         s.backoffs,
-        s.backing_off
+        s.backing_off,
+        s.probing,
+        s.acks_ignored
     )
 }
 
@@ -84,7 +86,7 @@ fn label(s: &str) -> String {
 /// bridge, labelled `bridge="<name>"` (drops also by `reason`).
 pub fn prometheus(bridges: &[(&str, &Stats)]) -> String {
     type Get = fn(&Stats) -> u64;
-    let families: [(&str, &str, &str, Get); 14] = [
+    let families: [(&str, &str, &str, Get); 16] = [
         (
             "messages",
             "gauge",
@@ -169,6 +171,18 @@ pub fn prometheus(bridges: &[(&str, &Stats)]) -> String {
             "1 while the replay waits for a back-off to pass.",
             |s| s.backing_off as u64,
         ),
+        (
+            "probing",
+            "gauge",
+            "1 while the replay sends one message at a time to find one the remote refuses.",
+            |s| s.probing as u64,
+        ),
+        (
+            "acks_ignored_total",
+            "counter",
+            "Acks from the remote that matched no message in flight.",
+            |s| s.acks_ignored,
+        ),
     ];
     let mut out = String::new();
     for (name, kind, help, get) in families {
@@ -243,6 +257,8 @@ mod tests {
             dropped_dead_letters: 13,
             backoffs: 14,
             backing_off: true,
+            probing: true,
+            acks_ignored: 15,
         }
     }
 
@@ -263,7 +279,8 @@ mod tests {
             "\"refused_nospace\":6",
             "\"space_low\":false",
             "\"committed_seq\":1170,\"qos_downgraded\":9,\"retain_cleared\":10,",
-            "\"dead_letters\":11,\"dead_lettered\":12,\"backoffs\":14,\"backing_off\":true}",
+            "\"dead_letters\":11,\"dead_lettered\":12,\"backoffs\":14,\"backing_off\":true,",
+            "\"probing\":true,\"acks_ignored\":15}",
         ] {
             assert!(j.contains(part), "{part} in {j}");
         }
@@ -308,6 +325,6 @@ mod tests {
             "nanomq_bridge_outbox_dropped_total{bridge=\"emqx1\",reason=\"dead_letters\"} 13\n"
         ));
         assert!(text.contains("nanomq_bridge_outbox_dead_letters{bridge=\"emqx1\"} 11\n"));
-        assert_eq!(seen.len(), 15);
+        assert_eq!(seen.len(), 17);
     }
 }

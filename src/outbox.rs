@@ -150,6 +150,13 @@ pub struct Stats {
     pub backoffs: u64,
     /// The replay waits for a back-off to pass (`lease` gives nothing until then).
     pub backing_off: bool,
+    /// The replay sends one row at a time, to find a row the remote refuses by closing the
+    /// connection (until a row is acknowledged).
+    pub probing: bool,
+    /// Acks given to the outbox that matched no row of it in flight (NOT_OURS: an unknown
+    /// packet id, a second ack, an ack of the wrong type; with hosts that pass the acks of
+    /// their direct sends too, those as well).
+    pub acks_ignored: u64,
 }
 
 /// Rows read ahead from disk at once for the replay: at least this many...
@@ -262,6 +269,14 @@ struct State {
     backoffs: u64,
     backoff_until: Option<Instant>,
     backoff_step: u32,
+    /// After a close that may have been a refusal of a message in flight: the replay sends
+    /// one row at a time until one is acknowledged, to isolate the culprit.
+    probe: bool,
+    /// When a row was last sent (bound), and when the remote last acknowledged one.
+    last_send: Option<Instant>,
+    last_ack: Option<Instant>,
+    /// Acks that matched no row in flight (unknown packet id, a second ack, the wrong type).
+    acks_ignored: u64,
 }
 
 impl State {
@@ -564,6 +579,10 @@ impl Outbox {
             backoffs: 0,
             backoff_until: None,
             backoff_step: 0,
+            probe: false,
+            last_send: None,
+            last_ack: None,
+            acks_ignored: 0,
         };
         let shown = std::fs::canonicalize(&cfg.path).unwrap_or_else(|_| cfg.path.clone());
         log.info(&format!(
@@ -668,6 +687,7 @@ impl Outbox {
                 && st.messages == 0
                 && (st.inflight.len() as u32) < st.window
                 && !st.backing_off()
+                && !st.probe
             {
                 Decision::SendNow
             } else {
@@ -816,7 +836,7 @@ impl Outbox {
         for _ in 0..4 {
             let generation = {
                 let mut st = sh.lock_open()?;
-                if !st.link_up || st.inflight.len() as u32 >= st.window || st.backing_off() {
+                if !st.link_up || st.inflight.len() as u32 >= st.send_window() || st.backing_off() {
                     return Ok(None);
                 }
                 if st.messages <= st.inflight.len() as u64 {
@@ -924,6 +944,7 @@ impl Outbox {
             st.by_pid.remove(&old);
         }
         st.by_pid.insert(packet_id, seq);
+        st.last_send = Some(Instant::now());
         match st.pending.inserts.iter_mut().find(|r| r.seq == seq) {
             Some(r) => r.packet_id = packet_id,
             None => st.pending.binds.push((seq, packet_id)),
@@ -1010,10 +1031,12 @@ impl Outbox {
         let sh = &self.shared;
         let mut st = sh.lock_open()?;
         let Some(&seq) = st.by_pid.get(&packet_id) else {
+            st.acks_ignored = st.acks_ignored.saturating_add(1);
             return Ok(AckOutcome::NotOurs);
         };
         let Some(qos) = st.inflight.get(&seq).map(|f| f.qos) else {
             st.by_pid.remove(&packet_id);
+            st.acks_ignored = st.acks_ignored.saturating_add(1);
             return Ok(AckOutcome::NotOurs);
         };
         let fits = matches!(
@@ -1021,6 +1044,7 @@ impl Outbox {
             (1, AckKind::PubAck) | (2, AckKind::PubRec) | (2, AckKind::PubComp)
         );
         if !fits {
+            st.acks_ignored = st.acks_ignored.saturating_add(1);
             drop(st);
             sh.log.warn(&format!(
                 "bridge {:?}: {kind:?} for packet id {packet_id} of a QoS {qos} row, ignored",
@@ -1042,11 +1066,12 @@ impl Outbox {
                 None => st.pending.releases.push(seq),
             }
             st.pending_since.get_or_insert_with(Instant::now);
+            st.accepted_one();
             AckOutcome::Progress
         } else {
             st.finish(seq);
             st.acked = st.acked.saturating_add(1);
-            st.acked_one();
+            st.accepted_one();
             AckOutcome::Done
         };
         let wake = st.writer_due(&sh.cfg);
@@ -1181,6 +1206,8 @@ impl Outbox {
             dropped_dead_letters: st.dropped_dead_letters,
             backoffs: st.backoffs,
             backing_off: st.backing_off(),
+            probing: st.probe,
+            acks_ignored: st.acks_ignored,
         })
     }
 }
@@ -1750,6 +1777,14 @@ impl Shared {
             for r in rows.iter_mut() {
                 if let Some(&pid) = pids.get(&r.seq) {
                     r.packet_id = pid;
+                }
+            }
+        }
+        if st.pending.attempts.iter().any(|&(s, _)| s >= cursor) {
+            let attempts: HashMap<i64, u32> = st.pending.attempts.iter().copied().collect();
+            for r in rows.iter_mut() {
+                if let Some(&n) = attempts.get(&r.seq) {
+                    r.attempts = n;
                 }
             }
         }

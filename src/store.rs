@@ -407,7 +407,7 @@ impl Store {
             if !batch.inserts.is_empty() {
                 let mut ins = tx.prepare_cached(
                     "INSERT INTO msg(bridge_id, seq, qos, expires_at, enqueued_at, packet_id,
-                     released, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                     released, data, attempts) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
                 )?;
                 for r in &batch.inserts {
                     let res = ins.execute(params![
@@ -418,7 +418,8 @@ impl Store {
                         r.enqueued_at,
                         r.packet_id,
                         r.released,
-                        r.data
+                        r.data,
+                        r.attempts
                     ]);
                     match res {
                         Ok(_) => {}

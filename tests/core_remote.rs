@@ -525,3 +525,214 @@ fn a_schema_1_file_is_migrated_at_open() {
         vec![7]
     );
 }
+
+/// Leases what the window allows and binds packet ids from `pid`; returns the seqs.
+fn send_window(ob: &Outbox, pid: &mut u16) -> Vec<i64> {
+    let mut seqs = Vec::new();
+    while let Some(r) = ob.lease().unwrap() {
+        ob.bind(r.seq, *pid).unwrap();
+        *pid += 1;
+        seqs.push(r.seq);
+    }
+    seqs
+}
+
+/// Issue 20 step 3: a remote that closes the connection because of a message (DISCONNECT
+/// 0x87) must not make the head row block the bridge forever. After such a close with rows
+/// in flight the replay probes (window 1); the row alone in flight when the remote closes
+/// again gets an attempt (kept across a restart); after max_attempts it is a dead letter
+/// ("refused_by_close", 0x87), the next row is acked, the window returns to normal and the
+/// rest is forwarded.
+#[test]
+fn a_disconnect_refusal_isolates_the_culprit_and_dead_letters_it_after_max_attempts() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("o.db");
+    let mut c = cfg(&path);
+    c.window = 4;
+    let ob = Outbox::open(c.clone()).unwrap();
+    let bad = append(&ob, 1, &publish("deny", 1, false, &[0]));
+    for i in 1..6u8 {
+        append(&ob, 1, &publish("ok", 1, false, &[i]));
+    }
+    let up = |ob: &Outbox| ob.link_up_connack(&connack(true, 0, &[])).unwrap();
+    let mut pid = 1;
+    up(&ob);
+    assert_eq!(send_window(&ob, &mut pid).len(), 4);
+    ob.link_down_reason(0x87, true).unwrap();
+    let s = ob.stats().unwrap();
+    assert!(s.probing && !s.link_up && s.dead_letters == 0);
+    // Probing: one row at a time, the culprit alone; attempts 1 and 2.
+    for attempt in 1..=2 {
+        up(&ob);
+        assert_eq!(ob.decide(1).unwrap(), nmq_outbox::Decision::Store);
+        assert_eq!(send_window(&ob, &mut pid), vec![bad], "attempt {attempt}");
+        ob.link_down_reason(0x87, true).unwrap();
+    }
+    // ...kept across a restart.
+    ob.close().unwrap();
+    drop(ob);
+    let ob = Outbox::open(c).unwrap();
+    ob.link_up_connack(&connack(true, 0, &[])).unwrap();
+    assert_eq!(
+        send_window(&ob, &mut pid).len(),
+        4,
+        "a restart forgets the probe"
+    );
+    ob.link_down_reason(0x87, true).unwrap();
+    up(&ob);
+    assert_eq!(send_window(&ob, &mut pid), vec![bad]);
+    ob.link_down_reason(0x87, true).unwrap();
+    let s = ob.stats().unwrap();
+    assert_eq!((s.dead_letters, s.messages), (1, 5));
+    // The next row goes alone; once acked the window is back to 4.
+    up(&ob);
+    let one = send_window(&ob, &mut pid);
+    assert_eq!(one.len(), 1);
+    assert_eq!(
+        ob.ack(pid - 1, AckKind::PubAck, 0).unwrap(),
+        AckOutcome::Done
+    );
+    assert!(!ob.stats().unwrap().probing);
+    assert_eq!(send_window(&ob, &mut pid).len(), 4);
+    for p in pid - 4..pid {
+        assert_eq!(ob.ack(p, AckKind::PubAck, 0).unwrap(), AckOutcome::Done);
+    }
+    assert_eq!(ob.stats().unwrap().messages, 0);
+    ob.flush().unwrap();
+    let dead = dead_letters(&path);
+    assert_eq!(dead.len(), 1);
+    let d = &dead[0];
+    assert_eq!(
+        (d.seq, d.reason.as_str(), d.reason_code, d.attempts),
+        (bad, "refused_by_close", Some(0x87), 3)
+    );
+}
+
+/// A close without DISCONNECT right after a send (an MQTT 3.1.1 server refusing a message)
+/// probes; while probing, such closes count attempts; no reason code is kept.
+#[test]
+fn a_close_right_after_a_send_probes_and_then_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("o.db");
+    let ob = Outbox::open(cfg(&path)).unwrap();
+    let bad = append(&ob, 1, &publish("deny", 1, false, &[0]));
+    append(&ob, 1, &publish("ok", 1, false, &[1]));
+    let mut pid = 1;
+    ob.link_up(0).unwrap();
+    assert_eq!(send_window(&ob, &mut pid).len(), 2);
+    ob.link_down_reason(0, false).unwrap();
+    assert!(ob.stats().unwrap().probing);
+    for _ in 0..3 {
+        ob.link_up(0).unwrap();
+        assert_eq!(send_window(&ob, &mut pid), vec![bad]);
+        ob.link_down_reason(0, false).unwrap();
+    }
+    ob.link_up(0).unwrap();
+    let mut rest = Vec::new();
+    while let Some(r) = ob.lease().unwrap() {
+        ob.bind(r.seq, pid).unwrap();
+        ob.ack(pid, AckKind::PubAck, 0).unwrap();
+        pid += 1;
+        rest.push(*r.data.last().unwrap());
+    }
+    assert_eq!(rest, vec![1]);
+    ob.flush().unwrap();
+    let dead = dead_letters(&path);
+    assert_eq!(
+        (dead[0].seq, dead[0].reason_code, dead[0].attempts),
+        (bad, None, 3)
+    );
+}
+
+/// An ordinary outage never counts attempts: the link lost while idle, after the remote
+/// acknowledged what was sent, with a DISCONNECT that is about the server (0x8B, 0x8E), or
+/// through link_down (a host that cannot tell).
+#[test]
+fn an_ordinary_outage_never_counts_attempts_nor_probes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("o.db");
+    let ob = Outbox::open(cfg(&path)).unwrap();
+    for i in 0..3u8 {
+        append(&ob, 1, &publish("t", 1, false, &[i]));
+    }
+    let mut pid = 1;
+    for round in 0..6 {
+        ob.link_up(0).unwrap();
+        match round {
+            0 => ob.link_down_reason(0, false).unwrap(), // idle: nothing sent
+            1 | 2 => {
+                // sent, then one acked after the last send: not right after a send
+                let seqs = send_window(&ob, &mut pid);
+                assert_eq!(seqs.len(), 3);
+                let r = ob.ack(pid - 3, AckKind::PubAck, 0).unwrap();
+                assert_eq!(r, AckOutcome::Done);
+                ob.link_down_reason(0, false).unwrap();
+                // the acked row is gone: put one back for the next round
+                append(&ob, 1, &publish("t", 1, false, &[9]));
+            }
+            3 => {
+                send_window(&ob, &mut pid);
+                ob.link_down_reason(0x8B, true).unwrap(); // server shutting down
+            }
+            4 => {
+                send_window(&ob, &mut pid);
+                ob.link_down_reason(0x8E, true).unwrap(); // session taken over
+            }
+            _ => {
+                send_window(&ob, &mut pid);
+                ob.link_down().unwrap();
+            }
+        }
+        let s = ob.stats().unwrap();
+        assert!(!s.probing && !s.backing_off, "round {round}");
+        assert_eq!(s.dead_letters, 0);
+    }
+    ob.flush().unwrap();
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let attempts: i64 = conn
+        .query_row("SELECT sum(attempts) FROM msg", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(attempts, 0);
+}
+
+/// A transient refusal by DISCONNECT (quota exceeded, server busy) backs off: the lease says
+/// nothing until it passed, then the rows go; no attempt, no probe, no dead letter.
+#[test]
+fn a_transient_disconnect_backs_off_without_attempts() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("o.db");
+    let mut c = cfg(&path);
+    c.backoff_ms = 150;
+    let ob = Outbox::open(c).unwrap();
+    append(&ob, 1, &publish("t", 1, false, &[1]));
+    let mut pid = 1;
+    let mut waited = Vec::new();
+    for code in [0x97u8, 0x89, 0] {
+        ob.link_up(0).unwrap();
+        let t = std::time::Instant::now();
+        while ob.stats().unwrap().backing_off {
+            assert!(ob.lease().unwrap().is_none());
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        waited.push(t.elapsed());
+        assert_eq!(send_window(&ob, &mut pid).len(), 1);
+        if code == 0 {
+            break;
+        }
+        ob.link_down_reason(code, true).unwrap();
+        let s = ob.stats().unwrap();
+        assert!(s.backing_off && !s.probing && s.dead_letters == 0);
+    }
+    let ms = |d: std::time::Duration| d.as_millis();
+    assert!(
+        ms(waited[1]) >= 140 && ms(waited[2]) >= 290,
+        "doubled: {waited:?}"
+    );
+    assert_eq!(ob.stats().unwrap().backoffs, 2);
+    ob.flush().unwrap();
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let attempts: i64 = conn
+        .query_row("SELECT sum(attempts) FROM msg", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(attempts, 0);
+}

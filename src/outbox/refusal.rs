@@ -10,6 +10,42 @@ use crate::dead::{reason, Burial};
 /// The longest back-off, in multiples of `backoff_ms`.
 const BACKOFF_MAX_FACTOR: u32 = 60;
 
+/// A close without DISCONNECT this soon after a send, with no ack since, may be the remote
+/// refusing that message (MQTT 3.1.1 servers just close; so do some MQTT 5 ones).
+pub const CLOSE_AFTER_SEND: Duration = Duration::from_secs(3);
+
+/// What a lost link says about the rows in flight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Close {
+    /// A network loss, a keep alive timeout, the server going away, a normal DISCONNECT:
+    /// nothing about a message. Attempts are never counted.
+    Ordinary,
+    /// The remote refused for now (DISCONNECT 0x89 Server busy, 0x93 Receive Maximum
+    /// exceeded, 0x96 Message rate too high, 0x97 Quota exceeded, 0x9F Connection rate
+    /// exceeded): the replay backs off; never a dead letter.
+    Transient,
+    /// The remote refused a message (DISCONNECT 0x80 Unspecified error, 0x81 Malformed
+    /// packet, 0x82 Protocol error, 0x83 Implementation specific error, 0x87 Not authorized,
+    /// 0x90 Topic Name invalid, 0x94 Topic Alias invalid, 0x95 Packet too large, 0x99 Payload
+    /// format invalid, 0x9A Retain not supported, 0x9B QoS not supported).
+    Refusal,
+    /// A close without DISCONNECT: a refusal when it came right after a send (see
+    /// `CLOSE_AFTER_SEND`), else an ordinary loss.
+    Unexplained,
+}
+
+/// What a DISCONNECT reason code (MQTT 5 3.14.2.1) says, or a close without one.
+pub fn classify(reason: u8, had_disconnect: bool) -> Close {
+    if !had_disconnect {
+        return Close::Unexplained;
+    }
+    match reason {
+        0x89 | 0x93 | 0x96 | 0x97 | 0x9F => Close::Transient,
+        0x80..=0x83 | 0x87 | 0x90 | 0x94 | 0x95 | 0x99..=0x9B => Close::Refusal,
+        _ => Close::Ordinary,
+    }
+}
+
 /// PUBACK/PUBREC reason codes that refuse a message for now, not for good: 0x97 Quota
 /// exceeded (MQTT 5 3.4.2.1).
 pub(super) fn transient_ack(code: u8) -> bool {
@@ -93,9 +129,21 @@ impl State {
         wait
     }
 
-    /// A row was acknowledged: a series of transient refusals ends.
-    pub(super) fn acked_one(&mut self) {
+    /// The remote accepted a row (PUBACK, PUBREC or PUBCOMP with success): a series of
+    /// transient refusals ends, and so does a probe.
+    pub(super) fn accepted_one(&mut self) {
         self.backoff_step = 0;
+        self.probe = false;
+        self.last_ack = Some(Instant::now());
+    }
+
+    /// The window the replay may fill: 1 while probing.
+    pub(super) fn send_window(&self) -> u32 {
+        if self.probe {
+            1
+        } else {
+            self.window
+        }
     }
 
     /// PUBACK/PUBREC with reason `code` >= 0x80 for in-flight row `seq`. Quota exceeded:
@@ -131,5 +179,103 @@ impl State {
              (nmq-outbox dead list)"
         );
         (AckOutcome::Rejected, note)
+    }
+}
+
+impl Outbox {
+    /// The link went down, and why: `had_disconnect` when the remote sent a DISCONNECT, with
+    /// its `reason` code (MQTT 5; 0 for none). Rows in flight go back to the head of the
+    /// queue as with [`Outbox::link_down`], and (see [`classify`]):
+    /// - a refusal (a DISCONNECT refusal code, or a close without DISCONNECT within
+    ///   `CLOSE_AFTER_SEND` of a send with no ack since): a row that was alone in flight gets
+    ///   an attempt, and after `max_attempts` becomes a dead letter ("refused_by_close");
+    ///   with several rows in flight (or none: a direct send of the host may be the culprit,
+    ///   which it puts back at the head) the next connections probe: one row at a time, until
+    ///   a row is acknowledged. A close without DISCONNECT counts an attempt only while
+    ///   probing (an ordinary outage during a normal window never does);
+    /// - a transient refusal: the replay backs off (`lease` gives nothing until it passed;
+    ///   the host's replay tick calls it again), no attempt, never a dead letter;
+    /// - anything else: nothing more.
+    pub fn link_down_reason(&self, reason: u8, had_disconnect: bool) -> Result<()> {
+        let sh = &self.shared;
+        let mut st = sh.lock_open()?;
+        let class = classify(reason, had_disconnect);
+        // Rows sent (bound) and not acknowledged.
+        let sent: Vec<(i64, Flight)> = st
+            .inflight
+            .iter()
+            .filter(|(_, f)| f.packet_id != 0)
+            .map(|(&s, &f)| (s, f))
+            .collect();
+        let recent = st
+            .last_send
+            .is_some_and(|t| t.elapsed() <= CLOSE_AFTER_SEND)
+            && st.last_ack.map_or(true, |a| Some(a) < st.last_send);
+        let why = if had_disconnect {
+            format!("DISCONNECT 0x{reason:02x}")
+        } else {
+            "a close without DISCONNECT right after a send".to_string()
+        };
+        let refusal = match class {
+            Close::Refusal => true,
+            Close::Unexplained => recent && !sent.is_empty(),
+            _ => false,
+        };
+        let mut note = None;
+        if class == Close::Transient {
+            let wait = st.back_off(&sh.cfg);
+            note = Some(format!(
+                "remote closed the connection for now (DISCONNECT 0x{reason:02x}): the replay \
+                 waits {} ms",
+                wait.as_millis()
+            ));
+        } else if refusal {
+            // Counted only for a row alone in flight; a close without a reason only while
+            // probing (the culprit isolated), never during a normal window.
+            let counts = sent.len() == 1 && (class == Close::Refusal || st.probe);
+            if counts {
+                let (seq, f) = sent[0];
+                let attempts = f.attempts.saturating_add(1);
+                if attempts >= sh.cfg.max_attempts {
+                    let code = had_disconnect.then_some(reason);
+                    st.bury(seq, f.bytes, reason::REFUSED_BY_CLOSE, code, attempts);
+                    note = Some(format!(
+                        "remote closed the connection on row {seq} ({why}) {attempts} times: \
+                         kept as a dead letter (nmq-outbox dead list); the replay goes on"
+                    ));
+                } else {
+                    match st.pending.inserts.iter_mut().find(|r| r.seq == seq) {
+                        Some(r) => r.attempts = attempts,
+                        None => st.pending.attempts.push((seq, attempts)),
+                    }
+                    st.pending_since.get_or_insert_with(Instant::now);
+                    note = Some(format!(
+                        "remote closed the connection on row {seq} ({why}): attempt \
+                         {attempts} of {}",
+                        sh.cfg.max_attempts
+                    ));
+                }
+                st.probe = true;
+            } else if !st.probe {
+                st.probe = true;
+                note = Some(format!(
+                    "remote closed the connection ({why}) with {} rows in flight: the next \
+                     connections send one row at a time until one is acknowledged, to find a \
+                     message it refuses",
+                    sent.len()
+                ));
+            }
+        }
+        st.link_up = false;
+        st.drop_flight();
+        let wake = st.writer_due(&sh.cfg);
+        drop(st);
+        if wake {
+            sh.wake.notify_one();
+        }
+        if let Some(n) = note {
+            sh.log.warn(&format!("bridge {:?}: {n}", sh.cfg.bridge));
+        }
+        Ok(())
     }
 }
