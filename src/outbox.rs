@@ -270,8 +270,11 @@ struct State {
     backoff_until: Option<Instant>,
     backoff_step: u32,
     /// After a close that may have been a refusal of a message in flight: the replay sends
-    /// one row at a time until one is acknowledged, to isolate the culprit.
+    /// one row at a time, to isolate the culprit, until a row from `probe_until` on (the last
+    /// row in flight at that close: every suspect is then acknowledged or a dead letter) is
+    /// acknowledged.
     probe: bool,
+    probe_until: i64,
     /// When a row was last sent (bound), and when the remote last acknowledged one.
     last_send: Option<Instant>,
     last_ack: Option<Instant>,
@@ -580,6 +583,7 @@ impl Outbox {
             backoff_until: None,
             backoff_step: 0,
             probe: false,
+            probe_until: i64::MIN,
             last_send: None,
             last_ack: None,
             acks_ignored: 0,
@@ -1066,12 +1070,12 @@ impl Outbox {
                 None => st.pending.releases.push(seq),
             }
             st.pending_since.get_or_insert_with(Instant::now);
-            st.accepted_one();
+            st.accepted_one(seq);
             AckOutcome::Progress
         } else {
             st.finish(seq);
             st.acked = st.acked.saturating_add(1);
-            st.accepted_one();
+            st.accepted_one(seq);
             AckOutcome::Done
         };
         let wake = st.writer_due(&sh.cfg);

@@ -98,8 +98,8 @@ pub struct Batch {
     /// QoS 2 rows whose PUBREC came.
     pub releases: Vec<i64>,
     /// The remote has no session for us (CONNACK Session Present 0): every row of the bridge
-    /// is to be sent again as a new PUBLISH (packet id 0, not released). Applied before the
-    /// binds and releases of the batch, which belong to the new session.
+    /// is to be sent again as a new PUBLISH (packet id 0, not released). Applied before every
+    /// other write of the batch (inserts, binds, releases), which belong to the new session.
     pub reset_all: bool,
     /// (seq, attempts) of rows the remote closed the connection on.
     pub attempts: Vec<(i64, u32)>,
@@ -404,6 +404,15 @@ impl Store {
         let tx = self.conn.transaction()?;
         let mut out = Written::default();
         {
+            // First: every other write of the batch came after the reset (the inserts were
+            // reset in memory then), and belongs to the new session.
+            if batch.reset_all {
+                tx.prepare_cached(
+                    "UPDATE msg SET packet_id = 0, released = 0
+                     WHERE bridge_id = ?1 AND (packet_id != 0 OR released != 0)",
+                )?
+                .execute(params![bridge])?;
+            }
             if !batch.inserts.is_empty() {
                 let mut ins = tx.prepare_cached(
                     "INSERT INTO msg(bridge_id, seq, qos, expires_at, enqueued_at, packet_id,
@@ -436,13 +445,6 @@ impl Store {
                         Err(e) => return Err(e.into()),
                     }
                 }
-            }
-            if batch.reset_all {
-                tx.prepare_cached(
-                    "UPDATE msg SET packet_id = 0, released = 0
-                     WHERE bridge_id = ?1 AND (packet_id != 0 OR released != 0)",
-                )?
-                .execute(params![bridge])?;
             }
             let deleted: HashSet<i64> = batch.deletes.iter().copied().collect();
             if !batch.binds.is_empty() {

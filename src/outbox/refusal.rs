@@ -129,12 +129,24 @@ impl State {
         wait
     }
 
-    /// The remote accepted a row (PUBACK, PUBREC or PUBCOMP with success): a series of
-    /// transient refusals ends, and so does a probe.
-    pub(super) fn accepted_one(&mut self) {
+    /// The remote accepted row `seq` (PUBACK, PUBREC or PUBCOMP with success): a series of
+    /// transient refusals ends, and so does a probe once every suspect is done.
+    pub(super) fn accepted_one(&mut self, seq: i64) {
         self.backoff_step = 0;
-        self.probe = false;
+        if self.probe && seq >= self.probe_until {
+            self.probe = false;
+        }
         self.last_ack = Some(Instant::now());
+    }
+
+    /// Probes until every row up to `last` (the rows in flight at a refusal) is done.
+    fn start_probe(&mut self, last: i64) {
+        self.probe_until = if self.probe {
+            self.probe_until.max(last)
+        } else {
+            last
+        };
+        self.probe = true;
     }
 
     /// The window the replay may fill: 1 while probing.
@@ -191,8 +203,9 @@ impl Outbox {
     ///   an attempt, and after `max_attempts` becomes a dead letter ("refused_by_close");
     ///   with several rows in flight (or none: a direct send of the host may be the culprit,
     ///   which it puts back at the head) the next connections probe: one row at a time, until
-    ///   a row is acknowledged. A close without DISCONNECT counts an attempt only while
-    ///   probing (an ordinary outage during a normal window never does);
+    ///   every row that was in flight is acknowledged or a dead letter. A close without
+    ///   DISCONNECT counts an attempt only while probing (an ordinary outage during a normal
+    ///   window never does);
     /// - a transient refusal: the replay backs off (`lease` gives nothing until it passed;
     ///   the host's replay tick calls it again), no attempt, never a dead letter;
     /// - anything else: nothing more.
@@ -255,15 +268,19 @@ impl Outbox {
                         sh.cfg.max_attempts
                     ));
                 }
-                st.probe = true;
-            } else if !st.probe {
-                st.probe = true;
-                note = Some(format!(
-                    "remote closed the connection ({why}) with {} rows in flight: the next \
+                st.start_probe(seq);
+            } else {
+                let last = sent.iter().map(|s| s.0).max().unwrap_or(i64::MIN);
+                let was = st.probe;
+                st.start_probe(last);
+                if !was {
+                    note = Some(format!(
+                        "remote closed the connection ({why}) with {} rows in flight: the next \
                      connections send one row at a time until one is acknowledged, to find a \
                      message it refuses",
-                    sent.len()
-                ));
+                        sent.len()
+                    ));
+                }
             }
         }
         st.link_up = false;
