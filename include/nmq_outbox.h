@@ -341,8 +341,9 @@ nmq_outbox_result nmq_outbox_link_down(nmq_outbox *ob);
  *     letter ("refused_by_close", the reason code kept) and the replay goes on. With several
  *     rows in flight (or none: the host's direct send may be the culprit; it comes back
  *     through nmq_outbox_requeue_front) the next connections probe: the window is 1 (and
- *     nmq_outbox_decide() says STORE) until a row is acknowledged, so that the culprit is
- *     alone in flight when the remote closes again. A close without DISCONNECT counts an
+ *     nmq_outbox_decide() says STORE) until every row that was in flight at that close is
+ *     acknowledged or a dead letter, so that the culprit is alone in flight when the remote
+ *     closes again. A close without DISCONNECT counts an
  *     attempt only while probing: an ordinary outage (no DISCONNECT, the link lost while idle
  *     or during a normal window) never counts attempts;
  *   - a transient refusal: a DISCONNECT with 0x89 Server busy, 0x93 Receive Maximum

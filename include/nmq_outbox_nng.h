@@ -95,7 +95,8 @@ nmq_outbox_result nmq_outbox_nng_bind(nmq_outbox *ob, int64_t seq, uint16_t pack
  * as the transport received them. `proto_ver` is the socket's MQTT version (4 or 5). The
  * message is borrowed: never freed nor changed (the caller goes on with it). *out (may be
  * NULL) gets what was parsed. NMQ_OUTBOX_EREFUSED for a refusal (the link stays down),
- * NMQ_OUTBOX_EINVAL for a packet that does not parse (logged; nothing changed). */
+ * NMQ_OUTBOX_EINVAL for a packet that does not parse (logged; nothing changed). `ob` and `out`
+ * are borrowed. Thread-safe. */
 nmq_outbox_result nmq_outbox_nng_link_up(nmq_outbox *ob, nng_msg *connack, uint8_t proto_ver,
                                          nmq_outbox_connack *out);
 

@@ -1,6 +1,6 @@
-//! Dead letters (issue 20): rows the remote refused for good (a PUBACK/PUBREC reason code
-//! >= 0x80, a packet larger than its Maximum Packet Size, a message it closes the connection
-//! on `max_attempts` times). They leave the queue (never replayed) but stay in the file, in
+//! Dead letters (issue 20): rows the remote refused for good (a PUBACK/PUBREC with a reason
+//! code of 0x80 or above, a packet larger than its Maximum Packet Size, a message it closes
+//! the connection on `max_attempts` times). They leave the queue (never replayed) but stay in the file, in
 //! the `dead` table, with why, when and after how many attempts, until an operator puts them
 //! back in the queue or purges them (`nmq-outbox dead ...`), or the bridge's
 //! `dead_letter_limit` pushes the oldest out (counted and logged: never a silent loss).
