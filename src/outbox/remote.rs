@@ -148,14 +148,34 @@ impl Outbox {
         st.link_up = true;
         st.window = sh.cfg.window.min(c.receive_max() as u32);
         st.limits = Limits::of(c);
+        let window = st.window;
+        let mut wake = false;
         if !c.session_present {
             st.forget_session();
-            let wake = st.writer_due(&sh.cfg);
-            drop(st);
-            if wake {
-                sh.wake.notify_one();
-            }
+            wake = st.writer_due(&sh.cfg);
         }
+        drop(st);
+        if wake {
+            sh.wake.notify_one();
+        }
+        sh.log.info(&format!(
+            "bridge {:?}: link up (MQTT {}, {}, window {window}, Maximum QoS {}{}{})",
+            sh.cfg.bridge,
+            if c.proto_ver == 5 { "5" } else { "3.1.1" },
+            if c.session_present {
+                "session present: exchanges resume"
+            } else {
+                "new session: rows in flight and released ones go again as new PUBLISHes"
+            },
+            c.max_qos(),
+            c.maximum_packet_size
+                .map_or(String::new(), |m| format!(", Maximum Packet Size {m}")),
+            if c.retain() {
+                ""
+            } else {
+                ", no retained messages: RETAIN cleared"
+            }
+        ));
         Ok(())
     }
 }
