@@ -863,7 +863,8 @@ static void test_ack_refusals(void)
 
 /* Issue 20: why the link went down. A DISCONNECT refusal with rows in flight probes (window
  * 1); the row alone in flight when it comes again becomes a dead letter after max_attempts;
- * an ack ends the probe; a transient reason backs off. */
+ * the probe ends once the rows in flight at the refusal are acked; a transient reason backs
+ * off. */
 static void test_link_down_reason(void)
 {
     char p[300];
@@ -901,11 +902,17 @@ static void test_link_down_reason(void)
     CHECK_RC(nmq_outbox_get_stats(ob, &st), NMQ_OUTBOX_OK);
     CHECK(st.dead_letters == 1 && st.messages == 3 && st.probing == 1);
     CHECK_RC(nmq_outbox_link_up(ob, 0), NMQ_OUTBOX_OK);
-    CHECK_RC(nmq_outbox_lease(ob, &it), NMQ_OUTBOX_OK);
-    CHECK_RC(nmq_outbox_bind(ob, it.seq, 5), NMQ_OUTBOX_OK);
-    nmq_outbox_item_free(&it);
-    CHECK_RC(nmq_outbox_ack(ob, 5, NMQ_OUTBOX_PUBACK, 0, &o), NMQ_OUTBOX_OK);
-    CHECK_RC(nmq_outbox_ack(ob, 5, NMQ_OUTBOX_PUBACK, 0, &o), NMQ_OUTBOX_NOT_OURS);
+    /* the other rows in flight at the refusal go one by one; the probe ends with the last */
+    for (uint16_t pid = 5; pid <= 6; pid++) {
+        CHECK_RC(nmq_outbox_get_stats(ob, &st), NMQ_OUTBOX_OK);
+        CHECK(st.probing == 1);
+        CHECK_RC(nmq_outbox_lease(ob, &it), NMQ_OUTBOX_OK);
+        CHECK_RC(nmq_outbox_bind(ob, it.seq, pid), NMQ_OUTBOX_OK);
+        nmq_outbox_item_free(&it);
+        CHECK_RC(nmq_outbox_lease(ob, &it), NMQ_OUTBOX_EMPTY);
+        CHECK_RC(nmq_outbox_ack(ob, pid, NMQ_OUTBOX_PUBACK, 0, &o), NMQ_OUTBOX_OK);
+    }
+    CHECK_RC(nmq_outbox_ack(ob, 6, NMQ_OUTBOX_PUBACK, 0, &o), NMQ_OUTBOX_NOT_OURS);
     CHECK_RC(nmq_outbox_get_stats(ob, &st), NMQ_OUTBOX_OK);
     CHECK(st.probing == 0 && st.acks_ignored == 1);
     /* transient: back off */
