@@ -990,6 +990,7 @@ fn dead_letters_list_export_requeue_purge() {
         2
     );
     assert!(expect(&["stats", s(&path)], 0).contains("dead:    2 dead letters"));
+    assert!(expect(&["check", s(&path)], 0).ends_with("result:     ok\n"));
     // export: lossless, one object per line (what import reads), or one array
     let out = expect(&["dead", "export", s(&path)], 0);
     let rows: Vec<Value> = out

@@ -124,7 +124,7 @@ impl State {
         let factor = (1u64 << self.backoff_step.min(16)).min(BACKOFF_MAX_FACTOR as u64);
         let wait = Duration::from_millis(base.saturating_mul(factor));
         self.backoff_step = self.backoff_step.saturating_add(1);
-        self.backoff_until = Some(Instant::now() + wait);
+        self.backoff_until = Instant::now().checked_add(wait);
         self.backoffs = self.backoffs.saturating_add(1);
         wait
     }
