@@ -416,6 +416,58 @@ static void test_append_gives_seq(void)
     nmq_outbox_free(ob);
 }
 
+/* Issue 20: NanoNNG's CONNACK message (fixed header in the nng header, the rest in the body)
+ * brings the link up; it stays the caller's. */
+static void test_link_up_from_connack_msg(void)
+{
+    nmq_outbox *ob = open_outbox("connack.db");
+    nmq_outbox_connack ack;
+    nng_msg *m = NULL;
+    CHECK(nng_msg_alloc(&m, 0) == 0);
+    uint8_t hdr[2] = {0x20, 6};
+    uint8_t body[6] = {0x00, 0x00, 0x03, 0x21, 0x00, 0x02}; /* new session, Receive Maximum 2 */
+    nng_msg_header_append(m, hdr, 2);
+    nng_msg_append(m, body, 6);
+    CHECK_RC(nmq_outbox_nng_link_up(ob, m, 5, &ack), NMQ_OUTBOX_OK);
+    CHECK(ack.session_present == 0 && ack.receive_maximum == 2);
+    CHECK(nng_msg_len(m) == 6 && nng_msg_header_len(m) == 2); /* untouched */
+    nmq_outbox_stats st;
+    CHECK_RC(nmq_outbox_get_stats(ob, &st), NMQ_OUTBOX_OK);
+    CHECK(st.link_up == 1 && st.window == 2);
+    CHECK_RC(nmq_outbox_nng_link_up(ob, m, 4, &ack), NMQ_OUTBOX_EINVAL); /* 3.1.1: 2 bytes */
+    CHECK_RC(nmq_outbox_nng_link_up(ob, NULL, 5, &ack), NMQ_OUTBOX_EINVAL);
+    CHECK_RC(nmq_outbox_nng_link_up(NULL, m, 5, &ack), NMQ_OUTBOX_EINVAL);
+    nng_msg_free(m);
+
+    /* Maximum QoS 1: a stored QoS 2 PUBLISH is leased as QoS 1 (its fixed header says so)
+     * and its PUBACK completes it. */
+    CHECK_RC(nmq_outbox_link_down(ob), NMQ_OUTBOX_OK);
+    nng_msg *q2 = publish(2, "two", (const uint8_t *) "", 0);
+    CHECK_RC(nmq_outbox_nng_requeue(ob, q2, 5, 0), NMQ_OUTBOX_OK);
+    CHECK(nng_msg_alloc(&m, 0) == 0);
+    uint8_t hdr1[2] = {0x20, 5};
+    uint8_t body1[5] = {0x01, 0x00, 0x02, 0x24, 0x01}; /* session present, Maximum QoS 1 */
+    nng_msg_header_append(m, hdr1, 2);
+    nng_msg_append(m, body1, 5);
+    CHECK_RC(nmq_outbox_nng_link_up(ob, m, 5, &ack), NMQ_OUTBOX_OK);
+    CHECK(ack.maximum_qos == 1 && ack.session_present == 1);
+    nng_msg_free(m);
+    nng_msg *out = NULL;
+    int64_t seq = 0;
+    uint16_t prev = 0;
+    uint8_t rel = 9;
+    CHECK_RC(nmq_outbox_nng_lease(ob, 5, &out, &seq, &prev, &rel), NMQ_OUTBOX_OK);
+    CHECK(out != NULL && (*(const uint8_t *) nng_msg_header(out) & 0x06) == 0x02 && rel == 0);
+    CHECK_RC(nmq_outbox_nng_bind(ob, seq, prev != 0 ? prev : 77, out), NMQ_OUTBOX_OK);
+    nmq_outbox_ack_outcome o = NMQ_OUTBOX_ACK_REJECTED;
+    CHECK_RC(nmq_outbox_ack(ob, prev != 0 ? prev : 77, NMQ_OUTBOX_PUBACK, 0, &o), NMQ_OUTBOX_OK);
+    CHECK(o == NMQ_OUTBOX_ACK_DONE);
+    nng_msg_free(out);
+    CHECK_RC(nmq_outbox_get_stats(ob, &st), NMQ_OUTBOX_OK);
+    CHECK(st.messages == 0 && st.qos_downgraded == 1);
+    nmq_outbox_free(ob);
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -429,6 +481,7 @@ int main(int argc, char **argv)
     test_remaining_expiry_on_replay();
     test_malformed_row_dropped();
     test_append_gives_seq();
+    test_link_up_from_connack_msg();
     nng_fini(); /* joins nng's own threads, so valgrind sees no stack of theirs */
     return report(argv[0]);
 }

@@ -43,7 +43,7 @@ static void test_strings(void)
     int codes[] = {NMQ_OUTBOX_OK, NMQ_OUTBOX_EMPTY, NMQ_OUTBOX_NOT_OURS, NMQ_OUTBOX_PENDING,
                    NMQ_OUTBOX_EINVAL, NMQ_OUTBOX_EABI, NMQ_OUTBOX_ETOOBIG, NMQ_OUTBOX_EFULL, NMQ_OUTBOX_ENOSPC,
                    NMQ_OUTBOX_EIO, NMQ_OUTBOX_ECORRUPT, NMQ_OUTBOX_ECLOSED, NMQ_OUTBOX_EBUSY,
-                   NMQ_OUTBOX_EINTERNAL};
+                   NMQ_OUTBOX_EINTERNAL, NMQ_OUTBOX_ENOMEM, NMQ_OUTBOX_EREFUSED};
     for (size_t i = 0; i < sizeof(codes) / sizeof(codes[0]); i++) {
         const char *s = nmq_outbox_strerror((nmq_outbox_result) codes[i]);
         CHECK(s != NULL && strcmp(s, "unknown result code") != 0);
@@ -63,6 +63,7 @@ static void test_config_errors(void)
     nmq_outbox_config c = config(p, "b");
     CHECK(c.abi_version == NMQ_OUTBOX_ABI_VERSION);
     CHECK(c.window == 32 && c.group_commit_count == 100 && c.caller_commits == 0);
+    CHECK(c.dead_letter_limit == 1000 && c.max_attempts == 3 && c.backoff_ms == 1000);
 
     CHECK_RC(nmq_outbox_open(NULL, &ob), NMQ_OUTBOX_EINVAL);
     CHECK(ob == NULL);
@@ -107,6 +108,9 @@ static void test_null_handle(void)
     CHECK_RC(nmq_outbox_flush(NULL), NMQ_OUTBOX_EINVAL);
     CHECK_RC(nmq_outbox_link_up(NULL, 0), NMQ_OUTBOX_EINVAL);
     CHECK_RC(nmq_outbox_link_down(NULL), NMQ_OUTBOX_EINVAL);
+    CHECK_RC(nmq_outbox_link_down_reason(NULL, 0x87, 1), NMQ_OUTBOX_EINVAL);
+    CHECK_RC(nmq_outbox_link_up_connack(NULL, 5, u8("\x20\x02\x00\x00"), 4, NULL),
+             NMQ_OUTBOX_EINVAL);
     CHECK_RC(nmq_outbox_decide(NULL, 1, &d), NMQ_OUTBOX_EINVAL);
     CHECK_RC(nmq_outbox_append(NULL, 1, 0, u8("x"), 1, NULL), NMQ_OUTBOX_EINVAL);
     CHECK_RC(nmq_outbox_requeue_front(NULL, 1, 0, 0, u8("x"), 1, NULL), NMQ_OUTBOX_EINVAL);
@@ -192,7 +196,7 @@ static void test_flow(void)
     CHECK(o == NMQ_OUTBOX_ACK_PROGRESS);
     CHECK_RC(nmq_outbox_ack(ob, 11, NMQ_OUTBOX_PUBCOMP, 0, NULL), NMQ_OUTBOX_OK);
 
-    /* Rejected by the remote: deleted and counted. */
+    /* Rejected by the remote: a dead letter, counted. */
     CHECK_RC(nmq_outbox_lease(ob, &it), NMQ_OUTBOX_OK);
     CHECK(memcmp(it.data, "three", 5) == 0);
     CHECK_RC(nmq_outbox_bind(ob, it.seq, 12), NMQ_OUTBOX_OK);
@@ -218,6 +222,7 @@ static void test_flow(void)
     CHECK_RC(nmq_outbox_get_stats(ob, NULL), NMQ_OUTBOX_EINVAL);
     CHECK_RC(nmq_outbox_get_stats(ob, &st), NMQ_OUTBOX_OK);
     CHECK(st.messages == 2 && st.inflight == 1 && st.acked == 2 && st.dropped_rejected == 1);
+    CHECK(st.dead_letters == 1 && st.dead_lettered == 1 && st.backing_off == 0);
     CHECK(st.enqueued == 5 && st.link_up == 1 && st.window == 8);
 
     /* Link down: "direct" goes back, and comes again with its packet id and DUP. */
@@ -641,7 +646,7 @@ static void test_count_lost(void)
     CHECK(st.lost_fallback_queue == 3 && st.lost_fallback_send == 1);
     CHECK(st.messages == 0 && st.enqueued == 0); /* never the outbox's own rows */
     CHECK_RC(nmq_outbox_stats_json(ob, buf, sizeof buf, &need), NMQ_OUTBOX_OK);
-    CHECK(strstr(buf, "\"fallback_queue\":3,\"fallback_send\":1}") != NULL);
+    CHECK(strstr(buf, "\"fallback_queue\":3,\"fallback_send\":1,") != NULL);
     CHECK_RC(nmq_outbox_stats_prometheus(&ob, 1, buf, sizeof buf, &need), NMQ_OUTBOX_OK);
     CHECK(strstr(buf, "nanomq_bridge_outbox_dropped_total{bridge=\"b\",reason=\"fallback_send\"} 1\n") != NULL);
     CHECK_RC(nmq_outbox_close(ob), NMQ_OUTBOX_OK);
@@ -728,6 +733,206 @@ static void test_threads(void)
     nmq_outbox_free(ob);
 }
 
+/* Issue 20: the raw CONNACK decides the link (accepted or refused), the window (Receive
+ * Maximum) and what is parsed for the host. */
+static void test_link_up_connack(void)
+{
+    char p[300];
+    path_in(p, sizeof p, "connack.db");
+    nmq_outbox_config c = config(p, "b");
+    nmq_outbox *ob = NULL;
+    nmq_outbox_connack ack;
+    nmq_outbox_stats st;
+    CHECK_RC(nmq_outbox_open(&c, &ob), NMQ_OUTBOX_OK);
+    /* MQTT 5, session present, Receive Maximum 5, Maximum QoS 1, Server Keep Alive 30,
+     * Maximum Packet Size 4096, Retain Available 0, Topic Alias Maximum 8 */
+    static const uint8_t v5[] = {0x20, 0x17, 0x01, 0x00, 0x14, 0x21, 0x00, 0x05, 0x24, 0x01,
+                                 0x13, 0x00, 0x1e, 0x27, 0x00, 0x00, 0x10, 0x00, 0x25, 0x00,
+                                 0x22, 0x00, 0x08, 0x11, 0x00};
+    CHECK_RC(nmq_outbox_link_up_connack(ob, 5, v5, 23, NULL), NMQ_OUTBOX_EINVAL); /* cut */
+    static const uint8_t v5ok[] = {0x20, 0x15, 0x01, 0x00, 0x12, 0x21, 0x00, 0x05, 0x24,
+                                   0x01, 0x13, 0x00, 0x1e, 0x27, 0x00, 0x00, 0x10, 0x00,
+                                   0x25, 0x00, 0x22, 0x00, 0x08};
+    memset(&ack, 0xff, sizeof ack);
+    CHECK_RC(nmq_outbox_link_up_connack(ob, 5, v5ok, sizeof v5ok, &ack), NMQ_OUTBOX_OK);
+    CHECK(ack.proto_ver == 5 && ack.reason_code == 0 && ack.session_present == 1);
+    CHECK(ack.receive_maximum == 5 && ack.maximum_qos == 1 && ack.retain_available == 0);
+    CHECK(ack.has_server_keep_alive == 1 && ack.server_keep_alive == 30);
+    CHECK(ack.maximum_packet_size == 4096 && ack.topic_alias_maximum == 8);
+    CHECK(ack.has_session_expiry_interval == 0);
+    CHECK_RC(nmq_outbox_get_stats(ob, &st), NMQ_OUTBOX_OK);
+    CHECK(st.link_up == 1 && st.window == 5);
+    /* malformed: EINVAL, *out zeroed, nothing changed */
+    static const uint8_t unknown[] = {0x20, 0x05, 0x00, 0x00, 0x02, 0x7f, 0x00};
+    CHECK_RC(nmq_outbox_link_up_connack(ob, 5, unknown, sizeof unknown, &ack),
+             NMQ_OUTBOX_EINVAL);
+    CHECK(ack.proto_ver == 0 && ack.receive_maximum == 0);
+    CHECK(strstr(log_last, "unknown property 0x7f") != NULL);
+    CHECK_RC(nmq_outbox_link_up_connack(ob, 5, NULL, 4, &ack), NMQ_OUTBOX_EINVAL);
+    CHECK_RC(nmq_outbox_link_up_connack(ob, 9, v5ok, sizeof v5ok, NULL), NMQ_OUTBOX_EINVAL);
+    CHECK_RC(nmq_outbox_get_stats(ob, &st), NMQ_OUTBOX_OK);
+    CHECK(st.link_up == 1 && st.window == 5);
+    /* refused: the link is down, and what was parsed is given */
+    static const uint8_t refused[] = {0x20, 0x03, 0x00, 0x87, 0x00};
+    CHECK_RC(nmq_outbox_link_up_connack(ob, 5, refused, sizeof refused, &ack),
+             NMQ_OUTBOX_EREFUSED);
+    CHECK(ack.reason_code == 0x87 && ack.session_present == 0);
+    CHECK_RC(nmq_outbox_get_stats(ob, &st), NMQ_OUTBOX_OK);
+    CHECK(st.link_up == 0);
+    /* MQTT 3.1.1: return code 0 accepted, 5 refused; all defaults */
+    CHECK_RC(nmq_outbox_link_up_connack(ob, 4, u8("\x20\x02\x00\x05"), 4, &ack),
+             NMQ_OUTBOX_EREFUSED);
+    CHECK_RC(nmq_outbox_link_up_connack(ob, 4, u8("\x20\x02\x01\x00"), 4, &ack),
+             NMQ_OUTBOX_OK);
+    CHECK(ack.receive_maximum == 65535 && ack.maximum_qos == 2 && ack.retain_available == 1);
+    CHECK_RC(nmq_outbox_get_stats(ob, &st), NMQ_OUTBOX_OK);
+    CHECK(st.link_up == 1 && st.window == 32);
+    /* Session Present 0: a released QoS 2 row is sent again as a new PUBLISH. */
+    nmq_outbox_item it;
+    nmq_outbox_ack_outcome o;
+    CHECK_RC(nmq_outbox_append(ob, 2, 0, u8("q2"), 2, NULL), NMQ_OUTBOX_OK);
+    CHECK_RC(nmq_outbox_lease(ob, &it), NMQ_OUTBOX_OK);
+    CHECK_RC(nmq_outbox_bind(ob, it.seq, 9), NMQ_OUTBOX_OK);
+    nmq_outbox_item_free(&it);
+    CHECK_RC(nmq_outbox_ack(ob, 9, NMQ_OUTBOX_PUBREC, 0, &o), NMQ_OUTBOX_OK);
+    CHECK_RC(nmq_outbox_link_down(ob), NMQ_OUTBOX_OK);
+    CHECK_RC(nmq_outbox_link_up_connack(ob, 4, u8("\x20\x02\x01\x00"), 4, NULL), NMQ_OUTBOX_OK);
+    CHECK_RC(nmq_outbox_lease(ob, &it), NMQ_OUTBOX_OK);
+    CHECK(it.released == 1 && it.packet_id == 9); /* session present: PUBREL */
+    nmq_outbox_item_free(&it);
+    CHECK_RC(nmq_outbox_link_up_connack(ob, 4, u8("\x20\x02\x00\x00"), 4, NULL), NMQ_OUTBOX_OK);
+    CHECK_RC(nmq_outbox_lease(ob, &it), NMQ_OUTBOX_OK);
+    CHECK(it.released == 0 && it.packet_id == 0 && it.dup == 0 && it.qos == 2);
+    nmq_outbox_item_free(&it);
+    CHECK_RC(nmq_outbox_close(ob), NMQ_OUTBOX_OK);
+    CHECK_RC(nmq_outbox_link_up_connack(ob, 4, u8("\x20\x02\x01\x00"), 4, NULL),
+             NMQ_OUTBOX_ECLOSED);
+    nmq_outbox_free(ob);
+}
+
+/* Issue 20: a PUBACK 0x97 (quota exceeded) queues the row again behind a back-off; a
+ * rejection keeps it as a dead letter, shown in the JSON and Prometheus counters. */
+static void test_ack_refusals(void)
+{
+    char p[300];
+    path_in(p, sizeof p, "refusals.db");
+    nmq_outbox_config c = config(p, "b");
+    c.backoff_ms = 50;
+    c.dead_letter_limit = 5;
+    nmq_outbox *ob = NULL;
+    nmq_outbox_item it;
+    nmq_outbox_ack_outcome o;
+    nmq_outbox_stats st;
+    int64_t a = 0;
+    CHECK_RC(nmq_outbox_open(&c, &ob), NMQ_OUTBOX_OK);
+    CHECK_RC(nmq_outbox_append(ob, 1, 0, u8("a"), 1, &a), NMQ_OUTBOX_OK);
+    CHECK_RC(nmq_outbox_append(ob, 1, 0, u8("b"), 1, NULL), NMQ_OUTBOX_OK);
+    CHECK_RC(nmq_outbox_link_up(ob, 0), NMQ_OUTBOX_OK);
+    CHECK_RC(nmq_outbox_lease(ob, &it), NMQ_OUTBOX_OK);
+    CHECK_RC(nmq_outbox_bind(ob, it.seq, 5), NMQ_OUTBOX_OK);
+    nmq_outbox_item_free(&it);
+    CHECK_RC(nmq_outbox_ack(ob, 5, NMQ_OUTBOX_PUBACK, 0x97, &o), NMQ_OUTBOX_OK);
+    CHECK(o == NMQ_OUTBOX_ACK_RETRY);
+    CHECK_RC(nmq_outbox_lease(ob, &it), NMQ_OUTBOX_EMPTY); /* backing off */
+    CHECK_RC(nmq_outbox_get_stats(ob, &st), NMQ_OUTBOX_OK);
+    CHECK(st.backoffs == 1 && st.backing_off == 1 && st.messages == 2 && st.dead_letters == 0);
+    usleep(80 * 1000);
+    CHECK_RC(nmq_outbox_lease(ob, &it), NMQ_OUTBOX_OK);
+    CHECK(it.seq == a && it.packet_id == 0 && it.dup == 0);
+    CHECK_RC(nmq_outbox_bind(ob, it.seq, 6), NMQ_OUTBOX_OK);
+    nmq_outbox_item_free(&it);
+    CHECK_RC(nmq_outbox_ack(ob, 6, NMQ_OUTBOX_PUBACK, 0x87, &o), NMQ_OUTBOX_OK);
+    CHECK(o == NMQ_OUTBOX_ACK_REJECTED);
+    CHECK_RC(nmq_outbox_get_stats(ob, &st), NMQ_OUTBOX_OK);
+    CHECK(st.dead_letters == 1 && st.dead_lettered == 1 && st.messages == 1);
+    char buf[4096];
+    size_t need = 0;
+    CHECK_RC(nmq_outbox_stats_json(ob, buf, sizeof buf, &need), NMQ_OUTBOX_OK);
+    CHECK(strstr(buf, "\"dead_letters\":1,\"dead_lettered\":1,\"backoffs\":1") != NULL);
+    nmq_outbox *const obs[1] = {ob};
+    CHECK_RC(nmq_outbox_stats_prometheus(obs, 1, buf, sizeof buf, &need), NMQ_OUTBOX_OK);
+    CHECK(strstr(buf, "nanomq_bridge_outbox_dead_letters{bridge=\"b\"} 1\n") != NULL);
+    nmq_outbox_free(ob);
+    /* kept in the file: counted again at the next open */
+    ob = NULL;
+    CHECK_RC(nmq_outbox_open(&c, &ob), NMQ_OUTBOX_OK);
+    CHECK_RC(nmq_outbox_get_stats(ob, &st), NMQ_OUTBOX_OK);
+    CHECK(st.dead_letters == 1 && st.dead_lettered == 0 && st.messages == 1);
+    nmq_outbox_free(ob);
+}
+
+/* Issue 20: why the link went down. A DISCONNECT refusal with rows in flight probes (window
+ * 1); the row alone in flight when it comes again becomes a dead letter after max_attempts;
+ * the probe ends once the rows in flight at the refusal are acked; a transient reason backs
+ * off. */
+static void test_link_down_reason(void)
+{
+    char p[300];
+    path_in(p, sizeof p, "down.db");
+    nmq_outbox_config c = config(p, "b");
+    c.window = 3;
+    c.max_attempts = 1;
+    c.backoff_ms = 40;
+    nmq_outbox *ob = NULL;
+    nmq_outbox_item it;
+    nmq_outbox_stats st;
+    nmq_outbox_decision d;
+    nmq_outbox_ack_outcome o;
+    CHECK_RC(nmq_outbox_open(&c, &ob), NMQ_OUTBOX_OK);
+    for (int i = 0; i < 4; i++) {
+        CHECK_RC(nmq_outbox_append(ob, 1, 0, u8("m"), 1, NULL), NMQ_OUTBOX_OK);
+    }
+    CHECK_RC(nmq_outbox_link_up(ob, 0), NMQ_OUTBOX_OK);
+    for (uint16_t pid = 1; pid <= 3; pid++) {
+        CHECK_RC(nmq_outbox_lease(ob, &it), NMQ_OUTBOX_OK);
+        CHECK_RC(nmq_outbox_bind(ob, it.seq, pid), NMQ_OUTBOX_OK);
+        nmq_outbox_item_free(&it);
+    }
+    CHECK_RC(nmq_outbox_link_down_reason(ob, 0x87, 1), NMQ_OUTBOX_OK);
+    CHECK_RC(nmq_outbox_get_stats(ob, &st), NMQ_OUTBOX_OK);
+    CHECK(st.probing == 1 && st.link_up == 0 && st.inflight == 0 && st.dead_letters == 0);
+    CHECK_RC(nmq_outbox_link_up(ob, 0), NMQ_OUTBOX_OK);
+    CHECK_RC(nmq_outbox_decide(ob, 1, &d), NMQ_OUTBOX_OK);
+    CHECK(d == NMQ_OUTBOX_STORE);
+    CHECK_RC(nmq_outbox_lease(ob, &it), NMQ_OUTBOX_OK);
+    CHECK_RC(nmq_outbox_bind(ob, it.seq, 4), NMQ_OUTBOX_OK);
+    nmq_outbox_item_free(&it);
+    CHECK_RC(nmq_outbox_lease(ob, &it), NMQ_OUTBOX_EMPTY); /* window 1 */
+    CHECK_RC(nmq_outbox_link_down_reason(ob, 0x87, 1), NMQ_OUTBOX_OK);
+    CHECK_RC(nmq_outbox_get_stats(ob, &st), NMQ_OUTBOX_OK);
+    CHECK(st.dead_letters == 1 && st.messages == 3 && st.probing == 1);
+    CHECK_RC(nmq_outbox_link_up(ob, 0), NMQ_OUTBOX_OK);
+    /* the other rows in flight at the refusal go one by one; the probe ends with the last */
+    for (uint16_t pid = 5; pid <= 6; pid++) {
+        CHECK_RC(nmq_outbox_get_stats(ob, &st), NMQ_OUTBOX_OK);
+        CHECK(st.probing == 1);
+        CHECK_RC(nmq_outbox_lease(ob, &it), NMQ_OUTBOX_OK);
+        CHECK_RC(nmq_outbox_bind(ob, it.seq, pid), NMQ_OUTBOX_OK);
+        nmq_outbox_item_free(&it);
+        CHECK_RC(nmq_outbox_lease(ob, &it), NMQ_OUTBOX_EMPTY);
+        CHECK_RC(nmq_outbox_ack(ob, pid, NMQ_OUTBOX_PUBACK, 0, &o), NMQ_OUTBOX_OK);
+    }
+    CHECK_RC(nmq_outbox_ack(ob, 6, NMQ_OUTBOX_PUBACK, 0, &o), NMQ_OUTBOX_NOT_OURS);
+    CHECK_RC(nmq_outbox_get_stats(ob, &st), NMQ_OUTBOX_OK);
+    CHECK(st.probing == 0 && st.acks_ignored == 1);
+    /* transient: back off */
+    CHECK_RC(nmq_outbox_link_down_reason(ob, 0x97, 1), NMQ_OUTBOX_OK);
+    CHECK_RC(nmq_outbox_link_up(ob, 0), NMQ_OUTBOX_OK);
+    CHECK_RC(nmq_outbox_lease(ob, &it), NMQ_OUTBOX_EMPTY);
+    CHECK_RC(nmq_outbox_get_stats(ob, &st), NMQ_OUTBOX_OK);
+    CHECK(st.backing_off == 1 && st.backoffs == 1 && st.probing == 0);
+    usleep(60 * 1000);
+    CHECK_RC(nmq_outbox_lease(ob, &it), NMQ_OUTBOX_OK);
+    nmq_outbox_item_free(&it);
+    /* an ordinary close (0x8B): nothing more */
+    CHECK_RC(nmq_outbox_link_down_reason(ob, 0x8B, 1), NMQ_OUTBOX_OK);
+    CHECK_RC(nmq_outbox_get_stats(ob, &st), NMQ_OUTBOX_OK);
+    CHECK(st.probing == 0 && st.dead_letters == 1);
+    CHECK_RC(nmq_outbox_close(ob), NMQ_OUTBOX_OK);
+    CHECK_RC(nmq_outbox_link_down_reason(ob, 0, 0), NMQ_OUTBOX_ECLOSED);
+    nmq_outbox_free(ob);
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -749,5 +954,8 @@ int main(int argc, char **argv)
     test_bad_enums();
     test_count_lost();
     test_threads();
+    test_link_up_connack();
+    test_ack_refusals();
+    test_link_down_reason();
     return report(argv[0]);
 }

@@ -55,7 +55,7 @@ extern "C" {
 #endif
 
 /* Bumped whenever a struct of this header changes. Set config.abi_version to it. */
-#define NMQ_OUTBOX_ABI_VERSION 4
+#define NMQ_OUTBOX_ABI_VERSION 5
 
 /* Opaque handle: one bridge in one database file. */
 typedef struct nmq_outbox nmq_outbox;
@@ -76,7 +76,9 @@ typedef enum nmq_outbox_result {
     NMQ_OUTBOX_EBUSY = -9,     /* this bridge of this file is already open in this process, or
                                   another process holds the file */
     NMQ_OUTBOX_EINTERNAL = -10, /* bug: a panic was caught; the handle stays usable */
-    NMQ_OUTBOX_ENOMEM = -11    /* memory could not be had; nothing was changed */
+    NMQ_OUTBOX_ENOMEM = -11,   /* memory could not be had; nothing was changed */
+    NMQ_OUTBOX_EREFUSED = -12  /* link_up_connack: the CONNACK refused the connection (MQTT 5
+                                  reason code >= 0x80, 3.1.1 return code != 0): link down */
 } nmq_outbox_result;
 
 typedef enum nmq_outbox_sync {
@@ -130,6 +132,15 @@ typedef struct nmq_outbox_config {
                                     the writer and back). Appends then wake the writer only
                                     when a batch is due by group_commit_count or size; acks
                                     alone stay the writer's. 0 (default): the writer commits */
+    uint32_t dead_letter_limit;  /* dead letters kept per bridge; beyond it the oldest is
+                                    deleted, counted in stats.dropped_dead_letters and logged
+                                    with its reason. 0 = 1000 */
+    uint32_t max_attempts;       /* a row alone in flight when the remote closed the connection
+                                    on it this many times (REFUSALS) becomes a dead letter.
+                                    0 = 3 */
+    uint32_t backoff_ms;         /* first back-off after a transient refusal (quota exceeded,
+                                    server busy); doubled per refusal in a row, at most 60
+                                    times it. 0 = 1000 */
 } nmq_outbox_config;
 
 typedef enum nmq_outbox_decision {
@@ -146,8 +157,13 @@ typedef enum nmq_outbox_ack_type {
 typedef enum nmq_outbox_ack_outcome {
     NMQ_OUTBOX_ACK_DONE = 0,     /* acknowledged: the row is deleted */
     NMQ_OUTBOX_ACK_PROGRESS = 1, /* PUBREC of a QoS 2 row: kept until PUBCOMP */
-    NMQ_OUTBOX_ACK_REJECTED = 2  /* PUBACK/PUBREC reason >= 0x80: deleted, counted, not retried;
-                                    a PUBCOMP always completes the row */
+    NMQ_OUTBOX_ACK_REJECTED = 2, /* PUBACK/PUBREC reason >= 0x80 (not 0x97): the row is a dead
+                                    letter (kept, not replayed; DEAD LETTERS), counted in
+                                    dropped_rejected; a PUBCOMP always completes the row */
+    NMQ_OUTBOX_ACK_RETRY = 3     /* PUBACK/PUBREC 0x97 (quota exceeded): the row is queued again
+                                    at its place, sent as a new PUBLISH after a back-off
+                                    (stats.backoffs). Like DONE and REJECTED the exchange is
+                                    over: the packet id is free */
 } nmq_outbox_ack_outcome;
 
 /* A row handed out for sending. `data` belongs to the library until nmq_outbox_item_free(). */
@@ -187,7 +203,38 @@ typedef struct nmq_outbox_stats {
     uint64_t lost_fallback_queue; /* refused by the outbox, then lost on the host's own path:
                                      its fallback queue was full (nmq_outbox_count_lost) */
     uint64_t lost_fallback_send;  /* ... or its fallback send failed (nmq_outbox_count_lost) */
+    uint64_t qos_downgraded;   /* rows handed out at a lower QoS than stored: the remote's
+                                  Maximum QoS (nmq_outbox_link_up_connack) */
+    uint64_t retain_cleared;   /* rows sent with RETAIN cleared: the remote has no retained
+                                  messages (Retain Available 0) */
+    uint64_t dead_letters;     /* gauge: dead letters kept in the file now (DEAD LETTERS) */
+    uint64_t dead_lettered;    /* rows made dead letters since open */
+    uint64_t dropped_dead_letters; /* the oldest dead letters deleted beyond
+                                      config.dead_letter_limit (each logged with its reason) */
+    uint64_t backoffs;         /* transient refusals that made the replay back off */
+    uint8_t backing_off;       /* 1: the replay waits for a back-off to pass (lease: EMPTY) */
+    uint8_t probing;           /* 1: the replay sends one row at a time (REFUSALS) */
+    uint64_t acks_ignored;     /* acks that matched no row in flight (NOT_OURS: an unknown
+                                  packet id, a second ack, the wrong type for the QoS sent) */
 } nmq_outbox_stats;
+
+/* What a CONNACK said, as nmq_outbox_link_up_connack() parsed it: for the host's log and its
+ * own business (keep alive). A property the remote did not send has its MQTT default. */
+typedef struct nmq_outbox_connack {
+    uint8_t proto_ver;          /* 3, 4 or 5, as given */
+    uint8_t reason_code;        /* MQTT 5 Reason Code, or the 3.1.1 Connect Return Code */
+    uint8_t session_present;    /* 1: the remote kept our session */
+    uint8_t maximum_qos;        /* 0, 1 or 2 (absent: 2) */
+    uint8_t retain_available;   /* absent: 1 */
+    uint8_t has_server_keep_alive;       /* 1: server_keep_alive was sent */
+    uint8_t has_session_expiry_interval; /* 1: session_expiry_interval was sent */
+    uint16_t receive_maximum;   /* absent: 65535 */
+    uint16_t topic_alias_maximum; /* absent: 0. The outbox sends no topic alias: informational */
+    uint16_t server_keep_alive; /* the keep alive the host must use instead of its own (MQTT 5
+                                   3.2.2.3.14): the host's business, the outbox ignores it */
+    uint32_t maximum_packet_size; /* absent: 0 (no limit but MQTT's own) */
+    uint32_t session_expiry_interval;
+} nmq_outbox_connack;
 
 typedef enum nmq_outbox_drop_reason {
     NMQ_OUTBOX_DROP_MALFORMED = 1 /* the row does not decode or encode as a PUBLISH */
@@ -199,6 +246,22 @@ typedef enum nmq_outbox_lost_reason {
     NMQ_OUTBOX_LOST_SEND_FAILED = 2 /* the host's fallback send failed and freed it (no link and
                                        nowhere to keep it, ack timeout, socket closed) */
 } nmq_outbox_lost_reason;
+
+/* DEAD LETTERS (issue 20). A row the remote refuses for good is not deleted: it becomes a dead
+ * letter, kept in the file (table `dead`: its bytes, QoS, times, the reason, the MQTT reason
+ * code if any, attempts, when), out of the replay, counted (stats.dead_letters now,
+ * stats.dead_lettered since open; JSON "dead_letters"/"dead_lettered", Prometheus
+ * nanomq_bridge_outbox_dead_letters and _dead_lettered_total). Reasons: "rejected" (a
+ * PUBACK/PUBREC reason code >= 0x80 but 0x97, also counted in dropped_rejected),
+ * "packet_too_large" (above the CONNACK's Maximum Packet Size), "refused_by_close" (the remote
+ * closed the connection max_attempts times on it, REFUSALS). At most
+ * config.dead_letter_limit are kept: beyond it the oldest is deleted, counted in
+ * stats.dropped_dead_letters (JSON "dropped":{"dead_letters"}, Prometheus
+ * reason="dead_letters") and logged with its reason: never a silent loss. An operator lists,
+ * exports, puts back in the queue (at their place in the FIFO, as never sent) or purges them
+ * with `nmq-outbox dead list|export|requeue|purge` (see its --help); requeue and purge refuse
+ * a file a running NanoMQ holds. The file's schema is version 2 (older files are migrated
+ * at open; a library of schema 1 refuses a file of schema 2). */
 
 /* Fills *cfg with the defaults and abi_version. path and bridge stay NULL: set them. */
 void nmq_outbox_config_init(nmq_outbox_config *cfg);
@@ -224,11 +287,78 @@ void nmq_outbox_free(nmq_outbox *ob);
 nmq_outbox_result nmq_outbox_flush(nmq_outbox *ob);
 
 /* The link came up (successful CONNACK). receive_maximum: the CONNACK's Receive Maximum,
- * 0 if absent. Replay may start right after. */
+ * 0 if absent. Replay may start right after. Session present assumed and no other limit known
+ * (rows go as they are stored): for hosts that cannot pass the CONNACK; prefer
+ * nmq_outbox_link_up_connack(). */
 nmq_outbox_result nmq_outbox_link_up(nmq_outbox *ob, uint16_t receive_maximum);
 
-/* The link went down: rows in flight go back to the head of the queue in their order. */
+/* A CONNACK arrived: the raw packet (`len` bytes at `packet`, the fixed header followed by the
+ * rest; borrowed for the call) of a connection of MQTT version `proto_ver` (3, 4 or 5). It
+ * decides, as a careful client must:
+ *   - accepted (MQTT 5 reason code < 0x80, 3.1.1 return code 0): the link is up and the replay
+ *     may start; the window is min(config.window, Receive Maximum);
+ *     refused: NMQ_OUTBOX_EREFUSED (logged with the reason) and the link stays down;
+ *   - Session Present 1: the exchanges resume (released QoS 2 rows with PUBREL, rows in flight
+ *     with their packet id and DUP). Session Present 0 (the remote has no state for us, e.g.
+ *     MQTT 5 without Session Expiry Interval): every row in flight and every released QoS 2
+ *     row is sent again as a new PUBLISH (packet_id 0, dup 0, released 0 at the lease): a
+ *     possible duplicate at the remote, never a loss;
+ *   - Maximum QoS (absent: 2): nmq_outbox_lease() hands each row out to be sent at
+ *     min(its QoS, Maximum QoS): item.qos says so and, when the row's bytes are a PUBLISH, so
+ *     do they (the QoS bits of the fixed header; to QoS 0 the packet id is taken out). The
+ *     ack expected is the one of that QoS (a PUBACK completes a QoS 2 row sent at QoS 1; a
+ *     row sent at QoS 0 completes with nmq_outbox_sent()). The stored row keeps its QoS and
+ *     is sent at it again after a CONNACK that allows it. Counted in stats.qos_downgraded;
+ *   - Maximum Packet Size: a row whose PUBLISH as sent (with the Message Expiry the replay
+ *     adds) is larger is never sent (MQTT 5 3.1.2.24): it becomes a dead letter
+ *     ("packet_too_large", see DEAD LETTERS) and the replay goes on with the next row;
+ *   - Retain Available 0 (a PUBLISH with RETAIN set is a protocol error for such a server,
+ *     0x9A): the row is sent with RETAIN cleared (delivered to current subscribers, not
+ *     retained), counted in stats.retain_cleared; the stored row keeps its flag;
+ *   - Topic Alias Maximum: the outbox sends no topic alias; Server Keep Alive: the host's
+ *     business (in *out). Both only reported.
+ * A malformed or truncated packet, an unknown property or a forbidden value gives EINVAL
+ * (logged: which) and changes nothing. A CONNACK while the link was up ends that connection
+ * first (as nmq_outbox_link_down()). *out (may be NULL) gets what was parsed (zeroed on EINVAL).
+ * `ob` and `out` are borrowed. Thread-safe. */
+nmq_outbox_result nmq_outbox_link_up_connack(nmq_outbox *ob, uint8_t proto_ver,
+                                             const uint8_t *packet, size_t len,
+                                             nmq_outbox_connack *out);
+
+/* The link went down: rows in flight go back to the head of the queue in their order. An
+ * ordinary outage: for a host that cannot tell why (prefer nmq_outbox_link_down_reason()). */
 nmq_outbox_result nmq_outbox_link_down(nmq_outbox *ob);
+
+/* REFUSALS (issue 20). A remote that refuses a message may close the connection instead of
+ * answering it (a DISCONNECT with a reason code; MQTT 3.1.1 servers just close). Such a
+ * message must not block the ones behind it forever, so the host says why the link went down:
+ * `had_disconnect` nonzero when the remote sent a DISCONNECT, `disconnect_reason` its reason
+ * code (0 when none). Rows in flight go back to the head of the queue (as
+ * nmq_outbox_link_down()), and:
+ *   - a refusal: a DISCONNECT with 0x80 0x81 0x82 0x83 0x87 0x90 0x94 0x95 0x99 0x9A 0x9B, or
+ *     a close without DISCONNECT within 3 s of a send with no ack since. A row that was alone
+ *     in flight gets an attempt; after config.max_attempts (default 3) it becomes a dead
+ *     letter ("refused_by_close", the reason code kept) and the replay goes on. With several
+ *     rows in flight (or none: the host's direct send may be the culprit; it comes back
+ *     through nmq_outbox_requeue_front) the next connections probe: the window is 1 (and
+ *     nmq_outbox_decide() says STORE) until every row that was in flight at that close is
+ *     acknowledged or a dead letter, so that the culprit is alone in flight when the remote
+ *     closes again. A close without DISCONNECT counts an
+ *     attempt only while probing: an ordinary outage (no DISCONNECT, the link lost while idle
+ *     or during a normal window) never counts attempts;
+ *   - a transient refusal: a DISCONNECT with 0x89 Server busy, 0x93 Receive Maximum
+ *     exceeded, 0x96 Message rate too high, 0x97 Quota exceeded, 0x9F Connection rate
+ *     exceeded (and PUBACK/PUBREC 0x97, NMQ_OUTBOX_ACK_RETRY): the replay backs off for
+ *     config.backoff_ms (default 1 s), doubled for each such refusal in a row up to 60 times
+ *     it, reset by an acknowledged row. Meanwhile nmq_outbox_lease() gives EMPTY and
+ *     nmq_outbox_decide() STORE; the host's replay tick (its timer) calls lease again. Never
+ *     an attempt, never a dead letter;
+ *   - any other reason (0x00 normal, 0x8B server shutting down, 0x8D keep alive timeout,
+ *     0x8E session taken over, 0x98 administrative action, ...): an ordinary outage.
+ * stats.probing, stats.backing_off and stats.backoffs say what is going on; each decision is
+ * logged. `ob` is borrowed. Thread-safe. */
+nmq_outbox_result nmq_outbox_link_down_reason(nmq_outbox *ob, uint8_t disconnect_reason,
+                                              int had_disconnect);
 
 /* For a new message of QoS `qos`: NMQ_OUTBOX_SEND_NOW only when the link is up, nothing is held
  * and the window has room; NMQ_OUTBOX_STORE otherwise. */
@@ -301,15 +431,21 @@ nmq_outbox_result nmq_outbox_import_stock(nmq_outbox *ob, const char *path,
  * {"bridge":"emqx1","file":"/var/lib/nanomq/nmq_outbox-emqx1.db","link_up":true,"messages":812,
  *  "bytes":81200,"inflight":32,"oldest_age_ms":95500,"enqueued":1170,"acked":358,"resent":3,
  *  "dropped":{"full":0,"expired":0,"rejected":0,"malformed":0,"unwritten":0,
- *             "fallback_queue":0,"fallback_send":0},
- *  "refused_nospace":0,"space_low":false,"window":32,"committed_seq":1170}
+ *             "fallback_queue":0,"fallback_send":0,"dead_letters":0},
+ *  "refused_nospace":0,"space_low":false,"window":32,"committed_seq":1170,
+ *  "qos_downgraded":0,"retain_cleared":0,"dead_letters":0,"dead_lettered":0,"backoffs":0,
+ *  "backing_off":false,"probing":false,"acks_ignored":0}
+ * ("dropped"."dead_letters": the oldest dead letters deleted beyond the limit; the top-level
+ * "dead_letters": the dead letters kept now)
  * written NUL-terminated into buf (cap bytes, caller-owned). *len (not NULL) gets the bytes
  * needed, NUL included; when cap is smaller nothing is written and ETOOBIG is returned. */
 nmq_outbox_result nmq_outbox_stats_json(nmq_outbox *ob, char *buf, size_t cap, size_t *len);
 
 /* The counters of the n handles in obs (a caller-owned array, no NULL entry) in Prometheus'
  * text format: families nanomq_bridge_outbox_{messages,bytes,inflight,oldest_age_seconds,
- * link_up} (gauges), _{enqueued,acked,resent}_total and _dropped_total{reason=...} (counters),
+ * link_up,dead_letters,backing_off,probing} (gauges),
+ * _{enqueued,acked,resent,qos_downgraded,retain_cleared,dead_lettered,backoffs,acks_ignored}_total and
+ * _dropped_total{reason=...} (counters, reason="dead_letters" included),
  * each sample labelled bridge="<name>". Buffer rule as nmq_outbox_stats_json(). */
 nmq_outbox_result nmq_outbox_stats_prometheus(nmq_outbox *const *obs, size_t n, char *buf,
                                               size_t cap, size_t *len);

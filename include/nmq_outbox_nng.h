@@ -90,6 +90,16 @@ nmq_outbox_result nmq_outbox_nng_lease(nmq_outbox *ob, uint8_t proto_ver, nng_ms
 nmq_outbox_result nmq_outbox_nng_bind(nmq_outbox *ob, int64_t seq, uint16_t packet_id,
                                       nng_msg *msg);
 
+/* Hook N4, link up (mqtt_recv_cb, case NNG_MQTT_CONNACK): nmq_outbox_link_up_connack() on
+ * NanoNNG's CONNACK message, whose nng header is the fixed header and whose body is the rest,
+ * as the transport received them. `proto_ver` is the socket's MQTT version (4 or 5). The
+ * message is borrowed: never freed nor changed (the caller goes on with it). *out (may be
+ * NULL) gets what was parsed. NMQ_OUTBOX_EREFUSED for a refusal (the link stays down),
+ * NMQ_OUTBOX_EINVAL for a packet that does not parse (logged; nothing changed). `ob` and `out`
+ * are borrowed. Thread-safe. */
+nmq_outbox_result nmq_outbox_nng_link_up(nmq_outbox *ob, nng_msg *connack, uint8_t proto_ver,
+                                         nmq_outbox_connack *out);
+
 #ifdef __cplusplus
 }
 #endif

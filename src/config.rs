@@ -28,6 +28,13 @@ pub const DEFAULT_WINDOW: u32 = 32;
 /// MQTT's largest packet (variable byte integer limit).
 pub const DEFAULT_MAX_MESSAGE_BYTES: u32 = 268_435_455;
 pub const DEFAULT_BUSY_TIMEOUT_MS: u32 = 5000;
+/// Dead letters kept per bridge; beyond it the oldest is deleted (counted, logged).
+pub const DEFAULT_DEAD_LETTER_LIMIT: u32 = 1000;
+/// Connections the remote may close on a row alone in flight before it is a dead letter.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
+/// First back-off after a transient refusal (quota exceeded, server busy); it doubles per
+/// refusal in a row, up to 60 times this (one minute by default).
+pub const DEFAULT_BACKOFF_MS: u32 = 1000;
 
 #[derive(Clone)]
 pub struct Config {
@@ -63,6 +70,14 @@ pub struct Config {
     pub caller_commits: bool,
     /// In-flight window for replayed rows (capped by the remote's Receive Maximum).
     pub window: u32,
+    /// Dead letters kept for this bridge (`DEFAULT_DEAD_LETTER_LIMIT`); the oldest go beyond.
+    pub dead_letter_limit: u32,
+    /// A row alone in flight when the remote closed the connection on it this many times
+    /// becomes a dead letter (`DEFAULT_MAX_ATTEMPTS`).
+    pub max_attempts: u32,
+    /// First back-off after a transient refusal, doubling up to 60 times it
+    /// (`DEFAULT_BACKOFF_MS`).
+    pub backoff_ms: u32,
     pub logger: Logger,
 }
 
@@ -81,6 +96,9 @@ impl Config {
             ack_linger_ms: DEFAULT_GROUP_COMMIT_MS,
             caller_commits: false,
             window: DEFAULT_WINDOW,
+            dead_letter_limit: DEFAULT_DEAD_LETTER_LIMIT,
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
+            backoff_ms: DEFAULT_BACKOFF_MS,
             logger: Logger::default(),
         }
     }
@@ -101,6 +119,15 @@ impl Config {
         }
         if self.window > 65535 {
             return Err(Error::Invalid("window above 65535 packet ids".into()));
+        }
+        if self.dead_letter_limit == 0 {
+            self.dead_letter_limit = DEFAULT_DEAD_LETTER_LIMIT;
+        }
+        if self.max_attempts == 0 {
+            self.max_attempts = DEFAULT_MAX_ATTEMPTS;
+        }
+        if self.backoff_ms == 0 {
+            self.backoff_ms = DEFAULT_BACKOFF_MS;
         }
         if self.max_message_bytes == 0 {
             self.max_message_bytes = DEFAULT_MAX_MESSAGE_BYTES;

@@ -29,6 +29,9 @@ pub enum Error {
     NoMemory(usize),
     /// A bug: a panic was caught.
     Internal(String),
+    /// The remote refused the connection (a CONNACK with a reason code >= 0x80, or a 3.1.1
+    /// return code other than 0): the link stays down.
+    Refused(String),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -51,6 +54,7 @@ impl fmt::Display for Error {
             Error::Busy(s) => write!(f, "busy: {s}"),
             Error::NoMemory(n) => write!(f, "out of memory (allocating {n} bytes)"),
             Error::Internal(s) => write!(f, "internal error: {s}"),
+            Error::Refused(s) => write!(f, "refused by the remote: {s}"),
         }
     }
 }

@@ -51,6 +51,7 @@ pub fn code(e: &Error) -> nmq_outbox_result {
         Error::Busy(_) => NMQ_OUTBOX_EBUSY,
         Error::NoMemory(_) => NMQ_OUTBOX_ENOMEM,
         Error::Internal(_) => NMQ_OUTBOX_EINTERNAL,
+        Error::Refused(_) => NMQ_OUTBOX_EREFUSED,
     }
 }
 
@@ -200,6 +201,9 @@ unsafe fn config_from_c(c: &nmq_outbox_config, logger: Logger) -> Result<Config>
     cfg.group_commit_count = c.group_commit_count;
     cfg.group_commit_ms = c.group_commit_ms;
     cfg.window = c.window;
+    cfg.dead_letter_limit = c.dead_letter_limit;
+    cfg.max_attempts = c.max_attempts;
+    cfg.backoff_ms = c.backoff_ms;
     cfg.caller_commits = match c.caller_commits {
         0 => false,
         1 => true,
@@ -242,6 +246,9 @@ pub unsafe extern "C" fn nmq_outbox_config_init(cfg: *mut nmq_outbox_config) {
             log_ctx: std::ptr::null_mut(),
             log_level: NMQ_OUTBOX_LOG_INFO,
             caller_commits: 0,
+            dead_letter_limit: d.dead_letter_limit,
+            max_attempts: d.max_attempts,
+            backoff_ms: d.backoff_ms,
         };
         Ok(NMQ_OUTBOX_OK)
     });
@@ -325,11 +332,80 @@ pub unsafe extern "C" fn nmq_outbox_link_up(
     })
 }
 
+/// What was parsed, for the host.
+pub(crate) fn connack_to_c(c: &crate::mqtt::Connack) -> nmq_outbox_connack {
+    nmq_outbox_connack {
+        proto_ver: c.proto_ver,
+        reason_code: c.reason_code,
+        session_present: c.session_present as u8,
+        maximum_qos: c.max_qos(),
+        retain_available: c.retain() as u8,
+        has_server_keep_alive: c.server_keep_alive.is_some() as u8,
+        has_session_expiry_interval: c.session_expiry_interval.is_some() as u8,
+        receive_maximum: c.receive_max(),
+        topic_alias_maximum: c.topic_alias_maximum.unwrap_or(0),
+        server_keep_alive: c.server_keep_alive.unwrap_or(0),
+        maximum_packet_size: c.maximum_packet_size.unwrap_or(0),
+        session_expiry_interval: c.session_expiry_interval.unwrap_or(0),
+    }
+}
+
+/// Link up with a parsed CONNACK: `*out` (may be NULL) gets what it says, also when it is a
+/// refusal; zeroed when it cannot be parsed.
+///
+/// # Safety
+/// `out` must be NULL or valid for writes.
+pub(crate) unsafe fn link_up_with(
+    h: &Outbox,
+    parsed: Result<crate::mqtt::Connack>,
+    out: *mut nmq_outbox_connack,
+) -> Result<nmq_outbox_result> {
+    if !out.is_null() {
+        *out = nmq_outbox_connack::default();
+    }
+    let c = parsed?;
+    if !out.is_null() {
+        *out = connack_to_c(&c);
+    }
+    h.link_up_connack(&c).map(|_| NMQ_OUTBOX_OK)
+}
+
+/// Link up from the raw CONNACK `packet` (`len` bytes, borrowed). `ob` is borrowed (NULL gives
+/// EINVAL); `out` (borrowed) may be NULL. Thread-safe.
+#[no_mangle]
+pub unsafe extern "C" fn nmq_outbox_link_up_connack(
+    ob: *mut nmq_outbox,
+    proto_ver: u8,
+    packet: *const u8,
+    len: usize,
+    out: *mut nmq_outbox_connack,
+) -> nmq_outbox_result {
+    with_handle("nmq_outbox_link_up_connack", ob, |h| {
+        let parsed = bytes(packet, len, usize::MAX)
+            .and_then(|p| crate::mqtt::parse_connack_packet(p, proto_ver));
+        link_up_with(h, parsed, out)
+    })
+}
+
 /// The link is down. `ob` is borrowed (NULL gives EINVAL). Thread-safe.
 #[no_mangle]
 pub unsafe extern "C" fn nmq_outbox_link_down(ob: *mut nmq_outbox) -> nmq_outbox_result {
     with_handle("nmq_outbox_link_down", ob, |h| {
         h.link_down().map(|_| NMQ_OUTBOX_OK)
+    })
+}
+
+/// The link is down, and why (`had_disconnect`: the remote's DISCONNECT, with
+/// `disconnect_reason`). `ob` is borrowed (NULL gives EINVAL). Thread-safe.
+#[no_mangle]
+pub unsafe extern "C" fn nmq_outbox_link_down_reason(
+    ob: *mut nmq_outbox,
+    disconnect_reason: u8,
+    had_disconnect: std::os::raw::c_int,
+) -> nmq_outbox_result {
+    with_handle("nmq_outbox_link_down_reason", ob, |h| {
+        h.link_down_reason(disconnect_reason, had_disconnect != 0)
+            .map(|_| NMQ_OUTBOX_OK)
     })
 }
 
@@ -522,6 +598,7 @@ pub unsafe extern "C" fn nmq_outbox_ack(
             AckOutcome::Done => NMQ_OUTBOX_ACK_DONE,
             AckOutcome::Progress => NMQ_OUTBOX_ACK_PROGRESS,
             AckOutcome::Rejected => NMQ_OUTBOX_ACK_REJECTED,
+            AckOutcome::Retry => NMQ_OUTBOX_ACK_RETRY,
             AckOutcome::NotOurs => return Ok(NMQ_OUTBOX_NOT_OURS),
         };
         if !outcome.is_null() {
@@ -579,6 +656,15 @@ pub unsafe extern "C" fn nmq_outbox_get_stats(
             space_low: s.space_low as u8,
             lost_fallback_queue: s.lost_fallback_queue,
             lost_fallback_send: s.lost_fallback_send,
+            qos_downgraded: s.qos_downgraded,
+            retain_cleared: s.retain_cleared,
+            dead_letters: s.dead_letters,
+            dead_lettered: s.dead_lettered,
+            dropped_dead_letters: s.dropped_dead_letters,
+            backoffs: s.backoffs,
+            backing_off: s.backing_off as u8,
+            probing: s.probing as u8,
+            acks_ignored: s.acks_ignored,
         };
         Ok(NMQ_OUTBOX_OK)
     })
@@ -736,6 +822,7 @@ pub extern "C" fn nmq_outbox_strerror(result: nmq_outbox_result) -> *const c_cha
         NMQ_OUTBOX_EBUSY => c"bridge already open in this process, or file held by another process",
         NMQ_OUTBOX_ENOMEM => c"out of memory",
         NMQ_OUTBOX_EINTERNAL => c"internal error",
+        NMQ_OUTBOX_EREFUSED => c"the remote refused the connection (CONNACK)",
         _ => c"unknown result code",
     };
     s.as_ptr()
@@ -779,6 +866,7 @@ mod tests {
             Error::Busy(String::new()),
             Error::NoMemory(1),
             Error::Internal(String::new()),
+            Error::Refused(String::new()),
         ];
         let codes: std::collections::BTreeSet<_> = all.iter().map(code).collect();
         assert_eq!(codes.len(), all.len());

@@ -1,12 +1,14 @@
 //! nmq-outbox: a durable SQLite outbox for NanoMQ's MQTT bridge.
 //!
 //! * [`store`]: SQLite (schema, group commit, quarantine of corrupt files, the disk reserve).
+//! * [`dead`]: dead letters, the rows the remote refused for good (their SQL).
 //! * [`files`]: which database files this process holds (OS lock, identity by inode).
 //! * [`outbox`]: the logic (routing, replay window, acks, limits, expiry, counters).
 //! * `ffi`: the C ABI of `include/nmq_outbox.h`, a thin translation layer.
 
 pub mod ack_order;
 pub mod config;
+pub mod dead;
 pub mod error;
 pub mod ffi;
 pub mod ffi_ack;

@@ -34,9 +34,12 @@ pub fn json(bridge: &str, file: &str, s: &Stats) -> String {
             "{{\"bridge\":{},\"file\":{},\"link_up\":{},\"messages\":{},\"bytes\":{},",
             "\"inflight\":{},\"oldest_age_ms\":{},\"enqueued\":{},\"acked\":{},\"resent\":{},",
             "\"dropped\":{{\"full\":{},\"expired\":{},\"rejected\":{},\"malformed\":{},",
-            "\"unwritten\":{},\"fallback_queue\":{},\"fallback_send\":{}}},",
+            "\"unwritten\":{},\"fallback_queue\":{},\"fallback_send\":{},",
+            "\"dead_letters\":{}}},",
             "\"refused_nospace\":{},\"space_low\":{},\"window\":{},",
-            "\"committed_seq\":{}}}"
+            "\"committed_seq\":{},\"qos_downgraded\":{},\"retain_cleared\":{},",
+            "\"dead_letters\":{},\"dead_lettered\":{},\"backoffs\":{},",
+            "\"backing_off\":{},\"probing\":{},\"acks_ignored\":{}}}"
         ),
         json_str(bridge),
         json_str(file),
@@ -55,10 +58,19 @@ pub fn json(bridge: &str, file: &str, s: &Stats) -> String {
         s.dropped_unwritten,
         s.lost_fallback_queue,
         s.lost_fallback_send,
+        s.dropped_dead_letters,
         s.refused_nospace,
         s.space_low,
         s.window,
-        s.committed_seq
+        s.committed_seq,
+        s.qos_downgraded,
+        s.retain_cleared,
+        s.dead_letters,
+        s.dead_lettered,
+        s.backoffs,
+        s.backing_off,
+        s.probing,
+        s.acks_ignored
     )
 }
 
@@ -74,7 +86,7 @@ fn label(s: &str) -> String {
 /// bridge, labelled `bridge="<name>"` (drops also by `reason`).
 pub fn prometheus(bridges: &[(&str, &Stats)]) -> String {
     type Get = fn(&Stats) -> u64;
-    let families: [(&str, &str, &str, Get); 8] = [
+    let families: [(&str, &str, &str, Get); 16] = [
         (
             "messages",
             "gauge",
@@ -123,6 +135,54 @@ pub fn prometheus(bridges: &[(&str, &Stats)]) -> String {
             "Messages sent again after a link loss or a restart.",
             |s| s.resent,
         ),
+        (
+            "qos_downgraded_total",
+            "counter",
+            "Messages sent at a lower QoS than stored: the remote's Maximum QoS.",
+            |s| s.qos_downgraded,
+        ),
+        (
+            "retain_cleared_total",
+            "counter",
+            "Messages sent with RETAIN cleared: the remote has no retained messages.",
+            |s| s.retain_cleared,
+        ),
+        (
+            "dead_letters",
+            "gauge",
+            "Dead letters kept in the outbox file: messages the remote refused for good.",
+            |s| s.dead_letters,
+        ),
+        (
+            "dead_lettered_total",
+            "counter",
+            "Messages made dead letters since the outbox was opened.",
+            |s| s.dead_lettered,
+        ),
+        (
+            "backoffs_total",
+            "counter",
+            "Transient refusals by the remote (quota, load) that made the replay back off.",
+            |s| s.backoffs,
+        ),
+        (
+            "backing_off",
+            "gauge",
+            "1 while the replay waits for a back-off to pass.",
+            |s| s.backing_off as u64,
+        ),
+        (
+            "probing",
+            "gauge",
+            "1 while the replay sends one message at a time to find one the remote refuses.",
+            |s| s.probing as u64,
+        ),
+        (
+            "acks_ignored_total",
+            "counter",
+            "Acks from the remote that matched no message in flight.",
+            |s| s.acks_ignored,
+        ),
     ];
     let mut out = String::new();
     for (name, kind, help, get) in families {
@@ -137,7 +197,7 @@ pub fn prometheus(bridges: &[(&str, &Stats)]) -> String {
             );
         }
     }
-    let drops: [(&str, Get); 8] = [
+    let drops: [(&str, Get); 9] = [
         ("full", |s| s.dropped_full),
         ("expired", |s| s.dropped_expired),
         ("rejected", |s| s.dropped_rejected),
@@ -146,6 +206,7 @@ pub fn prometheus(bridges: &[(&str, &Stats)]) -> String {
         ("refused_nospace", |s| s.refused_nospace),
         ("fallback_queue", |s| s.lost_fallback_queue),
         ("fallback_send", |s| s.lost_fallback_send),
+        ("dead_letters", |s| s.dropped_dead_letters),
     ];
     out.push_str(
         "# HELP nanomq_bridge_outbox_dropped_total Messages dropped or refused, by reason.\n",
@@ -189,6 +250,15 @@ mod tests {
             link_up: true,
             window: 32,
             space_low: false,
+            qos_downgraded: 9,
+            retain_cleared: 10,
+            dead_letters: 11,
+            dead_lettered: 12,
+            dropped_dead_letters: 13,
+            backoffs: 14,
+            backing_off: true,
+            probing: true,
+            acks_ignored: 15,
         }
     }
 
@@ -203,11 +273,14 @@ mod tests {
             "\"oldest_age_ms\":95500",
             concat!(
                 "\"dropped\":{\"full\":1,\"expired\":2,\"rejected\":3,\"malformed\":4,",
-                "\"unwritten\":5,\"fallback_queue\":7,\"fallback_send\":8}"
+                "\"unwritten\":5,\"fallback_queue\":7,\"fallback_send\":8,",
+                "\"dead_letters\":13}"
             ),
             "\"refused_nospace\":6",
             "\"space_low\":false",
-            "\"committed_seq\":1170}",
+            "\"committed_seq\":1170,\"qos_downgraded\":9,\"retain_cleared\":10,",
+            "\"dead_letters\":11,\"dead_lettered\":12,\"backoffs\":14,\"backing_off\":true,",
+            "\"probing\":true,\"acks_ignored\":15}",
         ] {
             assert!(j.contains(part), "{part} in {j}");
         }
@@ -248,6 +321,10 @@ mod tests {
                 assert_eq!(name, current, "{line} outside its family");
             }
         }
-        assert_eq!(seen.len(), 9);
+        assert!(text.contains(
+            "nanomq_bridge_outbox_dropped_total{bridge=\"emqx1\",reason=\"dead_letters\"} 13\n"
+        ));
+        assert!(text.contains("nanomq_bridge_outbox_dead_letters{bridge=\"emqx1\"} 11\n"));
+        assert_eq!(seen.len(), 17);
     }
 }

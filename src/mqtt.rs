@@ -17,11 +17,19 @@ pub struct PublishInfo {
 }
 
 fn malformed(why: &str) -> Error {
-    Error::Invalid(format!("malformed PUBLISH: {why}"))
+    malformed_packet("PUBLISH", why)
+}
+
+fn malformed_packet(what: &str, why: &str) -> Error {
+    Error::Invalid(format!("malformed {what}: {why}"))
 }
 
 /// Reads a variable byte integer; returns (value, bytes used).
 fn varint(b: &[u8]) -> Result<(usize, usize)> {
+    varint_of(b, "PUBLISH")
+}
+
+fn varint_of(b: &[u8], what: &str) -> Result<(usize, usize)> {
     let mut v = 0usize;
     for (i, byte) in b.iter().take(4).enumerate() {
         v |= ((byte & 0x7f) as usize) << (7 * i);
@@ -29,17 +37,22 @@ fn varint(b: &[u8]) -> Result<(usize, usize)> {
             return Ok((v, i + 1));
         }
     }
-    Err(malformed("bad variable byte integer"))
+    Err(malformed_packet(what, "bad variable byte integer"))
 }
 
 struct Reader<'a> {
     b: &'a [u8],
+    /// The packet read, for error messages.
+    what: &'static str,
 }
 
 impl<'a> Reader<'a> {
+    fn new(b: &'a [u8]) -> Self {
+        Reader { b, what: "PUBLISH" }
+    }
     fn take(&mut self, n: usize) -> Result<&'a [u8]> {
         if self.b.len() < n {
-            return Err(malformed("truncated"));
+            return Err(malformed_packet(self.what, "truncated"));
         }
         let (h, t) = self.b.split_at(n);
         self.b = t;
@@ -53,8 +66,11 @@ impl<'a> Reader<'a> {
         let s = self.take(4)?;
         Ok(u32::from_be_bytes([s[0], s[1], s[2], s[3]]))
     }
+    fn u8(&mut self) -> Result<u8> {
+        Ok(self.take(1)?[0])
+    }
     fn varint(&mut self) -> Result<usize> {
-        let (v, n) = varint(self.b)?;
+        let (v, n) = varint_of(self.b, self.what)?;
         self.b = &self.b[n..];
         Ok(v)
     }
@@ -106,7 +122,7 @@ fn locate(header: &[u8], body: &[u8], proto_ver: u8) -> Result<(PublishInfo, Fie
         return Err(malformed("Remaining Length does not match the body"));
     }
     let at = |r: &Reader<'_>| body.len() - r.b.len();
-    let mut r = Reader { b: body };
+    let mut r = Reader::new(body);
     r.string()?; // topic
     let mut fields = Fields {
         packet_id_at: None,
@@ -124,7 +140,7 @@ fn locate(header: &[u8], body: &[u8], proto_ver: u8) -> Result<(PublishInfo, Fie
         let len_at = at(&r);
         let plen = r.varint()?;
         let start = at(&r);
-        let mut p = Reader { b: r.take(plen)? };
+        let mut p = Reader::new(r.take(plen)?);
         fields.props = Some((len_at, start, start + plen));
         while !p.b.is_empty() {
             match p.varint()? {
@@ -277,6 +293,265 @@ pub fn split_packet(data: &[u8]) -> Result<(&[u8], &[u8])> {
         ));
     }
     Ok(data.split_at(h))
+}
+
+/// Bytes of `v` as a variable byte integer.
+fn varint_len(v: usize) -> usize {
+    match v {
+        0..=127 => 1,
+        128..=16_383 => 2,
+        16_384..=2_097_151 => 3,
+        _ => 4,
+    }
+}
+
+/// Rewrites a stored PUBLISH (fixed header followed by the rest) in place for what the remote
+/// allows: its QoS lowered to `qos` (the header's QoS bits; to QoS 0 the packet id is also
+/// taken out and the Remaining Length re-encoded), and its RETAIN flag cleared when
+/// `clear_retain`. Returns whether RETAIN was set and cleared. A QoS above the packet's is
+/// left as it is. Errors (the bytes unchanged) when `data` is not a PUBLISH.
+pub fn reshape_publish(data: &mut Vec<u8>, qos: u8, clear_retain: bool) -> Result<bool> {
+    let (h, b) = split_packet(data)?;
+    // The topic and the packet id are read the same way whatever the version.
+    let (info, f) = locate(h, b, 4)?;
+    let header_len = h.len();
+    let cleared = clear_retain && data[0] & 1 != 0;
+    if cleared {
+        data[0] &= !1;
+    }
+    if qos >= info.qos {
+        return Ok(cleared);
+    }
+    data[0] = (data[0] & !0x06) | (qos << 1);
+    if qos == 0 {
+        data[0] &= !0x08; // DUP only with QoS > 0
+        if let Some(at) = f.packet_id_at {
+            let at = header_len + at;
+            data.drain(at..at + 2);
+            let body_len = data.len() - header_len;
+            let mut header = vec![data[0]];
+            encode_varint(body_len, &mut header);
+            data.splice(..header_len, header);
+        }
+    }
+    Ok(cleared)
+}
+
+/// The size in bytes of the PUBLISH the replay sends for a stored one: with `proto_ver` 5 and
+/// `expiry_secs` > 0 a Message Expiry Interval is added when the packet has none (see
+/// [`prepare_resend`]); otherwise its stored size.
+pub fn resend_size(data: &[u8], proto_ver: u8, expiry_secs: u32) -> Result<usize> {
+    let (h, b) = split_packet(data)?;
+    let (_, f) = locate(h, b, proto_ver)?;
+    match (proto_ver, expiry_secs, f.props, f.expiry_at) {
+        (5, e, Some((_, start, end)), None) if e > 0 => {
+            let plen = end - start;
+            let body = b.len() + 5 + varint_len(plen + 5) - varint_len(plen);
+            Ok(1 + varint_len(body) + body)
+        }
+        _ => Ok(data.len()),
+    }
+}
+
+/// What a CONNACK says (MQTT 3.1.1 section 3.2; MQTT 5 section 3.2, its properties in
+/// 3.2.2.3). `None` is a property the remote did not send: its default applies (see the
+/// accessors).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Connack {
+    /// 3 (MQTT 3.1), 4 (3.1.1) or 5: the version the connection speaks.
+    pub proto_ver: u8,
+    /// The remote kept a session for this client id (3.2.2.1.1).
+    pub session_present: bool,
+    /// MQTT 5 Reason Code, or the 3.1.1 Connect Return Code (0 = accepted).
+    pub reason_code: u8,
+    pub session_expiry_interval: Option<u32>,
+    /// 1..=65535; absent = 65535.
+    pub receive_maximum: Option<u16>,
+    /// 0 or 1; absent = 2 (a value of 2 is taken as 2, though MQTT 5 allows only 0 and 1).
+    pub maximum_qos: Option<u8>,
+    /// absent = available.
+    pub retain_available: Option<bool>,
+    /// Largest packet the remote accepts, in bytes (>= 1); absent = no limit but MQTT's.
+    pub maximum_packet_size: Option<u32>,
+    /// Topic aliases the remote accepts (we send none); absent = 0.
+    pub topic_alias_maximum: Option<u16>,
+    /// The keep alive the remote wants instead of the client's (the host's business).
+    pub server_keep_alive: Option<u16>,
+    pub wildcard_subscription_available: Option<bool>,
+    pub subscription_identifiers_available: Option<bool>,
+    pub shared_subscription_available: Option<bool>,
+    /// For the log (lossy UTF-8).
+    pub assigned_client_identifier: Option<String>,
+    pub reason_string: Option<String>,
+    pub server_reference: Option<String>,
+}
+
+impl Connack {
+    /// Whether the connection was accepted: 3.1.1 return code 0, MQTT 5 reason code < 0x80.
+    pub fn accepted(&self) -> bool {
+        if self.proto_ver == 5 {
+            self.reason_code < 0x80
+        } else {
+            self.reason_code == 0
+        }
+    }
+
+    /// Receive Maximum with its default (65535).
+    pub fn receive_max(&self) -> u16 {
+        self.receive_maximum.unwrap_or(u16::MAX)
+    }
+
+    /// Maximum QoS with its default (2).
+    pub fn max_qos(&self) -> u8 {
+        self.maximum_qos.unwrap_or(2).min(2)
+    }
+
+    /// Retain Available with its default (true).
+    pub fn retain(&self) -> bool {
+        self.retain_available.unwrap_or(true)
+    }
+}
+
+/// Parses an encoded CONNACK given as its fixed header and the rest (nng's header and body).
+/// `proto_ver` is the version of the CONNECT it answers (3, 4 or 5). A malformed or
+/// truncated packet, an unknown property (its length cannot be known), a property given twice
+/// or a value MQTT forbids (Receive Maximum 0, Maximum Packet Size 0, Maximum QoS or a flag
+/// above its range) is an [`Error::Invalid`] that says which; never a panic.
+pub fn parse_connack(header: &[u8], body: &[u8], proto_ver: u8) -> Result<Connack> {
+    let bad = |why: &str| malformed_packet("CONNACK", why);
+    if !matches!(proto_ver, 3..=5) {
+        return Err(Error::Invalid(format!(
+            "MQTT protocol version {proto_ver} is not 3, 4 or 5"
+        )));
+    }
+    let Some(&first) = header.first() else {
+        return Err(bad("empty fixed header"));
+    };
+    if first != 0x20 {
+        return Err(bad(&format!(
+            "first byte 0x{first:02x} is not a CONNACK's (0x20)"
+        )));
+    }
+    let (remaining, n) = varint_of(&header[1..], "CONNACK")?;
+    if 1 + n != header.len() {
+        return Err(bad("fixed header length"));
+    }
+    if remaining != body.len() {
+        return Err(bad("Remaining Length does not match the body"));
+    }
+    let mut r = Reader {
+        b: body,
+        what: "CONNACK",
+    };
+    let flags = r.u8()?;
+    if flags & 0xfe != 0 {
+        return Err(bad(&format!(
+            "reserved acknowledge flags set (0x{flags:02x})"
+        )));
+    }
+    let mut c = Connack {
+        proto_ver,
+        session_present: flags & 1 != 0,
+        reason_code: r.u8()?,
+        ..Connack::default()
+    };
+    if proto_ver < 5 {
+        if !r.b.is_empty() {
+            return Err(bad("a 3.1.1 CONNACK has 2 bytes after its fixed header"));
+        }
+        return Ok(c);
+    }
+    // MQTT 5: the properties (a remote that leaves out an empty Property Length is taken
+    // as sending none).
+    if r.b.is_empty() {
+        return Ok(c);
+    }
+    let plen = r.varint()?;
+    let mut p = Reader {
+        b: r.take(plen)?,
+        what: "CONNACK",
+    };
+    if !r.b.is_empty() {
+        return Err(bad("bytes after the properties"));
+    }
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    let flag = |v: u8, name: &str| match v {
+        0 => Ok(false),
+        1 => Ok(true),
+        v => Err(bad(&format!("{name} is {v}, not 0 or 1"))),
+    };
+    let mut seen = 0u64;
+    while !p.b.is_empty() {
+        let id = p.varint()?;
+        if id != 0x26 && id < 64 {
+            if seen & (1 << id) != 0 {
+                return Err(bad(&format!("property 0x{id:02x} given twice")));
+            }
+            seen |= 1 << id;
+        }
+        match id {
+            0x11 => c.session_expiry_interval = Some(p.u32()?),
+            0x12 => c.assigned_client_identifier = Some(text(p.string()?)),
+            0x13 => c.server_keep_alive = Some(p.u16()?),
+            0x15 | 0x1A => {
+                p.string()?; // Authentication Method, Response Information
+            }
+            0x16 => {
+                p.string()?; // Authentication Data (binary, same encoding)
+            }
+            0x1C => c.server_reference = Some(text(p.string()?)),
+            0x1F => c.reason_string = Some(text(p.string()?)),
+            0x21 => match p.u16()? {
+                0 => return Err(bad("Receive Maximum 0")),
+                v => c.receive_maximum = Some(v),
+            },
+            0x22 => c.topic_alias_maximum = Some(p.u16()?),
+            0x24 => match p.u8()? {
+                v @ 0..=2 => c.maximum_qos = Some(v),
+                v => return Err(bad(&format!("Maximum QoS {v}"))),
+            },
+            0x25 => c.retain_available = Some(flag(p.u8()?, "Retain Available")?),
+            0x26 => {
+                p.string()?;
+                p.string()?;
+            }
+            0x27 => match p.u32()? {
+                0 => return Err(bad("Maximum Packet Size 0")),
+                v => c.maximum_packet_size = Some(v),
+            },
+            0x28 => {
+                let v = flag(p.u8()?, "Wildcard Subscription Available")?;
+                c.wildcard_subscription_available = Some(v);
+            }
+            0x29 => {
+                let v = flag(p.u8()?, "Subscription Identifiers Available")?;
+                c.subscription_identifiers_available = Some(v);
+            }
+            0x2A => {
+                let v = flag(p.u8()?, "Shared Subscription Available")?;
+                c.shared_subscription_available = Some(v);
+            }
+            id => return Err(bad(&format!("unknown property 0x{id:02x}"))),
+        }
+    }
+    Ok(c)
+}
+
+/// [`parse_connack`] of a whole packet (fixed header followed by the rest).
+pub fn parse_connack_packet(packet: &[u8], proto_ver: u8) -> Result<Connack> {
+    if packet.is_empty() {
+        return Err(malformed_packet("CONNACK", "empty"));
+    }
+    let (remaining, n) = varint_of(&packet[1..], "CONNACK")?;
+    let h = 1 + n;
+    if packet.len() != h.saturating_add(remaining) {
+        return Err(malformed_packet(
+            "CONNACK",
+            "Remaining Length does not match the packet",
+        ));
+    }
+    let (header, body) = packet.split_at(h);
+    parse_connack(header, body, proto_ver)
 }
 
 #[cfg(test)]
@@ -469,5 +744,219 @@ mod tests {
         assert_eq!(pubrel_packet_id(&h, &b), Some(0x1234));
         assert_eq!(pubrel_packet_id(&[0x62, 3], &b), None);
         assert_eq!(pubrel_packet_id(&[0x32, 2], &b), None);
+    }
+
+    /// A CONNACK packet: flags, reason, then (MQTT 5, `props` Some) the properties.
+    fn connack(flags: u8, reason: u8, props: Option<&[u8]>) -> Vec<u8> {
+        let mut body = vec![flags, reason];
+        if let Some(p) = props {
+            body.extend(encode_varint(p.len()));
+            body.extend_from_slice(p);
+        }
+        let mut out = vec![0x20];
+        out.extend(encode_varint(body.len()));
+        out.extend(body);
+        out
+    }
+
+    #[test]
+    fn connack_of_3_1_1_session_present_and_return_code() {
+        let c = parse_connack_packet(&connack(1, 0, None), 4).unwrap();
+        assert!(c.session_present && c.accepted());
+        assert_eq!((c.max_qos(), c.receive_max(), c.retain()), (2, 65535, true));
+        assert_eq!(c.maximum_packet_size, None);
+        let c = parse_connack_packet(&connack(0, 5, None), 4).unwrap();
+        assert!(!c.session_present && !c.accepted(), "5: not authorized");
+        // MQTT 3.1 (proto 3) reads the same way.
+        assert!(parse_connack_packet(&connack(0, 0, None), 3)
+            .unwrap()
+            .accepted());
+        assert!(!parse_connack_packet(&connack(0, 0x80, None), 4)
+            .unwrap()
+            .accepted());
+    }
+
+    #[test]
+    fn connack_of_mqtt5_with_every_property() {
+        let mut p = vec![0x11, 0, 0, 0x0e, 0x10]; // session expiry 3600
+        p.extend_from_slice(&[0x21, 0, 20]); // receive maximum 20
+        p.extend_from_slice(&[0x24, 1]); // maximum QoS 1
+        p.extend_from_slice(&[0x25, 0]); // retain not available
+        p.extend_from_slice(&[0x27, 0, 0, 0x10, 0]); // maximum packet size 4096
+        p.extend_from_slice(&[0x12, 0, 2, b'i', b'd']); // assigned client id
+        p.extend_from_slice(&[0x22, 0, 10]); // topic alias maximum 10
+        p.extend_from_slice(&[0x1F, 0, 2, b'o', b'k']); // reason string
+        p.extend_from_slice(&[0x26, 0, 1, b'k', 0, 1, b'v']); // user property
+        p.extend_from_slice(&[0x26, 0, 1, b'k', 0, 1, b'w']); // user property again: allowed
+        p.extend_from_slice(&[0x28, 1, 0x29, 0, 0x2A, 1]);
+        p.extend_from_slice(&[0x13, 0, 30]); // server keep alive 30
+        p.extend_from_slice(&[0x1A, 0, 1, b'r', 0x1C, 0, 1, b's']);
+        p.extend_from_slice(&[0x15, 0, 1, b'm', 0x16, 0, 2, 0xff, 0x00]); // auth
+        let c = parse_connack_packet(&connack(1, 0, Some(&p)), 5).unwrap();
+        assert!(c.accepted() && c.session_present);
+        assert_eq!(c.session_expiry_interval, Some(3600));
+        assert_eq!((c.receive_max(), c.max_qos(), c.retain()), (20, 1, false));
+        assert_eq!(c.maximum_packet_size, Some(4096));
+        assert_eq!(c.topic_alias_maximum, Some(10));
+        assert_eq!(c.server_keep_alive, Some(30));
+        assert_eq!(c.assigned_client_identifier.as_deref(), Some("id"));
+        assert_eq!(c.reason_string.as_deref(), Some("ok"));
+        assert_eq!(c.server_reference.as_deref(), Some("s"));
+        assert_eq!(c.wildcard_subscription_available, Some(true));
+        assert_eq!(c.subscription_identifiers_available, Some(false));
+        assert_eq!(c.shared_subscription_available, Some(true));
+        // No properties at all, with and without the (empty) Property Length.
+        let c = parse_connack_packet(&connack(0, 0, Some(&[])), 5).unwrap();
+        assert_eq!(
+            (c.session_present, c.max_qos(), c.receive_max()),
+            (false, 2, 65535)
+        );
+        assert_eq!(parse_connack_packet(&connack(0, 0, None), 5).unwrap(), c);
+        // A refusal (0x87 not authorized) with a reason string; 0x00..0x7f accept.
+        let c = parse_connack_packet(&connack(0, 0x87, Some(&[0x1F, 0, 1, b'x'])), 5).unwrap();
+        assert!(!c.accepted());
+        assert!(parse_connack_packet(&connack(0, 0x7f, Some(&[])), 5)
+            .unwrap()
+            .accepted());
+        // Header and body apart, as nng holds them.
+        let pk = connack(1, 0, Some(&[0x24, 0]));
+        let c = parse_connack(&pk[..2], &pk[2..], 5).unwrap();
+        assert_eq!(c.max_qos(), 0);
+    }
+
+    #[test]
+    fn malformed_connacks_are_refused_with_a_clear_error() {
+        let err = |pk: &[u8], v: u8| match parse_connack_packet(pk, v) {
+            Err(Error::Invalid(s)) => s,
+            other => panic!("{pk:?}: {other:?}"),
+        };
+        assert!(err(&[], 5).contains("empty"));
+        assert!(err(&[0x30, 2, 0, 0], 5).contains("not a CONNACK"));
+        assert!(err(&[0x20, 3, 0, 0], 5).contains("Remaining Length"));
+        assert!(err(&[0x20, 2, 0x02, 0], 4).contains("reserved"));
+        assert!(err(&[0x20, 1, 0], 4).contains("truncated"));
+        assert!(err(&[0x20, 3, 0, 0, 0], 4).contains("2 bytes"));
+        assert!(err(&[0x20, 0xff, 0xff, 0xff, 0xff], 5).contains("variable byte integer"));
+        assert!(err(&connack(0, 0, None), 9).contains("protocol version"));
+        let cases: [(&[u8], &str); 9] = [
+            (&[0x7f, 0], "unknown property 0x7f"),
+            (&[0x21, 0], "truncated"),
+            (&[0x21, 0, 0], "Receive Maximum 0"),
+            (&[0x27, 0, 0, 0, 0], "Maximum Packet Size 0"),
+            (&[0x24, 3], "Maximum QoS 3"),
+            (&[0x25, 2], "Retain Available is 2"),
+            (&[0x24, 1, 0x24, 0], "given twice"),
+            (&[0x1F, 0, 9, b'x'], "truncated"),
+            (&[0x26, 0, 1, b'k'], "truncated"),
+        ];
+        for (props, want) in cases {
+            let e = err(&connack(0, 0, Some(props)), 5);
+            assert!(e.contains(want) && e.contains("CONNACK"), "{props:?}: {e}");
+        }
+        // Property Length longer than what follows; bytes after the properties.
+        assert!(err(&[0x20, 4, 0, 0, 5, 0x24], 5).contains("truncated"));
+        assert!(err(&[0x20, 5, 0, 0, 2, 0x24, 1, 9][..8], 5).contains("Remaining Length"));
+        let mut extra = connack(0, 0, Some(&[0x24, 1]));
+        extra[1] += 1;
+        extra.push(0);
+        assert!(err(&extra, 5).contains("after the properties"));
+    }
+
+    /// Every truncation and byte flip of a valid CONNACK, and random bytes: an answer, never
+    /// a panic.
+    #[test]
+    fn connack_parse_never_panics() {
+        let mut p = vec![
+            0x21, 0, 20, 0x24, 1, 0x27, 0, 0, 0x10, 0, 0x1F, 0, 2, b'o', b'k',
+        ];
+        p.extend_from_slice(&[0x26, 0, 1, b'k', 0, 1, b'v', 0x16, 0, 1, 7]);
+        let good = connack(1, 0, Some(&p));
+        for n in 0..good.len() {
+            assert!(parse_connack_packet(&good[..n], 5).is_err(), "cut at {n}");
+        }
+        for i in 0..good.len() {
+            for bit in 0..8 {
+                let mut b = good.clone();
+                b[i] ^= 1 << bit;
+                for v in [4, 5] {
+                    let _ = parse_connack_packet(&b, v);
+                    let _ = parse_connack(&b[..2.min(b.len())], &b[2.min(b.len())..], v);
+                }
+            }
+        }
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let len = (x % 24) as usize;
+            let bytes: Vec<u8> = (0..len).map(|i| (x >> ((i % 8) * 8)) as u8).collect();
+            let _ = parse_connack_packet(&bytes, 5);
+            let mut with_type = vec![0x20, len as u8];
+            with_type.extend_from_slice(&bytes);
+            let _ = parse_connack_packet(&with_type, 5);
+        }
+    }
+
+    #[test]
+    fn reshape_lowers_the_qos_and_clears_retain() {
+        // QoS 2 to 1: the header's bits only, DUP kept.
+        let (mut h, b) = publish(2, Some(&[0x02, 0, 0, 0, 9]), b"pay");
+        h[0] |= 0x08 | 0x01; // DUP, RETAIN
+        let mut d = joined((h.clone(), b.clone()));
+        assert!(!reshape_publish(&mut d, 1, false).unwrap());
+        let (h2, b2) = split_packet(&d).unwrap();
+        let info = parse_publish(h2, b2, 5).unwrap();
+        assert_eq!(
+            (info.qos, info.dup, info.packet_id, info.expiry_secs),
+            (1, true, 0x1234, 9)
+        );
+        assert_eq!(d[0] & 1, 1, "RETAIN kept");
+        assert_eq!(b2, &b[..]);
+        // RETAIN cleared on request, and said so (once).
+        assert!(reshape_publish(&mut d, 1, true).unwrap());
+        assert!(!reshape_publish(&mut d, 1, true).unwrap());
+        assert_eq!(d[0] & 1, 0);
+        // To QoS 0: no packet id, DUP cleared, Remaining Length re-encoded (128 -> 126: two
+        // bytes to one).
+        let (h, b) = publish(1, None, &[7u8; 119]);
+        assert_eq!(h.len(), 3);
+        let mut d = joined((h, b));
+        reshape_publish(&mut d, 0, false).unwrap();
+        let (h0, b0) = split_packet(&d).unwrap();
+        assert_eq!(h0.len(), 2);
+        let info = parse_publish(h0, b0, 4).unwrap();
+        assert_eq!((info.qos, info.packet_id), (0, 0));
+        assert!(b0.ends_with(&[7u8; 119]) && b0.starts_with(b"\0\x05test1"));
+        // Never raised; not a PUBLISH: an error, unchanged.
+        let (h, b) = publish(1, None, b"x");
+        let mut d = joined((h, b));
+        let before = d.clone();
+        reshape_publish(&mut d, 2, false).unwrap();
+        assert_eq!(d, before);
+        let mut junk = b"junk".to_vec();
+        assert!(reshape_publish(&mut junk, 0, true).is_err());
+        assert_eq!(junk, b"junk");
+    }
+
+    #[test]
+    fn resend_size_counts_an_added_expiry() {
+        for (vlen, expiry) in [(5usize, 0u32), (5, 60), (109, 60), (119, 60)] {
+            let mut props = vec![0x26, 0, 1, b'k', 0, vlen as u8];
+            props.extend(std::iter::repeat(b'v').take(vlen));
+            let d = joined(publish(1, Some(&props), b"x"));
+            let (h, b) = prepare_resend(&d, 5, 1, 1, expiry).unwrap();
+            assert_eq!(
+                resend_size(&d, 5, expiry).unwrap(),
+                h.len() + b.len(),
+                "{vlen}"
+            );
+        }
+        // One that has an expiry keeps its size; 3.1.1 has none to add.
+        let d = joined(publish(1, Some(&[0x02, 0, 0, 0, 9]), b"x"));
+        assert_eq!(resend_size(&d, 5, 60).unwrap(), d.len());
+        let d = joined(publish(1, None, b"x"));
+        assert_eq!(resend_size(&d, 4, 60).unwrap(), d.len());
+        assert!(resend_size(b"junk", 5, 0).is_err());
     }
 }

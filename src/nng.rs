@@ -292,8 +292,8 @@ pub unsafe fn bind(ob: &Outbox, seq: i64, packet_id: u16, msg: *mut nng_msg) -> 
 // ---- The exports of include/nmq_outbox_nng.h -------------------------------------------------
 
 use crate::ffi::sys::{
-    nmq_outbox, nmq_outbox_decision, nmq_outbox_result, NMQ_OUTBOX_EMPTY, NMQ_OUTBOX_OK,
-    NMQ_OUTBOX_SEND_NOW, NMQ_OUTBOX_STORE,
+    nmq_outbox, nmq_outbox_connack, nmq_outbox_decision, nmq_outbox_result, NMQ_OUTBOX_EMPTY,
+    NMQ_OUTBOX_OK, NMQ_OUTBOX_SEND_NOW, NMQ_OUTBOX_STORE,
 };
 use crate::ffi::{non_null, with_handle};
 #[allow(unused_imports)]
@@ -404,6 +404,24 @@ pub unsafe extern "C" fn nmq_outbox_nng_lease(
             *released = info.released as u8;
         }
         Ok(NMQ_OUTBOX_OK)
+    })
+}
+
+/// Link up from NanoNNG's CONNACK message: its header (fixed header) and body (the rest) are
+/// the raw packet. `connack` is borrowed (never freed or changed); `out` (borrowed) may be
+/// NULL. Thread-safe.
+#[no_mangle]
+pub unsafe extern "C" fn nmq_outbox_nng_link_up(
+    ob: *mut nmq_outbox,
+    connack: *mut nng_msg,
+    proto_ver: u8,
+    out: *mut nmq_outbox_connack,
+) -> nmq_outbox_result {
+    with_handle("nmq_outbox_nng_link_up", ob, |h| {
+        non_null(connack, "connack")?;
+        let (header, body) = msg_parts(connack);
+        let parsed = crate::mqtt::parse_connack(header, body, proto_ver);
+        crate::ffi::link_up_with(h, parsed, out)
     })
 }
 

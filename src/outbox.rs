@@ -18,6 +18,9 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, TryLockError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+mod refusal;
+mod remote;
+
 /// Where a new message should go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {
@@ -72,9 +75,13 @@ pub enum AckOutcome {
     Done,
     /// PUBREC for a QoS 2 row: the row stays until PUBCOMP.
     Progress,
-    /// PUBACK or PUBREC with a reason code >= 0x80: deleted, counted in `dropped_rejected`,
-    /// not retried. (A PUBCOMP always completes the row.)
+    /// PUBACK or PUBREC with a reason code >= 0x80 (but 0x97): the row is a dead letter (kept
+    /// in the file, not replayed), counted in `dropped_rejected` and `dead_lettered`. (A
+    /// PUBCOMP always completes the row.)
     Rejected,
+    /// PUBACK or PUBREC 0x97 (quota exceeded): the row is queued again at its place, to be
+    /// sent as a new PUBLISH once the back-off passed. The packet id is free.
+    Retry,
     /// The packet id is not bound to a row of this outbox (a direct send, or stale).
     NotOurs,
 }
@@ -128,6 +135,28 @@ pub struct Stats {
     /// The disk was found full and the reserve is spent: appends are refused with `NoSpace`
     /// (the space left is for the drain's acks) until the reserve can be put back.
     pub space_low: bool,
+    /// Rows handed out at a lower QoS than stored (the remote's Maximum QoS).
+    pub qos_downgraded: u64,
+    /// Rows sent with RETAIN cleared: the remote has no retained messages (Retain Available 0).
+    pub retain_cleared: u64,
+    /// Dead letters kept in the file now (rows the remote refused for good: not replayed).
+    pub dead_letters: u64,
+    /// Rows made dead letters since open.
+    pub dead_lettered: u64,
+    /// The oldest dead letters deleted beyond `dead_letter_limit` (each logged with its reason).
+    pub dropped_dead_letters: u64,
+    /// Transient refusals (PUBACK/PUBREC 0x97, a DISCONNECT for quota or load) that made the
+    /// replay back off.
+    pub backoffs: u64,
+    /// The replay waits for a back-off to pass (`lease` gives nothing until then).
+    pub backing_off: bool,
+    /// The replay sends one row at a time, to find a row the remote refuses by closing the
+    /// connection (until a row is acknowledged).
+    pub probing: bool,
+    /// Acks given to the outbox that matched no row of it in flight (NOT_OURS: an unknown
+    /// packet id, a second ack, an ack of the wrong type; with hosts that pass the acks of
+    /// their direct sends too, those as well).
+    pub acks_ignored: u64,
 }
 
 /// Rows read ahead from disk at once for the replay: at least this many...
@@ -165,9 +194,12 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 #[derive(Debug, Clone, Copy)]
 struct Flight {
+    /// The QoS it is sent at (its own, or the remote's Maximum QoS): which ack completes it.
     qos: u8,
     packet_id: u16,
     bytes: u64,
+    /// Times the remote closed the connection while this row was alone in flight.
+    attempts: u32,
 }
 
 /// Everything behind the state lock. Never held while SQLite works or while logging.
@@ -223,6 +255,31 @@ struct State {
     checkpoints: u64,
     /// The writer is checkpointing (holds the store for an fsync): callers do not wait.
     checkpointing: bool,
+    /// What the remote allows (its last CONNACK).
+    limits: remote::Limits,
+    qos_downgraded: u64,
+    retain_cleared: u64,
+    /// Dead letters in the file now; rows made dead letters since open; the oldest deleted
+    /// beyond `dead_letter_limit`.
+    dead_letters: u64,
+    dead_lettered: u64,
+    dropped_dead_letters: u64,
+    /// Transient refusals (quota exceeded, server busy): the replay waits until
+    /// `backoff_until`; `backoff_step` refusals in a row double the wait.
+    backoffs: u64,
+    backoff_until: Option<Instant>,
+    backoff_step: u32,
+    /// After a close that may have been a refusal of a message in flight: the replay sends
+    /// one row at a time, to isolate the culprit, until a row from `probe_until` on (the last
+    /// row in flight at that close: every suspect is then acknowledged or a dead letter) is
+    /// acknowledged.
+    probe: bool,
+    probe_until: i64,
+    /// When a row was last sent (bound), and when the remote last acknowledged one.
+    last_send: Option<Instant>,
+    last_ack: Option<Instant>,
+    /// Acks that matched no row in flight (unknown packet id, a second ack, the wrong type).
+    acks_ignored: u64,
 }
 
 impl State {
@@ -306,7 +363,9 @@ impl State {
             .pending
             .inserts
             .iter()
-            .filter(|r| r.seq >= self.cursor && !self.inflight.contains_key(&r.seq))
+            .filter(|r| {
+                r.seq >= self.cursor && !self.inflight.contains_key(&r.seq) && !self.buried(r.seq)
+            })
             .min_by_key(|r| r.seq);
         match next {
             Some(r) => Ok(Some(r.with_data(copy_bytes(&r.data)?))),
@@ -514,6 +573,20 @@ impl Outbox {
             checkpoint_due: false,
             checkpoints: 0,
             checkpointing: false,
+            limits: remote::Limits::default(),
+            qos_downgraded: 0,
+            retain_cleared: 0,
+            dead_letters: resume.dead,
+            dead_lettered: 0,
+            dropped_dead_letters: 0,
+            backoffs: 0,
+            backoff_until: None,
+            backoff_step: 0,
+            probe: false,
+            probe_until: i64::MIN,
+            last_send: None,
+            last_ack: None,
+            acks_ignored: 0,
         };
         let shown = std::fs::canonicalize(&cfg.path).unwrap_or_else(|_| cfg.path.clone());
         log.info(&format!(
@@ -587,10 +660,13 @@ impl Outbox {
     }
 
     /// The link is up (after a successful CONNACK). `receive_maximum` 0 = not announced.
+    /// Session present assumed, and no other limit known: for hosts that do not pass the
+    /// CONNACK ([`Outbox::link_up_connack`] does).
     pub fn link_up(&self, receive_maximum: u16) -> Result<()> {
         let sh = &self.shared;
         let mut st = sh.lock_open()?;
         st.link_up = true;
+        st.limits = remote::Limits::default();
         st.window = match receive_maximum {
             0 => sh.cfg.window,
             rm => sh.cfg.window.min(rm as u32),
@@ -602,9 +678,7 @@ impl Outbox {
     pub fn link_down(&self) -> Result<()> {
         let mut st = self.shared.lock_open()?;
         st.link_up = false;
-        st.inflight.clear();
-        st.by_pid.clear();
-        st.reset_cursor(i64::MIN);
+        st.drop_flight();
         Ok(())
     }
 
@@ -613,7 +687,12 @@ impl Outbox {
         check_qos(qos)?;
         let st = self.shared.lock_open()?;
         Ok(
-            if st.link_up && st.messages == 0 && (st.inflight.len() as u32) < st.window {
+            if st.link_up
+                && st.messages == 0
+                && (st.inflight.len() as u32) < st.window
+                && !st.backing_off()
+                && !st.probe
+            {
                 Decision::SendNow
             } else {
                 Decision::Store
@@ -744,10 +823,24 @@ impl Outbox {
     /// The next row in FIFO order, if the link is up and the window has room.
     pub fn lease(&self) -> Result<Option<Leased>> {
         let sh = &self.shared;
+        let mut notes = Vec::new();
+        let mut wake = false;
+        let out = self.lease_inner(&mut notes, &mut wake);
+        if wake {
+            sh.wake.notify_one();
+        }
+        for n in notes {
+            sh.log.warn(&format!("bridge {:?}: {n}", sh.cfg.bridge));
+        }
+        out
+    }
+
+    fn lease_inner(&self, notes: &mut Vec<String>, wake: &mut bool) -> Result<Option<Leased>> {
+        let sh = &self.shared;
         for _ in 0..4 {
             let generation = {
                 let mut st = sh.lock_open()?;
-                if !st.link_up || st.inflight.len() as u32 >= st.window {
+                if !st.link_up || st.inflight.len() as u32 >= st.send_window() || st.backing_off() {
                     return Ok(None);
                 }
                 if st.messages <= st.inflight.len() as u64 {
@@ -771,6 +864,32 @@ impl Outbox {
                         st.dropped_expired = st.dropped_expired.saturating_add(1);
                         continue;
                     }
+                    let expiry_secs = if row.expires_at == 0 {
+                        0
+                    } else {
+                        (row.expires_at.saturating_sub(now).saturating_add(999) / 1000)
+                            .clamp(1, u32::MAX as i64) as u32
+                    };
+                    let mut row = row;
+                    let bytes = row.data.len() as u64;
+                    let (qos, shaped) = st.shape(&mut row);
+                    if let Some(size) = st.too_large(&row, expiry_secs) {
+                        st.bury(
+                            row.seq,
+                            bytes,
+                            crate::dead::reason::PACKET_TOO_LARGE,
+                            None,
+                            row.attempts,
+                        );
+                        *wake |= st.writer_due(&sh.cfg);
+                        notes.push(format!(
+                            "row {} is a PUBLISH of {size} bytes, above the remote's Maximum                              Packet Size {}: never sent, kept as a dead letter",
+                            row.seq,
+                            st.limits.max_packet_size.unwrap_or(0)
+                        ));
+                        continue;
+                    }
+                    st.count_shape(shaped);
                     let dup = row.packet_id != 0;
                     if dup {
                         st.resent = st.resent.saturating_add(1);
@@ -778,20 +897,15 @@ impl Outbox {
                     st.inflight.insert(
                         row.seq,
                         Flight {
-                            qos: row.qos,
+                            qos,
                             packet_id: 0,
-                            bytes: row.data.len() as u64,
+                            bytes,
+                            attempts: row.attempts,
                         },
                     );
-                    let expiry_secs = if row.expires_at == 0 {
-                        0
-                    } else {
-                        (row.expires_at.saturating_sub(now).saturating_add(999) / 1000)
-                            .clamp(1, u32::MAX as i64) as u32
-                    };
                     return Ok(Some(Leased {
                         seq: row.seq,
-                        qos: row.qos,
+                        qos,
                         packet_id: row.packet_id,
                         dup,
                         released: row.released,
@@ -834,6 +948,7 @@ impl Outbox {
             st.by_pid.remove(&old);
         }
         st.by_pid.insert(packet_id, seq);
+        st.last_send = Some(Instant::now());
         match st.pending.inserts.iter_mut().find(|r| r.seq == seq) {
             Some(r) => r.packet_id = packet_id,
             None => st.pending.binds.push((seq, packet_id)),
@@ -920,10 +1035,12 @@ impl Outbox {
         let sh = &self.shared;
         let mut st = sh.lock_open()?;
         let Some(&seq) = st.by_pid.get(&packet_id) else {
+            st.acks_ignored = st.acks_ignored.saturating_add(1);
             return Ok(AckOutcome::NotOurs);
         };
         let Some(qos) = st.inflight.get(&seq).map(|f| f.qos) else {
             st.by_pid.remove(&packet_id);
+            st.acks_ignored = st.acks_ignored.saturating_add(1);
             return Ok(AckOutcome::NotOurs);
         };
         let fits = matches!(
@@ -931,6 +1048,7 @@ impl Outbox {
             (1, AckKind::PubAck) | (2, AckKind::PubRec) | (2, AckKind::PubComp)
         );
         if !fits {
+            st.acks_ignored = st.acks_ignored.saturating_add(1);
             drop(st);
             sh.log.warn(&format!(
                 "bridge {:?}: {kind:?} for packet id {packet_id} of a QoS {qos} row, ignored",
@@ -940,10 +1058,11 @@ impl Outbox {
         }
         // A PUBCOMP ends the exchange whatever its reason code: 0x92 (packet id not found)
         // answers a resumed PUBREL whose message the remote had already completed.
+        let mut note = String::new();
         let outcome = if reason >= 0x80 && kind != AckKind::PubComp {
-            st.finish(seq);
-            st.dropped_rejected = st.dropped_rejected.saturating_add(1);
-            AckOutcome::Rejected
+            let (o, n) = st.refused(&sh.cfg, seq, reason);
+            note = n;
+            o
         } else if kind == AckKind::PubRec {
             // Durable, so that after a restart the exchange resumes with PUBREL.
             match st.pending.inserts.iter_mut().find(|r| r.seq == seq) {
@@ -951,10 +1070,12 @@ impl Outbox {
                 None => st.pending.releases.push(seq),
             }
             st.pending_since.get_or_insert_with(Instant::now);
+            st.accepted_one(seq);
             AckOutcome::Progress
         } else {
             st.finish(seq);
             st.acked = st.acked.saturating_add(1);
+            st.accepted_one(seq);
             AckOutcome::Done
         };
         let wake = st.writer_due(&sh.cfg);
@@ -962,9 +1083,9 @@ impl Outbox {
         if wake {
             sh.wake.notify_one();
         }
-        if outcome == AckOutcome::Rejected {
+        if !note.is_empty() {
             sh.log.warn(&format!(
-                "bridge {:?}: remote rejected packet id {packet_id} with reason 0x{reason:02x}; dropped",
+                "bridge {:?}: packet id {packet_id}: {note}",
                 sh.cfg.bridge
             ));
         }
@@ -1082,6 +1203,15 @@ impl Outbox {
             link_up: st.link_up,
             window: st.window,
             space_low: st.space_low,
+            qos_downgraded: st.qos_downgraded,
+            retain_cleared: st.retain_cleared,
+            dead_letters: st.dead_letters,
+            dead_lettered: st.dead_lettered,
+            dropped_dead_letters: st.dropped_dead_letters,
+            backoffs: st.backoffs,
+            backing_off: st.backing_off(),
+            probing: st.probe,
+            acks_ignored: st.acks_ignored,
         })
     }
 }
@@ -1202,6 +1332,7 @@ impl Shared {
             enqueued_at: now,
             packet_id,
             released,
+            attempts: 0,
             data,
         });
         st.pending_since.get_or_insert_with(Instant::now);
@@ -1289,7 +1420,8 @@ impl Shared {
             // (acknowledged, dropped or expired before a commit): `high` is what a successful
             // commit makes resolved (`committed_seq`).
             let high = st.next_seq - 1;
-            let messages_only = messages_only && st.pending.acks() > 0;
+            // A session reset goes with the releases that follow it (never after them).
+            let messages_only = messages_only && st.pending.acks() > 0 && !st.pending.reset_all;
             if st.pending.is_empty() || (messages_only && st.pending.messages() == 0) {
                 if !messages_only {
                     st.pending_since = None;
@@ -1458,20 +1590,9 @@ impl Shared {
                 Err(e) => return Commit::Failed(e, batch),
             }
         }
-        let Batch {
-            inserts,
-            deletes,
-            binds,
-            releases,
-        } = batch;
-        let rest = Batch {
-            inserts: Vec::new(),
-            deletes,
-            binds,
-            releases,
-        };
+        let mut rest = batch;
         let inserts = Batch {
-            inserts,
+            inserts: std::mem::take(&mut rest.inserts),
             ..Batch::default()
         };
         if rest.is_empty() {
@@ -1489,6 +1610,7 @@ impl Shared {
 
     /// Rows SQLite refused at commit: gone, counted, logged.
     fn take_refused(&self, st: &mut State, written: Written, notes: &mut Vec<(bool, String)>) {
+        st.take_dead(&written, notes);
         for (seq, bytes, why) in written.refused {
             st.vanish(seq, bytes);
             st.dropped_malformed = st.dropped_malformed.saturating_add(1);
@@ -1548,7 +1670,7 @@ impl Shared {
                 if m == 0 && b == 0 {
                     break;
                 }
-                let skip = st.inflight.len() + st.pending.deletes.len();
+                let skip = st.inflight.len() + st.pending.deletes.len() + st.pending.buries.len();
                 if b > 0 {
                     skip.saturating_add(256)
                 } else {
@@ -1562,7 +1684,13 @@ impl Shared {
                 _ => i64::MAX,
             };
             let mut st = lock(&self.state);
-            let gone: HashSet<i64> = st.pending.deletes.iter().copied().collect();
+            let gone: HashSet<i64> = st
+                .pending
+                .deletes
+                .iter()
+                .copied()
+                .chain(st.pending.buries.iter().map(|b| b.seq))
+                .collect();
             let mut cands: Vec<(i64, u64)> = disk;
             cands.extend(
                 st.pending
@@ -1625,10 +1753,25 @@ impl Shared {
         if st.generation != generation || !st.ahead.is_empty() || st.cursor != cursor {
             return Ok(true);
         }
-        // Writes still pending apply to what was read: deletes hide acked rows, binds give
-        // the packet id a resend must reuse.
-        if st.pending.deletes.iter().any(|&s| s >= cursor) {
-            let gone: HashSet<i64> = st.pending.deletes.iter().copied().collect();
+        // Writes still pending apply to what was read: a session reset clears the packet ids
+        // and PUBRECs of the old session, deletes hide acked rows, binds give the packet id
+        // a resend must reuse.
+        if st.pending.reset_all {
+            for r in rows.iter_mut() {
+                r.packet_id = 0;
+                r.released = false;
+            }
+        }
+        if st.pending.deletes.iter().any(|&s| s >= cursor)
+            || st.pending.buries.iter().any(|b| b.seq >= cursor)
+        {
+            let gone: HashSet<i64> = st
+                .pending
+                .deletes
+                .iter()
+                .copied()
+                .chain(st.pending.buries.iter().map(|b| b.seq))
+                .collect();
             rows.retain(|r| !gone.contains(&r.seq));
         }
         // (Acks and packet ids pile up to ACKS_DUE between commits; those of rows below the
@@ -1638,6 +1781,14 @@ impl Shared {
             for r in rows.iter_mut() {
                 if let Some(&pid) = pids.get(&r.seq) {
                     r.packet_id = pid;
+                }
+            }
+        }
+        if st.pending.attempts.iter().any(|&(s, _)| s >= cursor) {
+            let attempts: HashMap<i64, u32> = st.pending.attempts.iter().copied().collect();
+            for r in rows.iter_mut() {
+                if let Some(&n) = attempts.get(&r.seq) {
+                    r.attempts = n;
                 }
             }
         }
@@ -1657,7 +1808,12 @@ impl Shared {
             .pending
             .inserts
             .iter()
-            .filter(|r| r.seq >= cursor && r.seq <= upto && !st.inflight.contains_key(&r.seq))
+            .filter(|r| {
+                r.seq >= cursor
+                    && r.seq <= upto
+                    && !st.inflight.contains_key(&r.seq)
+                    && !st.buried(r.seq)
+            })
             .collect();
         let ahead: VecDeque<Row> = if extra.is_empty() {
             rows.into()

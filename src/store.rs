@@ -21,8 +21,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// `PRAGMA application_id` of an outbox file ("nmqo").
 pub const APPLICATION_ID: i32 = 0x6e6d_716f;
-/// `PRAGMA user_version`: the schema below. A file of a newer schema is refused.
-pub const SCHEMA_VERSION: i32 = 1;
+/// `PRAGMA user_version`: the schema below. A file of a newer schema is refused; an older one
+/// is migrated at open (1 to 2: `msg.attempts` and the `dead` table of dead letters).
+pub const SCHEMA_VERSION: i32 = 2;
 
 /// The schema (also used by the benchmarks' raw-SQLite baselines, so they insert the same rows).
 pub const SCHEMA: &str = "
@@ -39,6 +40,7 @@ CREATE TABLE IF NOT EXISTS msg(
     packet_id   INTEGER NOT NULL DEFAULT 0,
     released    INTEGER NOT NULL DEFAULT 0,
     data        BLOB NOT NULL,
+    attempts    INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY(bridge_id, seq)
 ) WITHOUT ROWID;
 ";
@@ -64,6 +66,8 @@ pub struct Row {
     pub packet_id: u16,
     /// QoS 2: the remote answered PUBREC; the exchange resumes with PUBREL, not a PUBLISH.
     pub released: bool,
+    /// Times the remote closed the connection while this row was alone in flight.
+    pub attempts: u32,
     pub data: Vec<u8>,
 }
 
@@ -77,6 +81,7 @@ impl Row {
             enqueued_at: self.enqueued_at,
             packet_id: self.packet_id,
             released: self.released,
+            attempts: self.attempts,
             data,
         }
     }
@@ -92,11 +97,25 @@ pub struct Batch {
     pub binds: Vec<(i64, u16)>,
     /// QoS 2 rows whose PUBREC came.
     pub releases: Vec<i64>,
+    /// The remote has no session for us (CONNACK Session Present 0): every row of the bridge
+    /// is to be sent again as a new PUBLISH (packet id 0, not released). Applied before every
+    /// other write of the batch (inserts, binds, releases), which belong to the new session.
+    pub reset_all: bool,
+    /// (seq, attempts) of rows the remote closed the connection on.
+    pub attempts: Vec<(i64, u32)>,
+    /// Rows that become dead letters.
+    pub buries: Vec<crate::dead::Burial>,
 }
 
 impl Batch {
     pub fn len(&self) -> usize {
-        self.inserts.len() + self.deletes.len() + self.binds.len() + self.releases.len()
+        self.inserts.len()
+            + self.deletes.len()
+            + self.binds.len()
+            + self.releases.len()
+            + self.reset_all as usize
+            + self.attempts.len()
+            + self.buries.len()
     }
     pub fn is_empty(&self) -> bool {
         self.len() == 0
@@ -105,16 +124,39 @@ impl Batch {
     pub fn messages(&self) -> usize {
         self.inserts.len() + self.releases.len()
     }
-    /// Writes a crash only makes resend (acks, packet ids of the replay).
+    /// Writes a crash only makes resend (acks, packet ids of the replay, a session reset, the
+    /// attempts and dead letters of refused rows: such a row is sent, and refused, again).
     pub fn acks(&self) -> usize {
-        self.deletes.len() + self.binds.len()
+        self.deletes.len()
+            + self.binds.len()
+            + self.reset_all as usize
+            + self.attempts.len()
+            + self.buries.len()
+    }
+    /// Forgets the remote session of every row: the packet ids and PUBRECs of this batch
+    /// (older than the reset) go, and the reset is applied to the rows on disk.
+    pub fn reset_session(&mut self) {
+        self.binds.clear();
+        self.releases.clear();
+        for r in &mut self.inserts {
+            r.packet_id = 0;
+            r.released = false;
+        }
+        self.reset_all = true;
     }
     /// Puts `self` (older) before `newer`, keeping each list in order.
     pub fn prepend_to(mut self, newer: &mut Batch) {
+        if newer.reset_all {
+            // the reset came after every write of `self`
+            self.reset_session();
+        }
+        self.reset_all |= newer.reset_all;
         self.inserts.append(&mut newer.inserts);
         self.deletes.append(&mut newer.deletes);
         self.binds.append(&mut newer.binds);
         self.releases.append(&mut newer.releases);
+        self.attempts.append(&mut newer.attempts);
+        self.buries.append(&mut newer.buries);
         *newer = self;
     }
 }
@@ -124,8 +166,11 @@ impl Batch {
 pub struct Resume {
     pub messages: u64,
     pub bytes: u64,
+    /// Seqs of the queue and of the dead letters (seqs are unique across both).
     pub min_seq: Option<i64>,
     pub max_seq: Option<i64>,
+    /// Dead letters.
+    pub dead: u64,
 }
 
 pub struct Store {
@@ -142,6 +187,8 @@ pub struct Store {
     max_row: usize,
     /// The reserve file is in place (see [`RESERVE_BYTES`]).
     reserve: bool,
+    /// Dead letters kept at most (the oldest go beyond it).
+    dead_limit: u64,
 }
 
 /// Rows of a batch SQLite refused (a key collision, a row above its length limit): they were
@@ -149,6 +196,10 @@ pub struct Store {
 #[derive(Debug, Default)]
 pub struct Written {
     pub refused: Vec<(i64, u64, String)>,
+    /// Dead letters deleted beyond the limit: (seq, their reason).
+    pub dead_dropped: Vec<(i64, String)>,
+    /// Rows to bury that were no longer in the queue.
+    pub unburied: u64,
 }
 
 /// Space kept beside the database (`<db>-reserve`) and given up when the disk is full, so that
@@ -207,6 +258,7 @@ impl Store {
                     autocheckpoint: auto,
                     max_row,
                     reserve: false,
+                    dead_limit: cfg.dead_letter_limit as u64,
                 };
                 store.reserve = store.make_reserve().is_ok();
                 Ok((store, resume))
@@ -277,7 +329,7 @@ impl Store {
 
     /// What the bridge holds on disk now.
     pub fn resume(&mut self) -> Result<Resume> {
-        Ok(query_resume(&self.conn, self.bridge_id)?)
+        query_resume(&self.conn, self.bridge_id)
     }
 
     /// Moves this bridge's rows out of `legacy`, the one file every bridge shared before files
@@ -352,10 +404,19 @@ impl Store {
         let tx = self.conn.transaction()?;
         let mut out = Written::default();
         {
+            // First: every other write of the batch came after the reset (the inserts were
+            // reset in memory then), and belongs to the new session.
+            if batch.reset_all {
+                tx.prepare_cached(
+                    "UPDATE msg SET packet_id = 0, released = 0
+                     WHERE bridge_id = ?1 AND (packet_id != 0 OR released != 0)",
+                )?
+                .execute(params![bridge])?;
+            }
             if !batch.inserts.is_empty() {
                 let mut ins = tx.prepare_cached(
                     "INSERT INTO msg(bridge_id, seq, qos, expires_at, enqueued_at, packet_id,
-                     released, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                     released, data, attempts) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
                 )?;
                 for r in &batch.inserts {
                     let res = ins.execute(params![
@@ -366,7 +427,8 @@ impl Store {
                         r.enqueued_at,
                         r.packet_id,
                         r.released,
-                        r.data
+                        r.data,
+                        r.attempts
                     ]);
                     match res {
                         Ok(_) => {}
@@ -404,6 +466,24 @@ impl Store {
                         rel.execute(params![bridge, seq])?;
                     }
                 }
+            }
+            if !batch.attempts.is_empty() {
+                let mut upd = tx.prepare_cached(
+                    "UPDATE msg SET attempts = ?3 WHERE bridge_id = ?1 AND seq = ?2",
+                )?;
+                for (seq, n) in &batch.attempts {
+                    if !deleted.contains(seq) {
+                        upd.execute(params![bridge, seq, n])?;
+                    }
+                }
+            }
+            for b in &batch.buries {
+                if !crate::dead::bury(&tx, bridge, b)? {
+                    out.unburied += 1;
+                }
+            }
+            if !batch.buries.is_empty() {
+                out.dead_dropped = crate::dead::trim(&tx, bridge, self.dead_limit)?;
             }
             if !batch.deletes.is_empty() {
                 // Acks come mostly in seq order: a run of consecutive seqs is one statement.
@@ -475,8 +555,8 @@ impl Store {
         max_bytes: usize,
     ) -> Result<(Vec<Row>, bool)> {
         let mut sel = self.conn.prepare_cached(
-            "SELECT seq, qos, expires_at, enqueued_at, packet_id, released, data FROM msg
-             WHERE bridge_id = ?1 AND seq >= ?2 ORDER BY seq LIMIT ?3",
+            "SELECT seq, qos, expires_at, enqueued_at, packet_id, released, data, attempts
+             FROM msg WHERE bridge_id = ?1 AND seq >= ?2 ORDER BY seq LIMIT ?3",
         )?;
         let mut rows = sel.query(params![self.bridge_id, from, limit as i64])?;
         let mut out = Vec::new();
@@ -494,6 +574,7 @@ impl Store {
                 enqueued_at: r.get(3)?,
                 packet_id: r.get(4)?,
                 released: r.get(5)?,
+                attempts: r.get(7)?,
                 data: copy_bytes(blob)?,
             });
         }
@@ -624,7 +705,7 @@ impl Store {
         // A file of version 0.1 of this library has no application_id but only our tables.
         let foreign: i64 = conn.query_row(
             "SELECT count(*) FROM sqlite_master
-             WHERE name NOT IN ('bridge', 'msg', 'sqlite_autoindex_bridge_1')",
+             WHERE name NOT IN ('bridge', 'msg', 'dead', 'sqlite_autoindex_bridge_1')",
             [],
             |r| r.get(0),
         )?;
@@ -635,6 +716,7 @@ impl Store {
             )));
         }
         conn.execute_batch(SCHEMA)?;
+        migrate(conn)?;
         if app == 0 || version < SCHEMA_VERSION {
             conn.execute_batch(&format!(
                 "PRAGMA application_id = {APPLICATION_ID}; PRAGMA user_version = {SCHEMA_VERSION};"
@@ -644,9 +726,25 @@ impl Store {
     }
 }
 
-/// Counts, bytes and the seq range of one bridge's rows: what a reopen resumes from.
-fn query_resume(conn: &Connection, bridge_id: i64) -> rusqlite::Result<Resume> {
-    conn.query_row(
+/// Brings a file of an older schema to this one, in the caller's transaction (idempotent):
+/// version 1 to 2 adds `msg.attempts` (0 for every row) and the `dead` table.
+pub fn migrate(conn: &Connection) -> Result<()> {
+    let has_attempts: bool = conn.query_row(
+        "SELECT count(*) FROM pragma_table_info('msg') WHERE name = 'attempts'",
+        [],
+        |r| r.get::<_, i64>(0).map(|n| n > 0),
+    )?;
+    if !has_attempts {
+        conn.execute_batch("ALTER TABLE msg ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0")?;
+    }
+    conn.execute_batch(crate::dead::SCHEMA)?;
+    Ok(())
+}
+
+/// Counts, bytes and the seq range of one bridge's rows (queue and dead letters): what a
+/// reopen resumes from.
+fn query_resume(conn: &Connection, bridge_id: i64) -> Result<Resume> {
+    let mut res = conn.query_row(
         "SELECT count(*), coalesce(sum(length(data)), 0), min(seq), max(seq)
          FROM msg WHERE bridge_id = ?1",
         params![bridge_id],
@@ -656,9 +754,18 @@ fn query_resume(conn: &Connection, bridge_id: i64) -> rusqlite::Result<Resume> {
                 bytes: r.get::<_, i64>(1)?.max(0) as u64,
                 min_seq: r.get(2)?,
                 max_seq: r.get(3)?,
+                dead: 0,
             })
         },
-    )
+    )?;
+    res.dead = crate::dead::count(conn, bridge_id)?;
+    let (lo, hi) = crate::dead::seq_range(conn, bridge_id)?;
+    res.min_seq = match (res.min_seq, lo) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    res.max_seq = res.max_seq.max(hi);
+    Ok(res)
 }
 
 /// A copy of `b` whose memory is reserved fallibly (an allocation failure is an error, not an
@@ -739,4 +846,52 @@ fn quarantine(path: &Path) -> Result<PathBuf> {
         }
     }
     Ok(aside)
+}
+
+#[cfg(test)]
+mod batch_tests {
+    use super::*;
+
+    fn row(seq: i64, packet_id: u16, released: bool) -> Row {
+        Row {
+            seq,
+            qos: 2,
+            expires_at: 0,
+            enqueued_at: 0,
+            packet_id,
+            released,
+            attempts: 0,
+            data: vec![1],
+        }
+    }
+
+    /// A batch that failed to commit goes back before the newer writes; when those hold a
+    /// session reset, the older packet ids and PUBRECs belong to the session that ended.
+    #[test]
+    fn a_session_reset_wins_over_the_older_writes_it_is_merged_with() {
+        let older = Batch {
+            inserts: vec![row(1, 5, true)],
+            binds: vec![(2, 6)],
+            releases: vec![3],
+            ..Batch::default()
+        };
+        let mut newer = Batch::default();
+        newer.reset_session();
+        newer.binds.push((4, 9)); // new session
+        newer.releases.push(4);
+        older.prepend_to(&mut newer);
+        assert!(newer.reset_all);
+        assert_eq!(newer.inserts, vec![row(1, 0, false)]);
+        assert_eq!((newer.binds, newer.releases), (vec![(4, 9)], vec![4]));
+        // An older reset stays with the newer writes after it.
+        let mut older = Batch::default();
+        older.reset_session();
+        let mut newer = Batch {
+            binds: vec![(7, 1)],
+            ..Batch::default()
+        };
+        older.prepend_to(&mut newer);
+        assert!(newer.reset_all && newer.binds == vec![(7, 1)]);
+        assert_eq!((newer.len(), newer.acks(), newer.messages()), (2, 2, 0));
+    }
 }

@@ -334,7 +334,7 @@ fn bad_input_gets_one_line_and_its_exit_code() {
         expect_fail(
             &[cmd, s(&newer)],
             6,
-            "newer schema 99, this tool reads up to 1",
+            "newer schema 99, this tool reads up to 2",
         );
     }
     expect_fail(
@@ -428,7 +428,7 @@ fn check_finds_planted_invariant_violations() {
         "expires_at 5 before enqueued_at",
     );
     plant(
-        "INSERT INTO msg VALUES (77, 1, 1, 0, 1, 0, 0, x'30')",
+        "INSERT INTO msg VALUES (77, 1, 1, 0, 1, 0, 0, x'30', 0)",
         "1 rows belong to no bridge",
     );
     // Opaque bytes (the plain C API) are a warning, not a problem.
@@ -921,4 +921,183 @@ fn a_reader_who_cannot_create_the_shm_file_is_told_why() {
     assert!(err.contains("needs its -shm file"), "{err}");
     // As the owner it works.
     expect(&["stats", s(&path)], 0);
+}
+
+/// Bridge "emqx1" of a fresh file: seq 1 and 3 refused by the remote (PUBACK 0x87, PUBREC
+/// 0x90: dead letters), seq 2 delivered, seq 4 queued.
+fn with_dead_letters(dir: &Path) -> PathBuf {
+    let path = dir.join("dead.db");
+    let ob = Outbox::open(quiet(&path, "emqx1")).unwrap();
+    append(&ob, 1, "deny/a", b"one");
+    append(&ob, 1, "ok", b"two");
+    append(&ob, 2, "deny/b", b"three");
+    append(&ob, 1, "later", b"four");
+    ob.link_up(0).unwrap();
+    for (pid, kind, reason) in [
+        (1, AckKind::PubAck, 0x87),
+        (2, AckKind::PubAck, 0),
+        (3, AckKind::PubRec, 0x90),
+    ] {
+        let r = ob.lease().unwrap().unwrap();
+        ob.bind(r.seq, pid).unwrap();
+        ob.ack(pid, kind, reason).unwrap();
+    }
+    ob.close().unwrap();
+    path
+}
+
+#[test]
+fn dead_letters_list_export_requeue_purge() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = with_dead_letters(dir.path());
+    for sub in ["list", "export", "requeue", "purge"] {
+        let out = expect(&["dead", sub, "--help"], 0);
+        assert!(
+            out.contains("Exit codes:") && out.contains("dead letter"),
+            "{out}"
+        );
+        assert!(out.contains("10  dead requeue/purge"), "{out}");
+    }
+    assert!(expect(&["dead", "--help"], 0).contains("requeue"));
+    // list: human and JSON
+    let out = expect(&["dead", "list", s(&path)], 0);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    assert!(
+        lines[0].starts_with("SEQ") && lines[0].contains("REASON"),
+        "{out}"
+    );
+    assert!(
+        lines[1].contains("rejected") && lines[1].contains("0x87"),
+        "{out}"
+    );
+    assert!(lines[1].trim_end().ends_with("deny/a"), "{out}");
+    assert!(lines[2].contains("0x90") && lines[2].trim_end().ends_with("deny/b"));
+    let v = json(&["dead", "list", s(&path), "--json"]);
+    let a = v.as_array().unwrap();
+    assert_eq!(a.len(), 2);
+    assert_eq!(
+        (a[0]["seq"].as_i64(), a[0]["reason_code"].as_i64()),
+        (Some(1), Some(0x87))
+    );
+    assert_eq!(
+        (a[1]["seq"].as_i64(), a[1]["qos"].as_i64()),
+        (Some(3), Some(2))
+    );
+    assert_eq!(a[1]["reason"], "rejected");
+    assert_eq!(
+        json(&["stats", s(&path), "--json"])["bridges"][0]["dead_letters"],
+        2
+    );
+    assert!(expect(&["stats", s(&path)], 0).contains("dead:    2 dead letters"));
+    assert!(expect(&["check", s(&path)], 0).ends_with("result:     ok\n"));
+    // export: lossless, one object per line (what import reads), or one array
+    let out = expect(&["dead", "export", s(&path)], 0);
+    let rows: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 2);
+    use base64::Engine;
+    let pkt = base64::engine::general_purpose::STANDARD
+        .decode(rows[0]["packet_b64"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(pkt, publish(1, "deny/a", b"one"));
+    let arr = json(&["dead", "export", s(&path), "--json"]);
+    assert_eq!(arr.as_array().unwrap().len(), 2);
+    // requeue: by seq; an unknown seq changes nothing (exit 10)
+    expect_fail(
+        &["dead", "requeue", s(&path), "-b", "emqx1", "--seq", "3,99"],
+        10,
+        "no dead letter with seq 99",
+    );
+    assert_eq!(
+        json(&["dead", "list", s(&path), "--json"])
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    let out = expect(
+        &["dead", "requeue", s(&path), "-b", "emqx1", "--seq", "3"],
+        0,
+    );
+    assert!(out.contains("put back in the queue 1 dead letter"), "{out}");
+    assert!(out.contains("1 left"), "{out}");
+    let q = json(&["list", s(&path), "--json"]);
+    let seqs: Vec<i64> = q
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["seq"].as_i64().unwrap())
+        .collect();
+    assert_eq!(seqs, vec![3, 4], "back at its place");
+    assert_eq!(q[0]["state"], "queued");
+    // purge: dry run, then for good
+    let out = expect(
+        &["dead", "purge", s(&path), "-b", "emqx1", "--all", "-n"],
+        0,
+    );
+    assert!(
+        out.contains("would delete 1 dead letter") && out.contains("1 left"),
+        "{out}"
+    );
+    let out = expect(&["dead", "purge", s(&path), "-b", "emqx1", "--all"], 0);
+    assert!(
+        out.contains("deleted 1 dead letter") && out.contains("0 left"),
+        "{out}"
+    );
+    assert_eq!(
+        json(&["dead", "list", s(&path), "--json"]),
+        serde_json::json!([])
+    );
+    assert!(expect(&["check", s(&path)], 0).ends_with("result:     ok\n"));
+    // the library resumes the requeued row first
+    let ob = Outbox::open(quiet(&path, "emqx1")).unwrap();
+    assert_eq!(ob.stats().unwrap().dead_letters, 0);
+    ob.link_up(0).unwrap();
+    let r = ob.lease().unwrap().unwrap();
+    assert_eq!((r.seq, r.qos, r.packet_id), (3, 2, 0));
+    // a held file is refused (exit 8)
+    expect_fail(
+        &["dead", "purge", s(&path), "-b", "emqx1", "--all"],
+        8,
+        "held",
+    );
+    drop(ob);
+    // usage errors: --seq or --all, not both
+    assert_eq!(
+        run(&["dead", "purge", s(&path), "-b", "emqx1"])
+            .status
+            .code(),
+        Some(2)
+    );
+    assert_eq!(
+        run(&[
+            "dead",
+            "purge",
+            s(&path),
+            "-b",
+            "emqx1",
+            "--all",
+            "--seq",
+            "1"
+        ])
+        .status
+        .code(),
+        Some(2)
+    );
+    // a schema 1 file has no dead letters
+    let v1 = dir.path().join("v1.db");
+    std::fs::copy(sample(dir.path()), &v1).unwrap();
+    let c = Connection::open(&v1).unwrap();
+    c.execute_batch("DROP TABLE dead; PRAGMA user_version = 1;")
+        .unwrap();
+    drop(c);
+    assert_eq!(
+        json(&["dead", "list", s(&v1), "--json"]),
+        serde_json::json!([])
+    );
+    let out = expect(&["dead", "purge", s(&v1), "-b", "emqx1", "--all"], 0);
+    assert!(out.contains("deleted 0 dead letters"), "{out}");
 }

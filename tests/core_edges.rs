@@ -273,7 +273,7 @@ fn a_row_sqlite_refuses_is_dropped_alone_and_counted() {
             .query_row("SELECT id FROM bridge WHERE name = 'b'", [], |r| r.get(0))
             .unwrap();
         raw.execute(
-            "INSERT INTO msg VALUES (?1, 3, 1, 0, 0, 0, 0, x'00')",
+            "INSERT INTO msg VALUES (?1, 3, 1, 0, 0, 0, 0, x'00', 0)",
             params![id],
         )
         .unwrap();

@@ -151,7 +151,8 @@ proptest! {
                             m.bound.get_mut(&seq).unwrap().2 = true;
                         }
                         AckOutcome::Done | AckOutcome::Rejected => {
-                            // A PUBCOMP always completes; PUBACK/PUBREC >= 0x80 reject.
+                            // A PUBCOMP always completes; PUBACK/PUBREC >= 0x80 reject (the
+                            // row is a dead letter: out of the queue all the same).
                             prop_assert_eq!(
                                 out == AckOutcome::Rejected,
                                 reject && kind != AckKind::PubComp
@@ -162,6 +163,7 @@ proptest! {
                             m.last_pid.remove(&seq);
                         }
                         AckOutcome::NotOurs => prop_assert!(false, "ack of a bound row not ours"),
+                        AckOutcome::Retry => prop_assert!(false, "0x80 is no quota refusal"),
                     }
                 }
                 Op::Unlease(i) => {

@@ -628,7 +628,7 @@ impl Core {
         }
         match ob.ack(pid, kind, reason).expect("ack") {
             AckOutcome::Progress => s.send(&Packet::PubRel(PubRel::new(pid, None))).await,
-            AckOutcome::Done | AckOutcome::Rejected => {
+            AckOutcome::Done | AckOutcome::Rejected | AckOutcome::Retry => {
                 s.used.remove(&pid);
                 s.leased.remove(&pid);
                 Ok(())

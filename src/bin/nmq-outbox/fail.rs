@@ -24,6 +24,8 @@ pub enum Code {
     Held = 8,
     /// `import`: the input is not a valid export.
     BadInput = 9,
+    /// `dead requeue|purge --seq`: no dead letter has that seq.
+    NoDeadLetter = 10,
 }
 
 /// The exit-code table shown after `--help`.
@@ -38,7 +40,8 @@ Exit codes:
   6  the file has a newer schema than this tool reads
   7  no such bridge in the file
   8  the file is held by a running process (purge/import; see --force)
-  9  import: the input is not a valid export";
+  9  import: the input is not a valid export
+ 10  dead requeue/purge: no dead letter with that seq";
 
 #[derive(Debug)]
 pub struct Fail {

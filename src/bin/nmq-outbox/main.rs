@@ -5,6 +5,7 @@
 
 mod check;
 mod db;
+mod dead;
 mod decode;
 mod fail;
 mod human;
@@ -31,10 +32,11 @@ came: they resume with PUBREL.";
     version,
     about = "Inspect, copy and trim nmq-outbox files (the durable outbox of NanoMQ's MQTT bridge)",
     long_about = "Inspect, copy and trim nmq-outbox files (the durable outbox of NanoMQ's MQTT \
-                  bridge).\n\nReading (stats, list, export, check) works on a file a running \
-                  NanoMQ holds: it opens the file read-only in one read transaction and never \
-                  blocks the writer or changes the database. Writing (purge, import) takes the \
-                  same lock the library takes, so it refuses a file a running NanoMQ holds.",
+                  bridge).\n\nReading (stats, list, export, check, dead list, dead export) works \
+                  on a file a running NanoMQ holds: it opens the file read-only in one read \
+                  transaction and never blocks the writer or changes the database. Writing \
+                  (purge, import, dead requeue, dead purge) takes the same lock the library \
+                  takes, so it refuses a file a running NanoMQ holds.",
     after_help = EXIT_CODES,
     propagate_version = true
 )]
@@ -158,6 +160,10 @@ enum Cmd {
         #[arg(long, value_enum, default_value_t = Proto::Auto)]
         mqtt: Proto,
     },
+    /// Dead letters: messages the remote refused for good, kept in the file (list, export,
+    /// requeue, purge)
+    #[command(subcommand, after_help = format!("{DEAD}\n\n{EXIT_CODES}"))]
+    Dead(DeadCmd),
     /// SQLite integrity check plus the outbox's invariants; exit 1 on a problem
     #[command(after_help = format!("Invariants: every row belongs to a bridge; seq strictly \
         increasing in FIFO order; qos 0..2; packet_id 0..65535; released only on a sent QoS 2 \
@@ -176,6 +182,165 @@ enum Cmd {
         #[arg(long, value_enum, default_value_t = Proto::Auto)]
         mqtt: Proto,
     },
+}
+
+const DEAD: &str = "\
+A dead letter is a message the remote refused for good: a PUBACK/PUBREC reason code >= 0x80 \
+(REASON rejected, CODE the reason code), a PUBLISH above the remote's Maximum Packet Size \
+(packet_too_large), or a message the remote closed the connection on max_attempts times \
+(refused_by_close, CODE the DISCONNECT reason if any). The bridge never sends it again by \
+itself; it keeps at most dead_letter_limit per bridge (the oldest go, counted and logged).";
+
+#[derive(Subcommand)]
+enum DeadCmd {
+    /// The dead letters in FIFO order: seq, QoS, size, since when, why, topic
+    #[command(after_help = format!("{DEAD}\n\n{EXIT_CODES}"))]
+    List {
+        /// The outbox file, or the directory of per-bridge files (with --bridge)
+        file: PathBuf,
+        /// Only this bridge (with a directory as FILE: its nmq_outbox-<bridge>.db)
+        #[arg(long, short)]
+        bridge: Option<String>,
+        /// At most N per bridge (0 = all)
+        #[arg(long, short = 'n', default_value_t = 100)]
+        limit: u64,
+        /// One JSON array on stdout
+        #[arg(long)]
+        json: bool,
+        /// How to read the stored PUBLISH (the file does not record the MQTT version)
+        #[arg(long, value_enum, default_value_t = Proto::Auto)]
+        mqtt: Proto,
+    },
+    /// Every dead letter, lossless: one JSON object per line (or one array with --json)
+    #[command(after_help = format!("Each object: bridge, seq, qos, topic, reason, \
+        reason_code, attempts, enqueued_at, expires_at and dead_at (Unix ms), payload_b64 and \
+        packet_b64 (the stored PUBLISH). The lines are what `nmq-outbox import` reads: an \
+        export can go into a queue (at its tail), here or on another gateway.\n\n{DEAD}\n\n\
+        {EXIT_CODES}"))]
+    Export {
+        /// The outbox file, or the directory of per-bridge files (with --bridge)
+        file: PathBuf,
+        /// Only this bridge (with a directory as FILE: its nmq_outbox-<bridge>.db)
+        #[arg(long, short)]
+        bridge: Option<String>,
+        /// Write here instead of stdout
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+        /// One JSON array instead of one object per line
+        #[arg(long)]
+        json: bool,
+        /// How to read the stored PUBLISH (the file does not record the MQTT version)
+        #[arg(long, value_enum, default_value_t = Proto::Auto)]
+        mqtt: Proto,
+    },
+    /// Put dead letters back in the queue (all, or by seq), to be sent again
+    #[command(after_help = format!("Each goes back at its place in the FIFO (its seq: it was \
+        the head when it died, so it is sent first), as never sent (no packet id, 0 attempts); \
+        at the tail if a row took its seq meanwhile. Refuses while the file is held by a \
+        running process (NanoMQ) unless --force (the running bridge would not see them until \
+        it restarts). One transaction: all or nothing.\n\n{DEAD}\n\n{EXIT_CODES}"))]
+    Requeue {
+        /// The outbox file, or the directory of per-bridge files (with --bridge)
+        file: PathBuf,
+        /// The bridge (with a directory as FILE: its nmq_outbox-<bridge>.db)
+        #[arg(long, short)]
+        bridge: String,
+        /// These dead letters (repeat, or comma-separated)
+        #[arg(long, value_delimiter = ',', required_unless_present = "all")]
+        seq: Vec<i64>,
+        /// Every dead letter of the bridge
+        #[arg(long, conflicts_with = "seq")]
+        all: bool,
+        /// Write even though a running process holds the file
+        #[arg(long)]
+        force: bool,
+        /// Report what would be done; change nothing
+        #[arg(long, short = 'n')]
+        dry_run: bool,
+    },
+    /// Delete dead letters (all, or by seq) for good
+    #[command(after_help = format!("Refuses while the file is held by a running process \
+        (NanoMQ) unless --force. One transaction: all or nothing. `dead export` first keeps a \
+        copy.\n\n{DEAD}\n\n{EXIT_CODES}"))]
+    Purge {
+        /// The outbox file, or the directory of per-bridge files (with --bridge)
+        file: PathBuf,
+        /// The bridge (with a directory as FILE: its nmq_outbox-<bridge>.db)
+        #[arg(long, short)]
+        bridge: String,
+        /// These dead letters (repeat, or comma-separated)
+        #[arg(long, value_delimiter = ',', required_unless_present = "all")]
+        seq: Vec<i64>,
+        /// Every dead letter of the bridge
+        #[arg(long, conflicts_with = "seq")]
+        all: bool,
+        /// Write even though a running process holds the file
+        #[arg(long)]
+        force: bool,
+        /// Report what would be done; change nothing
+        #[arg(long, short = 'n')]
+        dry_run: bool,
+    },
+}
+
+fn dead_change(
+    seq: Vec<i64>,
+    all: bool,
+    bridge: String,
+    force: bool,
+    dry_run: bool,
+) -> dead::Change {
+    dead::Change {
+        bridge,
+        seqs: (!all).then_some(seq),
+        force,
+        dry_run,
+    }
+}
+
+fn run_dead(cmd: DeadCmd, out: &mut impl Write) -> Result<(), Fail> {
+    match cmd {
+        DeadCmd::List {
+            file,
+            bridge,
+            limit,
+            json,
+            mqtt,
+        } => dead::list(&file, bridge.as_deref(), limit, json, mqtt, out),
+        DeadCmd::Export {
+            file,
+            bridge,
+            output,
+            json,
+            mqtt,
+        } => dead::export(&file, bridge.as_deref(), output.as_deref(), json, mqtt, out),
+        DeadCmd::Requeue {
+            file,
+            bridge,
+            seq,
+            all,
+            force,
+            dry_run,
+        } => dead::change(
+            &file,
+            dead::Op::Requeue,
+            &dead_change(seq, all, bridge, force, dry_run),
+            out,
+        ),
+        DeadCmd::Purge {
+            file,
+            bridge,
+            seq,
+            all,
+            force,
+            dry_run,
+        } => dead::change(
+            &file,
+            dead::Op::Purge,
+            &dead_change(seq, all, bridge, force, dry_run),
+            out,
+        ),
+    }
 }
 
 fn parse_age(s: &str) -> Result<i64, String> {
@@ -251,6 +416,7 @@ fn run(cli: Cli) -> Result<Code0, Fail> {
             &mut out,
         )
         .map(|_| Code0::Ok),
+        Cmd::Dead(cmd) => run_dead(cmd, &mut out).map(|_| Code0::Ok),
         Cmd::Check {
             file,
             quick,

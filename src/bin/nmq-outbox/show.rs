@@ -110,6 +110,7 @@ struct BridgeStats {
     oldest: Option<i64>,
     first_seq: Option<i64>,
     last_seq: Option<i64>,
+    dead: u64,
 }
 
 pub fn stats(path: &Path, bridge: Option<&str>, json_out: bool, w: &mut impl Write) -> Res<()> {
@@ -140,10 +141,14 @@ pub fn stats(path: &Path, bridge: Option<&str>, json_out: bool, w: &mut impl Wri
                         oldest: r.get(8)?,
                         first_seq: r.get(9)?,
                         last_seq: r.get(10)?,
+                        dead: 0,
                     })
                 },
             )
             .map_err(|e| sql("stats", e))?;
+        let mut s = s;
+        s.dead = nmq_outbox::dead::count(&db.conn, b.id)
+            .map_err(|e| crate::fail::Fail::new(crate::fail::Code::CannotOpen, e.to_string()))?;
         all.push(s);
     }
     let file_bytes = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
@@ -167,6 +172,7 @@ pub fn stats(path: &Path, bridge: Option<&str>, json_out: bool, w: &mut impl Wri
                     "oldest_age_ms": s.oldest.map(|t| (now - t).max(0)),
                     "first_seq": s.first_seq,
                     "last_seq": s.last_seq,
+                    "dead_letters": s.dead,
                     "dropped": Value::Null,
                 })
             })
@@ -227,6 +233,15 @@ pub fn stats(path: &Path, bridge: Option<&str>, json_out: bool, w: &mut impl Wri
         human::count(all.len() as u64, "bridge"),
     )
     .map_err(out)?;
+    let dead: u64 = all.iter().map(|s| s.dead).sum();
+    if dead > 0 {
+        writeln!(
+            w,
+            "dead:    {} (refused by the remote, kept: nmq-outbox dead list)",
+            human::count(dead, "dead letter")
+        )
+        .map_err(out)?;
+    }
     if all.is_empty() {
         return Ok(());
     }
