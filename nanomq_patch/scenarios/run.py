@@ -86,6 +86,26 @@ Scenarios:
                (NanoMQ found dead without a SIGKILL of the schedule) and lost_detail (each lost
                message: QoS, publish and ack times, the fault nearest to its ack).
 
+The remote's limits (issue 20), options that go with any scenario (e.g. linkdown):
+    --mosquitto 'max_qos 1'      CONNACK Maximum QoS 1 (mosquitto disconnects, 0x9B, a client
+                                 that publishes at QoS 2)
+    --mosquitto 'retain_available false' with --retain-topic T [--retain-every K]: every K-th
+                                 message of T published with RETAIN (mosquitto disconnects,
+                                 0x9A, a client that publishes one)
+    --mosquitto 'max_packet_size N' with --big-topic T [--big-every K] [--big-size S]: every
+                                 K-th message of T is S bytes ("topic|seq|time|xxx...":
+                                 the subscriber reads the first three fields); mosquitto
+                                 advertises N in its CONNACK and disconnects (0x95) a client
+                                 that sends a bigger packet
+    --acl-deny T                 an acl_file denies T to the bridge (username nmqbridge; any
+                                 other client may use every topic): PUBACK/PUBREC 0x87
+The options are saved in params.json. The big messages and those of a denied topic are the
+"dead-letter set": not counted in "lost" but in dead_expected (acked by NanoMQ),
+dead_received (delivered all the same) and lost_silently (dead_expected - dead_received -
+the outbox's dead letters: "dead_lettered" of the "outbox at exit" JSON, else "dead_letters",
+in result.json with qos_downgraded and retain_cleared; --probe-rest adds them to
+rest_outage/rest_after). big_sent and retained_sent count the flagged messages NanoMQ acked.
+
 "sent" counts the messages NanoMQ acknowledged to the publisher (PUBACK / PUBCOMP): from then
 on they are NanoMQ's responsibility. With --pub-v5 the publisher speaks MQTT 5: "refused"
 counts the messages acknowledged with an error reason code (PUBACK/PUBREC >= 0x80, e.g. 0x97
@@ -305,8 +325,17 @@ def role_pub(args):
             if tick % round(every / 0.2) == 0:  # in ticks: the rates scale together
                 seq[topic] += 1
                 t = time.time()
-                out.write(f"P {t:.3f} {topic} {seq[topic]}\n")
-                info = c.publish(topic, f"{topic}|{seq[topic]}|{t:.3f}", qos=qos)
+                payload = f"{topic}|{seq[topic]}|{t:.3f}"
+                # --big-*: every k-th message of one topic padded to the size given (after a
+                # 4th field: the subscriber reads the first three); --retain-*: RETAIN set on
+                # every k-th of one topic. The P line ends with the flags: " big", " retain".
+                big = topic == args.big_topic and seq[topic] % args.big_every == 0
+                retain = topic == args.retain_topic and seq[topic] % args.retain_every == 0
+                if big:
+                    payload += "|" + "x" * max(0, args.big_size - len(payload) - 1)
+                out.write(f"P {t:.3f} {topic} {seq[topic]}" + (" big" if big else "")
+                          + (" retain" if retain else "") + "\n")
+                info = c.publish(topic, payload, qos=qos, retain=retain)
                 with lock:
                     acked = early.pop(info.mid, None)
                     if acked is None:
@@ -365,9 +394,9 @@ def role_sub(args):
         out.write(f"C {time.time():.3f}" + (" 0\n" if args.session_expiry else "\n"))
 
     def on_message(client, userdata, msg):
-        try:
-            topic, seq, tpub = msg.payload.decode().split("|")
-        except ValueError:
+        try:  # "topic|seq|time", or "topic|seq|time|padding" (pub --big-size)
+            topic, seq, tpub = msg.payload.decode().split("|")[:3]
+        except (ValueError, UnicodeDecodeError):
             return
         if msg.topic.startswith("b/"):
             topic = "b/" + topic
@@ -752,12 +781,30 @@ def read_lines(path, tag):
         return []
 
 
+def refusals(out):
+    """What the remote cannot take, from params.json (the run's options) and pub.log's P lines:
+    (the dead-letter set: the big messages and those of the denied topics, the big ones, the
+    retained ones, the denied topics), messages as (topic, seq)."""
+    try:
+        params = json.load(open(os.path.join(out, "params.json")))
+    except (OSError, ValueError):
+        params = {}
+    refused_topics = set(params.get("refused_topics") or [])
+    pub = read_lines(os.path.join(out, "pub.log"), "P")
+    big = {(r[2], int(r[3])) for r in pub if "big" in r[4:]}
+    retained = {(r[2], int(r[3])) for r in pub if "retain" in r[4:]}
+    dead_set = big | {(r[2], int(r[3])) for r in pub if r[2] in refused_topics}
+    return dead_set, big, retained, refused_topics
+
+
 def undelivered(out, two_bridges=False):
     """The messages NanoMQ acked to the publisher that the subscriber has not received (through
     the second bridge too, with --two-bridges). QoS 0 (test0) is not waited for: it replays in
-    the same order as the rest, and a lost one would only hold the run to its bound."""
+    the same order as the rest, and a lost one would only hold the run to its bound; nor are
+    the messages the remote refuses (the dead-letter set, see refusals)."""
+    dead_set = {(t, str(s)) for t, s in refusals(out)[0]}
     acked = {(r[2], r[3]) for r in read_lines(os.path.join(out, "pub.log"), "A")
-             if r[2] != "test0"}
+             if r[2] != "test0"} - dead_set
     got = {(r[2], r[3]) for r in read_lines(os.path.join(out, "sub.log"), "R")}
     missing = acked - got
     if two_bridges:
@@ -819,6 +866,24 @@ def cmd_run(args):
     me = os.path.abspath(__file__)
     py = sys.executable
     proxied = args.scenario in ("slow-pubcomp", "wrong-ack", "reload-slow", "kill-released")
+    # what the analysis needs to know of the options: which messages the remote cannot take
+    with open(os.path.join(out, "params.json"), "w") as f:
+        json.dump({"big": None if args.big_topic is None else dict(
+                       topic=args.big_topic, every=args.big_every, size=args.big_size),
+                   "retain": None if args.retain_topic is None else dict(
+                       topic=args.retain_topic, every=args.retain_every),
+                   "refused_topics": args.acl_deny, "mosquitto": args.mosquitto}, f)
+    if args.acl_deny:  # the bridge (user nmqbridge) may not publish to these topics
+        acl = os.path.join(out, "acl")
+        with open(acl, "w") as f:
+            f.write("# anonymous clients (the subscriber): every topic\n"
+                    "topic readwrite #\n"
+                    "user nmqbridge\n"
+                    + "".join(f"topic deny {t}\n" for t in args.acl_deny)
+                    + "topic readwrite #\n")
+        os.chmod(acl, 0o600)  # mosquitto warns of a world-readable acl_file
+        args.mosquitto += [f"acl_file {acl}"]
+        args.bridge += ['username = "nmqbridge"']
     remote = f"127.0.0.1:{PROXY_PORT}" if proxied else f"{B_ADDR}:1883"
     if args.tls:  # mosquitto gets a TLS listener on 8883 with a self-signed certificate
         if proxied:
@@ -939,7 +1004,11 @@ def cmd_run(args):
     pub_dur = normal + outage + after
     lab.start("pub", lab.a, [py, me, "pub", "--host", "127.0.0.1", "--port", "1883",
                              "--out", os.path.join(out, "pub.log"), "--duration", str(pub_dur),
-                             "--linger", "5", "--rate-scale", str(args.rate_scale)])
+                             "--linger", "5", "--rate-scale", str(args.rate_scale)]
+              + (["--big-topic", args.big_topic, "--big-every", str(args.big_every),
+                  "--big-size", str(args.big_size)] if args.big_topic else [])
+              + (["--retain-topic", args.retain_topic, "--retain-every",
+                  str(args.retain_every)] if args.retain_topic else []))
     t0 = time.monotonic()
     lab.event("publisher started")
 
@@ -1083,12 +1152,19 @@ def analyse(out, label, scenario):
     # acked with an error reason code (MQTT 5 publisher, --pub-v5): refused, the publisher knows
     refused = {(r[2], int(r[3])) for r in read_lines(os.path.join(out, "pub.log"), "F")}
     published = {(r[2], int(r[3])): float(r[1]) for r in pub}
+    # the messages the remote cannot take (params.json: the run's options): the big ones
+    # (pub --big-*: " big" on their P line) and those of the topics it refuses (--acl-deny).
+    # Each should be a dead letter of the outbox, not delivered, not lost silently; they
+    # are not counted in "lost", but in dead_expected (those NanoMQ acked), dead_received
+    # and lost_silently.
+    dead_set, big, retained, refused_topics = refusals(out)
     recv = read_lines(os.path.join(out, "sub.log"), "R")
     if any(t == "test0" for (t, _) in published):
         TOPICS.setdefault("test0", (0, 1.0))
     res = {"label": label, "scenario": scenario, "topics": {}}
     tot = dict(published=0, sent=0, received=0, unique=0, lost=0, duplicated=0,
-               out_of_order=0, lost_unacked=0, refused=0, unaccounted=0)
+               out_of_order=0, lost_unacked=0, refused=0, unaccounted=0, dead_expected=0,
+               dead_received=0)
     first_cut, last_restore = (cuts[0] if cuts else 0), (restores[-1] if restores else 0)
     backlog_first, backlog_last, remote = None, None, []
     for topic in TOPICS:
@@ -1124,8 +1200,11 @@ def analyse(out, label, scenario):
         ooo_remote = (len(intake) - longest_increasing([x for _, x in intake])
                       if len(intake) == len(order) and len(intake) < 65000 else None)
         refd = {s for (t, s) in refused if t == topic}
+        dead = {s for (t, s) in dead_set if t == topic}
         d = dict(published=len(pubd), sent=len(sent), received=len(seen) + dup,
-                 unique=len(seen), lost=len(sent - seen), duplicated=dup, out_of_order=ooo,
+                 unique=len(seen), lost=len(sent - dead - seen), duplicated=dup,
+                 out_of_order=ooo, dead_expected=len(sent & dead),
+                 dead_received=len(dead & seen),
                  lost_unacked=len((pubd - sent - refd) - seen), refused=len(refd),
                  # neither delivered nor acked with an error code
                  unaccounted=len(pubd - seen - refd))
@@ -1195,8 +1274,9 @@ def analyse(out, label, scenario):
                         walk(v)
             walk(ob)
             o = found[0] if found else {}
-            tot[f"rest_{when}"] = {k: o.get(k) for k in ("link_up", "messages", "enqueued",
-                                                          "acked")}
+            tot[f"rest_{when}"] = {k: o.get(k) for k in (
+                "link_up", "messages", "enqueued", "acked", "dead_letters", "dead_lettered",
+                "qos_downgraded", "retain_cleared")}
         except (OSError, ValueError):
             tot[f"rest_{when}"] = None
         try:
@@ -1205,6 +1285,18 @@ def analyse(out, label, scenario):
             tot[f"prometheus_{when}_messages"] = int(m.group(1)) if m else None
         except OSError:
             tot[f"prometheus_{when}_messages"] = None
+    # dead letters (issue 20): those the outbox kept at exit (a gauge) and made since it opened
+    ex = tot["outbox_at_exit"] if isinstance(tot["outbox_at_exit"], dict) else {}
+    tot["dead_letters"] = ex.get("dead_letters")
+    tot["dead_lettered"] = ex.get("dead_lettered")
+    n_dead = tot["dead_lettered"] if tot["dead_lettered"] is not None else tot["dead_letters"]
+    # acked, not delivered and not a dead letter: lost without a trace (stock, old hooks)
+    tot["lost_silently"] = max(0, tot["dead_expected"] - tot["dead_received"] - (n_dead or 0))
+    tot["big_sent"] = len(big & acked)
+    tot["retained_sent"] = len(retained & acked)
+    tot["qos_downgraded"] = ex.get("qos_downgraded")
+    tot["retain_cleared"] = ex.get("retain_cleared")
+    tot["refused_topics"] = sorted(refused_topics)
     tot["held_pubcomps"] = len(read_lines(os.path.join(out, "proxy.log"), "H"))
     tot["injected_pubacks"] = len(read_lines(os.path.join(out, "proxy.log"), "I"))
     seeds = [re.match(r"chaos seed=(\d+)", w) for _, w in ev]
@@ -1323,6 +1415,16 @@ def main():
                    "random, printed in events.log and result.json)")
     r.add_argument("--chaos-seconds", type=float, default=180,
                    help="chaos: how long the publisher runs under the schedule (default 180)")
+    r.add_argument("--big-topic", help="every --big-every-th message of this topic is "
+                   "--big-size bytes (oversized: a remote with a smaller max_packet_size)")
+    r.add_argument("--big-every", type=int, default=10)
+    r.add_argument("--big-size", type=int, default=2000)
+    r.add_argument("--retain-topic", help="every --retain-every-th message of this topic is "
+                   "published with RETAIN (retain-off: a remote with retain_available false)")
+    r.add_argument("--retain-every", type=int, default=10)
+    r.add_argument("--acl-deny", action="append", default=[],
+                   help="mosquitto denies the bridge (username nmqbridge, acl_file) this topic: "
+                   "PUBACK/PUBREC 0x87 (refused-topic; repeatable)")
     r.add_argument("--probe-rest", action="store_true",
                    help="GET the bridge's REST object and Prometheus text late in the outage "
                    "and after the drain (implies --http)")
@@ -1363,6 +1465,11 @@ def main():
     s.add_argument("--session-expiry", type=int, default=0,
                    help="a persistent session: Session Expiry Interval (s), clean start once")
     p.add_argument("--rate-scale", type=float, default=1.0)
+    p.add_argument("--big-topic")
+    p.add_argument("--big-every", type=int, default=10)
+    p.add_argument("--big-size", type=int, default=2000)
+    p.add_argument("--retain-topic")
+    p.add_argument("--retain-every", type=int, default=10)
     rep = sub.add_parser("report")
     rep.add_argument("dirs", nargs="+")
     ana = sub.add_parser("analyse", help="recompute result.json from the logs")
