@@ -86,6 +86,15 @@ Scenarios:
                (NanoMQ found dead without a SIGKILL of the schedule) and lost_detail (each lost
                message: QoS, publish and ack times, the fault nearest to its ack).
 
+    session-lost  linkdown, the bridge going through the proxy of slow-pubcomp, which drops
+               the PUBRELs of NanoMQ in the last 3 s (at most) before the cut: rows whose
+               PUBREC came are released, their messages still unreleased at mosquitto. The
+               bridge's MQTT 5 session has no Session Expiry Interval, so mosquitto ends it
+               when it notices the cut and the reconnect gets Session Present 0: a PUBREL
+               then finds nothing at mosquitto (which answers PUBCOMP all the same and delivers
+               a QoS 2 message only on its PUBREL): only a new PUBLISH delivers it (issue 20).
+               result.json: dropped_pubrels, connack_session_present (one flag per CONNACK).
+
 The remote's limits (issue 20), options that go with any scenario (e.g. linkdown):
     --mosquitto 'max_qos 1'      CONNACK Maximum QoS 1 (mosquitto disconnects, 0x9B, a client
                                  that publishes at QoS 2)
@@ -133,7 +142,7 @@ if os.environ.get("NMQSC_QOS0") == "1":  # run --qos0 (the roles inherit it)
 A_ADDR, B_ADDR = "10.99.1.1", "10.99.1.2"
 SCENARIOS = ("linkdown", "blackhole", "drain-cut", "kill", "slow-pubcomp", "reload", "disk-full",
              "wrong-ack", "drain-reload", "reload-slow", "kill-released", "takeover",
-             "slow-link", "reload-disk-full", "chaos")
+             "slow-link", "reload-disk-full", "chaos", "session-lost")
 CHAOS_KINDS = ("linkdown", "blackhole", "flap", "kill", "remote-restart")
 INFLIGHT = 32  # the bridge's max_parallel_processes: the in-flight limit (chaos: dup_bound)
 PROXY_PORT = 1884  # slow-pubcomp: the proxy's port on NanoMQ's namespace loopback
@@ -426,8 +435,10 @@ def role_sub(args):
 def role_proxy(args):
     """TCP proxy NanoMQ -> mosquitto. Between the Unix times args.start and args.end it holds
     PUBCOMP packets from mosquitto for args.delay seconds (every other packet passes at once),
-    or with args.puback_first sends a PUBACK before every PUBREC. Logs each held PUBCOMP
-    ("H <time> <packet id>") and each injected PUBACK ("I <time> <packet id>")."""
+    or with args.puback_first sends a PUBACK before every PUBREC, or with args.drop_pubrel
+    drops every PUBREL from NanoMQ (from when args.start_file appears until args.end_file
+    does). Logs each held PUBCOMP ("H <time> <packet id>"), each injected PUBACK ("I <time>
+    <packet id>") and each dropped PUBREL ("D <time> <packet id>")."""
     import asyncio
     import re
     log = open(args.out, "a", buffering=1)
@@ -468,13 +479,30 @@ def role_proxy(args):
             what += " dup" if pkt[0] & 8 else ""
         elif kind in (4, 5, 6, 7):
             pid = int.from_bytes(pkt[i:i + 2], "big")
+        elif kind == 2 and len(pkt) > i:  # CONNACK: Session Present flag
+            what = f" sp{pkt[i] & 1}"
         trace.write(f"{time.time():.3f} {conn} {way} {kind} {pid}{what}\n")
+
+    def dropping():
+        """--drop-pubrel: between --start-file and --end-file."""
+        return (args.start_file is not None and os.path.exists(args.start_file)
+                and not (args.end_file and os.path.exists(args.end_file)))
 
     async def pipe_up(reader, writer, conn):
         buf = b""
         try:
             while data := await reader.read(65536):
-                if trace is not None:
+                if args.drop_pubrel:  # whole packets only: a partial one waits in buf
+                    pkts, buf = split(buf + data)
+                    data = b""
+                    for pkt, i in pkts:
+                        traced(conn, "up", pkt, i)
+                        if pkt[0] >> 4 == 6 and dropping():
+                            pid = int.from_bytes(pkt[i:i + 2], "big")
+                            log.write(f"D {time.time():.3f} {pid}\n")
+                            continue
+                        data += pkt
+                elif trace is not None:
                     pkts, buf = split(buf + data)
                     for pkt, i in pkts:
                         traced(conn, "up", pkt, i)
@@ -497,7 +525,8 @@ def role_proxy(args):
                     now = time.time()
                     if args.start_file and started is None and os.path.exists(args.start_file):
                         started = now
-                    live = (args.start <= now < args.end or started is not None) and (
+                    live = not args.drop_pubrel and (
+                        args.start <= now < args.end or started is not None) and (
                         args.period <= 0 or (now - args.start) % args.period < args.burst)
                     if args.puback_first and live and pkt[0] >> 4 == 5:
                         pid = int.from_bytes(pkt[i:i + 2], "big")
@@ -846,7 +875,8 @@ def cmd_run(args):
     out = os.path.abspath(os.path.join(args.out, f"{args.label}-{args.scenario}"))
     os.makedirs(os.path.join(out, "cache"), exist_ok=True)
     for f in os.listdir(out):
-        if f.endswith((".log", ".out", ".json", ".db", ".db-wal", ".db-shm")) or f == "restored":
+        if f.endswith((".log", ".out", ".json", ".db", ".db-wal", ".db-shm")) or f in (
+                "restored", "drop-pubrel"):
             os.remove(os.path.join(out, f))
     k = args.scale
     normal, outage, after, drain = 10 * k, 100 * k, 20 * k, 60 * k
@@ -865,7 +895,8 @@ def cmd_run(args):
         signal.signal(s, lambda *a: sys.exit("stopped by signal"))
     me = os.path.abspath(__file__)
     py = sys.executable
-    proxied = args.scenario in ("slow-pubcomp", "wrong-ack", "reload-slow", "kill-released")
+    proxied = args.scenario in ("slow-pubcomp", "wrong-ack", "reload-slow", "kill-released",
+                                "session-lost")
     # what the analysis needs to know of the options: which messages the remote cannot take
     with open(os.path.join(out, "params.json"), "w") as f:
         json.dump({"big": None if args.big_topic is None else dict(
@@ -970,7 +1001,8 @@ def cmd_run(args):
     total = normal + outage + after + drain + 120
     if proxied:
         t = time.time() + 5  # the publisher starts about 5 s from now
-        window = ((0, 0) if args.scenario == "wrong-ack" else (t + normal, t + normal + outage))
+        window = ((0, 0) if args.scenario in ("wrong-ack", "session-lost")
+                  else (t + normal, t + normal + outage))
         lab.start("proxy", lab.a, [py, me, "proxy", "--port", str(PROXY_PORT),
                                    "--to", f"{B_ADDR}:1883", "--delay", "6",
                                    "--start", str(window[0]), "--end", str(window[1]),
@@ -979,6 +1011,9 @@ def cmd_run(args):
                                    "--duration", str(total)]
                   + (["--puback-first", "--start-file", os.path.join(out, "restored")]
                      if args.scenario == "wrong-ack" else
+                     ["--drop-pubrel", "--start-file", os.path.join(out, "drop-pubrel"),
+                      "--end-file", os.path.join(out, "restored")]
+                     if args.scenario == "session-lost" else
                      ["--period", "15", "--burst", "2"] if args.scenario == "slow-pubcomp" else []))
     mosq_cmd = [args.remote_bin, "-c", os.path.join(out, "mosquitto.conf")]
     lab.start("mosquitto", lab.b, mosq_cmd)
@@ -1015,6 +1050,13 @@ def cmd_run(args):
     def until(t):
         time.sleep(max(0.0, t0 + t - time.monotonic()))
 
+    if args.scenario == "session-lost":
+        # the last 3 s before the cut (at most): the remote's PUBRECs reach the bridge, its
+        # PUBRELs do not reach the remote; the cut ends the remote's session (no Session Expiry
+        # Interval), so the rows released meanwhile meet Session Present 0 at the reconnect
+        until(max(0.0, normal - 3))
+        open(os.path.join(out, "drop-pubrel"), "w").close()
+        lab.event("proxy drops PUBRELs")
     until(normal)
     if chaos:
         run_chaos(lab, plan, t0, args.chaos_seconds,
@@ -1298,6 +1340,12 @@ def analyse(out, label, scenario):
     tot["retain_cleared"] = ex.get("retain_cleared")
     tot["refused_topics"] = sorted(refused_topics)
     tot["held_pubcomps"] = len(read_lines(os.path.join(out, "proxy.log"), "H"))
+    tot["dropped_pubrels"] = len(read_lines(os.path.join(out, "proxy.log"), "D"))
+    # the Session Present flag of each CONNACK through the proxy (--trace), in order
+    tot["connack_session_present"] = [
+        int(r[5][2:]) for r in (l.split() for l in open(os.path.join(out, "proxy-trace.log")))
+        if len(r) > 5 and r[2] == "down" and r[3] == "2" and r[5].startswith("sp")
+    ] if os.path.exists(os.path.join(out, "proxy-trace.log")) else None
     tot["injected_pubacks"] = len(read_lines(os.path.join(out, "proxy.log"), "I"))
     seeds = [re.match(r"chaos seed=(\d+)", w) for _, w in ev]
     seeds = [int(m.group(1)) for m in seeds if m]
@@ -1438,6 +1486,9 @@ def main():
     px.add_argument("--duration", type=float, required=True)
     px.add_argument("--puback-first", action="store_true")
     px.add_argument("--start-file", help="also active from when this file exists")
+    px.add_argument("--end-file", help="--drop-pubrel: until this file exists")
+    px.add_argument("--drop-pubrel", action="store_true",
+                    help="drop the PUBRELs from NanoMQ (session-lost)")
     px.add_argument("--period", type=float, default=0, help="only the first --burst seconds "
                     "of every --period seconds (0: the whole window)")
     px.add_argument("--burst", type=float, default=0)
