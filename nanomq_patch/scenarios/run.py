@@ -114,6 +114,8 @@ dead_received (delivered all the same) and lost_silently (dead_expected - dead_r
 the outbox's dead letters: "dead_lettered" of the "outbox at exit" JSON, else "dead_letters",
 in result.json with qos_downgraded and retain_cleared; --probe-rest adds them to
 rest_outage/rest_after). big_sent and retained_sent count the flagged messages NanoMQ acked.
+remote_disconnects counts, by mosquitto's wording, the ends of the bridge's connections that
+mosquitto logged before the drain was over, but for the keepalive timeout of a cut.
 
 "sent" counts the messages NanoMQ acknowledged to the publisher (PUBACK / PUBCOMP): from then
 on they are NanoMQ's responsibility. With --pub-v5 the publisher speaks MQTT 5: "refused"
@@ -1339,6 +1341,22 @@ def analyse(out, label, scenario):
     tot["qos_downgraded"] = ex.get("qos_downgraded")
     tot["retain_cleared"] = ex.get("retain_cleared")
     tot["refused_topics"] = sorted(refused_topics)
+    # how mosquitto saw the bridge's connections end, but for the keepalive timeout a cut
+    # causes and the shutdown after the drain: a refusal that ends the connection (a PUBLISH
+    # above its limits: 0x95, 0x9A, 0x9B; a PUBREL with an error code: protocol error) or a
+    # close by NanoMQ ("closed its connection"); reason: count
+    over = [t for t, w in ev if w == "drain over"]
+    tot["remote_disconnects"] = {}
+    try:
+        for line in open(os.path.join(out, "mosquitto.log"), errors="replace"):
+            m = re.match(r"(\d+): (?:Client bridge_client_123 (disconnected.*|closed its "
+                         r"connection)|Bad socket read/write on client bridge_client_123: "
+                         r"(.*))\.$", line.rstrip("\n"))
+            if m and not (over and int(m.group(1)) >= int(over[0])):
+                why = m.group(2) or m.group(3)
+                tot["remote_disconnects"][why] = tot["remote_disconnects"].get(why, 0) + 1
+    except OSError:
+        pass
     tot["held_pubcomps"] = len(read_lines(os.path.join(out, "proxy.log"), "H"))
     tot["dropped_pubrels"] = len(read_lines(os.path.join(out, "proxy.log"), "D"))
     # the Session Present flag of each CONNACK through the proxy (--trace), in order
