@@ -86,6 +86,37 @@ Scenarios:
                (NanoMQ found dead without a SIGKILL of the schedule) and lost_detail (each lost
                message: QoS, publish and ack times, the fault nearest to its ack).
 
+    session-lost  linkdown, the bridge going through the proxy of slow-pubcomp, which drops
+               the PUBRELs of NanoMQ in the last 3 s (at most) before the cut: rows whose
+               PUBREC came are released, their messages still unreleased at mosquitto. The
+               bridge's MQTT 5 session has no Session Expiry Interval, so mosquitto ends it
+               when it notices the cut and the reconnect gets Session Present 0: a PUBREL
+               then finds nothing at mosquitto (which answers PUBCOMP all the same and delivers
+               a QoS 2 message only on its PUBREL): only a new PUBLISH delivers it (issue 20).
+               result.json: dropped_pubrels, connack_session_present (one flag per CONNACK).
+
+The remote's limits (issue 20), options that go with any scenario (e.g. linkdown):
+    --mosquitto 'max_qos 1'      CONNACK Maximum QoS 1 (mosquitto disconnects, 0x9B, a client
+                                 that publishes at QoS 2)
+    --mosquitto 'retain_available false' with --retain-topic T [--retain-every K]: every K-th
+                                 message of T published with RETAIN (mosquitto disconnects,
+                                 0x9A, a client that publishes one)
+    --mosquitto 'max_packet_size N' with --big-topic T [--big-every K] [--big-size S]: every
+                                 K-th message of T is S bytes ("topic|seq|time|xxx...":
+                                 the subscriber reads the first three fields); mosquitto
+                                 advertises N in its CONNACK and disconnects (0x95) a client
+                                 that sends a bigger packet
+    --acl-deny T                 an acl_file denies T to the bridge (username nmqbridge; any
+                                 other client may use every topic): PUBACK/PUBREC 0x87
+The options are saved in params.json. The big messages and those of a denied topic are the
+"dead-letter set": not counted in "lost" but in dead_expected (acked by NanoMQ),
+dead_received (delivered all the same) and lost_silently (dead_expected - dead_received -
+the outbox's dead letters: "dead_lettered" of the "outbox at exit" JSON, else "dead_letters",
+in result.json with qos_downgraded and retain_cleared; --probe-rest adds them to
+rest_outage/rest_after). big_sent and retained_sent count the flagged messages NanoMQ acked.
+remote_disconnects counts, by mosquitto's wording, the ends of the bridge's connections that
+mosquitto logged before the drain was over, but for the keepalive timeout of a cut.
+
 "sent" counts the messages NanoMQ acknowledged to the publisher (PUBACK / PUBCOMP): from then
 on they are NanoMQ's responsibility. With --pub-v5 the publisher speaks MQTT 5: "refused"
 counts the messages acknowledged with an error reason code (PUBACK/PUBREC >= 0x80, e.g. 0x97
@@ -113,7 +144,7 @@ if os.environ.get("NMQSC_QOS0") == "1":  # run --qos0 (the roles inherit it)
 A_ADDR, B_ADDR = "10.99.1.1", "10.99.1.2"
 SCENARIOS = ("linkdown", "blackhole", "drain-cut", "kill", "slow-pubcomp", "reload", "disk-full",
              "wrong-ack", "drain-reload", "reload-slow", "kill-released", "takeover",
-             "slow-link", "reload-disk-full", "chaos")
+             "slow-link", "reload-disk-full", "chaos", "session-lost")
 CHAOS_KINDS = ("linkdown", "blackhole", "flap", "kill", "remote-restart")
 INFLIGHT = 32  # the bridge's max_parallel_processes: the in-flight limit (chaos: dup_bound)
 PROXY_PORT = 1884  # slow-pubcomp: the proxy's port on NanoMQ's namespace loopback
@@ -305,8 +336,17 @@ def role_pub(args):
             if tick % round(every / 0.2) == 0:  # in ticks: the rates scale together
                 seq[topic] += 1
                 t = time.time()
-                out.write(f"P {t:.3f} {topic} {seq[topic]}\n")
-                info = c.publish(topic, f"{topic}|{seq[topic]}|{t:.3f}", qos=qos)
+                payload = f"{topic}|{seq[topic]}|{t:.3f}"
+                # --big-*: every k-th message of one topic padded to the size given (after a
+                # 4th field: the subscriber reads the first three); --retain-*: RETAIN set on
+                # every k-th of one topic. The P line ends with the flags: " big", " retain".
+                big = topic == args.big_topic and seq[topic] % args.big_every == 0
+                retain = topic == args.retain_topic and seq[topic] % args.retain_every == 0
+                if big:
+                    payload += "|" + "x" * max(0, args.big_size - len(payload) - 1)
+                out.write(f"P {t:.3f} {topic} {seq[topic]}" + (" big" if big else "")
+                          + (" retain" if retain else "") + "\n")
+                info = c.publish(topic, payload, qos=qos, retain=retain)
                 with lock:
                     acked = early.pop(info.mid, None)
                     if acked is None:
@@ -365,9 +405,9 @@ def role_sub(args):
         out.write(f"C {time.time():.3f}" + (" 0\n" if args.session_expiry else "\n"))
 
     def on_message(client, userdata, msg):
-        try:
-            topic, seq, tpub = msg.payload.decode().split("|")
-        except ValueError:
+        try:  # "topic|seq|time", or "topic|seq|time|padding" (pub --big-size)
+            topic, seq, tpub = msg.payload.decode().split("|")[:3]
+        except (ValueError, UnicodeDecodeError):
             return
         if msg.topic.startswith("b/"):
             topic = "b/" + topic
@@ -397,8 +437,10 @@ def role_sub(args):
 def role_proxy(args):
     """TCP proxy NanoMQ -> mosquitto. Between the Unix times args.start and args.end it holds
     PUBCOMP packets from mosquitto for args.delay seconds (every other packet passes at once),
-    or with args.puback_first sends a PUBACK before every PUBREC. Logs each held PUBCOMP
-    ("H <time> <packet id>") and each injected PUBACK ("I <time> <packet id>")."""
+    or with args.puback_first sends a PUBACK before every PUBREC, or with args.drop_pubrel
+    drops every PUBREL from NanoMQ (from when args.start_file appears until args.end_file
+    does). Logs each held PUBCOMP ("H <time> <packet id>"), each injected PUBACK ("I <time>
+    <packet id>") and each dropped PUBREL ("D <time> <packet id>")."""
     import asyncio
     import re
     log = open(args.out, "a", buffering=1)
@@ -439,13 +481,30 @@ def role_proxy(args):
             what += " dup" if pkt[0] & 8 else ""
         elif kind in (4, 5, 6, 7):
             pid = int.from_bytes(pkt[i:i + 2], "big")
+        elif kind == 2 and len(pkt) > i:  # CONNACK: Session Present flag
+            what = f" sp{pkt[i] & 1}"
         trace.write(f"{time.time():.3f} {conn} {way} {kind} {pid}{what}\n")
+
+    def dropping():
+        """--drop-pubrel: between --start-file and --end-file."""
+        return (args.start_file is not None and os.path.exists(args.start_file)
+                and not (args.end_file and os.path.exists(args.end_file)))
 
     async def pipe_up(reader, writer, conn):
         buf = b""
         try:
             while data := await reader.read(65536):
-                if trace is not None:
+                if args.drop_pubrel:  # whole packets only: a partial one waits in buf
+                    pkts, buf = split(buf + data)
+                    data = b""
+                    for pkt, i in pkts:
+                        traced(conn, "up", pkt, i)
+                        if pkt[0] >> 4 == 6 and dropping():
+                            pid = int.from_bytes(pkt[i:i + 2], "big")
+                            log.write(f"D {time.time():.3f} {pid}\n")
+                            continue
+                        data += pkt
+                elif trace is not None:
                     pkts, buf = split(buf + data)
                     for pkt, i in pkts:
                         traced(conn, "up", pkt, i)
@@ -468,7 +527,8 @@ def role_proxy(args):
                     now = time.time()
                     if args.start_file and started is None and os.path.exists(args.start_file):
                         started = now
-                    live = (args.start <= now < args.end or started is not None) and (
+                    live = not args.drop_pubrel and (
+                        args.start <= now < args.end or started is not None) and (
                         args.period <= 0 or (now - args.start) % args.period < args.burst)
                     if args.puback_first and live and pkt[0] >> 4 == 5:
                         pid = int.from_bytes(pkt[i:i + 2], "big")
@@ -752,12 +812,30 @@ def read_lines(path, tag):
         return []
 
 
+def refusals(out):
+    """What the remote cannot take, from params.json (the run's options) and pub.log's P lines:
+    (the dead-letter set: the big messages and those of the denied topics, the big ones, the
+    retained ones, the denied topics), messages as (topic, seq)."""
+    try:
+        params = json.load(open(os.path.join(out, "params.json")))
+    except (OSError, ValueError):
+        params = {}
+    refused_topics = set(params.get("refused_topics") or [])
+    pub = read_lines(os.path.join(out, "pub.log"), "P")
+    big = {(r[2], int(r[3])) for r in pub if "big" in r[4:]}
+    retained = {(r[2], int(r[3])) for r in pub if "retain" in r[4:]}
+    dead_set = big | {(r[2], int(r[3])) for r in pub if r[2] in refused_topics}
+    return dead_set, big, retained, refused_topics
+
+
 def undelivered(out, two_bridges=False):
     """The messages NanoMQ acked to the publisher that the subscriber has not received (through
     the second bridge too, with --two-bridges). QoS 0 (test0) is not waited for: it replays in
-    the same order as the rest, and a lost one would only hold the run to its bound."""
+    the same order as the rest, and a lost one would only hold the run to its bound; nor are
+    the messages the remote refuses (the dead-letter set, see refusals)."""
+    dead_set = {(t, str(s)) for t, s in refusals(out)[0]}
     acked = {(r[2], r[3]) for r in read_lines(os.path.join(out, "pub.log"), "A")
-             if r[2] != "test0"}
+             if r[2] != "test0"} - dead_set
     got = {(r[2], r[3]) for r in read_lines(os.path.join(out, "sub.log"), "R")}
     missing = acked - got
     if two_bridges:
@@ -799,7 +877,8 @@ def cmd_run(args):
     out = os.path.abspath(os.path.join(args.out, f"{args.label}-{args.scenario}"))
     os.makedirs(os.path.join(out, "cache"), exist_ok=True)
     for f in os.listdir(out):
-        if f.endswith((".log", ".out", ".json", ".db", ".db-wal", ".db-shm")) or f == "restored":
+        if f.endswith((".log", ".out", ".json", ".db", ".db-wal", ".db-shm")) or f in (
+                "restored", "drop-pubrel"):
             os.remove(os.path.join(out, f))
     k = args.scale
     normal, outage, after, drain = 10 * k, 100 * k, 20 * k, 60 * k
@@ -818,7 +897,26 @@ def cmd_run(args):
         signal.signal(s, lambda *a: sys.exit("stopped by signal"))
     me = os.path.abspath(__file__)
     py = sys.executable
-    proxied = args.scenario in ("slow-pubcomp", "wrong-ack", "reload-slow", "kill-released")
+    proxied = args.scenario in ("slow-pubcomp", "wrong-ack", "reload-slow", "kill-released",
+                                "session-lost")
+    # what the analysis needs to know of the options: which messages the remote cannot take
+    with open(os.path.join(out, "params.json"), "w") as f:
+        json.dump({"big": None if args.big_topic is None else dict(
+                       topic=args.big_topic, every=args.big_every, size=args.big_size),
+                   "retain": None if args.retain_topic is None else dict(
+                       topic=args.retain_topic, every=args.retain_every),
+                   "refused_topics": args.acl_deny, "mosquitto": args.mosquitto}, f)
+    if args.acl_deny:  # the bridge (user nmqbridge) may not publish to these topics
+        acl = os.path.join(out, "acl")
+        with open(acl, "w") as f:
+            f.write("# anonymous clients (the subscriber): every topic\n"
+                    "topic readwrite #\n"
+                    "user nmqbridge\n"
+                    + "".join(f"topic deny {t}\n" for t in args.acl_deny)
+                    + "topic readwrite #\n")
+        os.chmod(acl, 0o600)  # mosquitto warns of a world-readable acl_file
+        args.mosquitto += [f"acl_file {acl}"]
+        args.bridge += ['username = "nmqbridge"']
     remote = f"127.0.0.1:{PROXY_PORT}" if proxied else f"{B_ADDR}:1883"
     if args.tls:  # mosquitto gets a TLS listener on 8883 with a self-signed certificate
         if proxied:
@@ -905,7 +1003,8 @@ def cmd_run(args):
     total = normal + outage + after + drain + 120
     if proxied:
         t = time.time() + 5  # the publisher starts about 5 s from now
-        window = ((0, 0) if args.scenario == "wrong-ack" else (t + normal, t + normal + outage))
+        window = ((0, 0) if args.scenario in ("wrong-ack", "session-lost")
+                  else (t + normal, t + normal + outage))
         lab.start("proxy", lab.a, [py, me, "proxy", "--port", str(PROXY_PORT),
                                    "--to", f"{B_ADDR}:1883", "--delay", "6",
                                    "--start", str(window[0]), "--end", str(window[1]),
@@ -914,6 +1013,9 @@ def cmd_run(args):
                                    "--duration", str(total)]
                   + (["--puback-first", "--start-file", os.path.join(out, "restored")]
                      if args.scenario == "wrong-ack" else
+                     ["--drop-pubrel", "--start-file", os.path.join(out, "drop-pubrel"),
+                      "--end-file", os.path.join(out, "restored")]
+                     if args.scenario == "session-lost" else
                      ["--period", "15", "--burst", "2"] if args.scenario == "slow-pubcomp" else []))
     mosq_cmd = [args.remote_bin, "-c", os.path.join(out, "mosquitto.conf")]
     lab.start("mosquitto", lab.b, mosq_cmd)
@@ -939,13 +1041,24 @@ def cmd_run(args):
     pub_dur = normal + outage + after
     lab.start("pub", lab.a, [py, me, "pub", "--host", "127.0.0.1", "--port", "1883",
                              "--out", os.path.join(out, "pub.log"), "--duration", str(pub_dur),
-                             "--linger", "5", "--rate-scale", str(args.rate_scale)])
+                             "--linger", "5", "--rate-scale", str(args.rate_scale)]
+              + (["--big-topic", args.big_topic, "--big-every", str(args.big_every),
+                  "--big-size", str(args.big_size)] if args.big_topic else [])
+              + (["--retain-topic", args.retain_topic, "--retain-every",
+                  str(args.retain_every)] if args.retain_topic else []))
     t0 = time.monotonic()
     lab.event("publisher started")
 
     def until(t):
         time.sleep(max(0.0, t0 + t - time.monotonic()))
 
+    if args.scenario == "session-lost":
+        # the last 3 s before the cut (at most): the remote's PUBRECs reach the bridge, its
+        # PUBRELs do not reach the remote; the cut ends the remote's session (no Session Expiry
+        # Interval), so the rows released meanwhile meet Session Present 0 at the reconnect
+        until(max(0.0, normal - 3))
+        open(os.path.join(out, "drop-pubrel"), "w").close()
+        lab.event("proxy drops PUBRELs")
     until(normal)
     if chaos:
         run_chaos(lab, plan, t0, args.chaos_seconds,
@@ -1083,12 +1196,19 @@ def analyse(out, label, scenario):
     # acked with an error reason code (MQTT 5 publisher, --pub-v5): refused, the publisher knows
     refused = {(r[2], int(r[3])) for r in read_lines(os.path.join(out, "pub.log"), "F")}
     published = {(r[2], int(r[3])): float(r[1]) for r in pub}
+    # the messages the remote cannot take (params.json: the run's options): the big ones
+    # (pub --big-*: " big" on their P line) and those of the topics it refuses (--acl-deny).
+    # Each should be a dead letter of the outbox, not delivered, not lost silently; they
+    # are not counted in "lost", but in dead_expected (those NanoMQ acked), dead_received
+    # and lost_silently.
+    dead_set, big, retained, refused_topics = refusals(out)
     recv = read_lines(os.path.join(out, "sub.log"), "R")
     if any(t == "test0" for (t, _) in published):
         TOPICS.setdefault("test0", (0, 1.0))
     res = {"label": label, "scenario": scenario, "topics": {}}
     tot = dict(published=0, sent=0, received=0, unique=0, lost=0, duplicated=0,
-               out_of_order=0, lost_unacked=0, refused=0, unaccounted=0)
+               out_of_order=0, lost_unacked=0, refused=0, unaccounted=0, dead_expected=0,
+               dead_received=0)
     first_cut, last_restore = (cuts[0] if cuts else 0), (restores[-1] if restores else 0)
     backlog_first, backlog_last, remote = None, None, []
     for topic in TOPICS:
@@ -1124,8 +1244,11 @@ def analyse(out, label, scenario):
         ooo_remote = (len(intake) - longest_increasing([x for _, x in intake])
                       if len(intake) == len(order) and len(intake) < 65000 else None)
         refd = {s for (t, s) in refused if t == topic}
+        dead = {s for (t, s) in dead_set if t == topic}
         d = dict(published=len(pubd), sent=len(sent), received=len(seen) + dup,
-                 unique=len(seen), lost=len(sent - seen), duplicated=dup, out_of_order=ooo,
+                 unique=len(seen), lost=len(sent - dead - seen), duplicated=dup,
+                 out_of_order=ooo, dead_expected=len(sent & dead),
+                 dead_received=len(dead & seen),
                  lost_unacked=len((pubd - sent - refd) - seen), refused=len(refd),
                  # neither delivered nor acked with an error code
                  unaccounted=len(pubd - seen - refd))
@@ -1195,8 +1318,9 @@ def analyse(out, label, scenario):
                         walk(v)
             walk(ob)
             o = found[0] if found else {}
-            tot[f"rest_{when}"] = {k: o.get(k) for k in ("link_up", "messages", "enqueued",
-                                                          "acked")}
+            tot[f"rest_{when}"] = {k: o.get(k) for k in (
+                "link_up", "messages", "enqueued", "acked", "dead_letters", "dead_lettered",
+                "qos_downgraded", "retain_cleared")}
         except (OSError, ValueError):
             tot[f"rest_{when}"] = None
         try:
@@ -1205,7 +1329,41 @@ def analyse(out, label, scenario):
             tot[f"prometheus_{when}_messages"] = int(m.group(1)) if m else None
         except OSError:
             tot[f"prometheus_{when}_messages"] = None
+    # dead letters (issue 20): those the outbox kept at exit (a gauge) and made since it opened
+    ex = tot["outbox_at_exit"] if isinstance(tot["outbox_at_exit"], dict) else {}
+    tot["dead_letters"] = ex.get("dead_letters")
+    tot["dead_lettered"] = ex.get("dead_lettered")
+    n_dead = tot["dead_lettered"] if tot["dead_lettered"] is not None else tot["dead_letters"]
+    # acked, not delivered and not a dead letter: lost without a trace (stock, old hooks)
+    tot["lost_silently"] = max(0, tot["dead_expected"] - tot["dead_received"] - (n_dead or 0))
+    tot["big_sent"] = len(big & acked)
+    tot["retained_sent"] = len(retained & acked)
+    tot["qos_downgraded"] = ex.get("qos_downgraded")
+    tot["retain_cleared"] = ex.get("retain_cleared")
+    tot["refused_topics"] = sorted(refused_topics)
+    # how mosquitto saw the bridge's connections end, but for the keepalive timeout a cut
+    # causes and the shutdown after the drain: a refusal that ends the connection (a PUBLISH
+    # above its limits: 0x95, 0x9A, 0x9B; a PUBREL with an error code: protocol error) or a
+    # close by NanoMQ ("closed its connection"); reason: count
+    over = [t for t, w in ev if w == "drain over"]
+    tot["remote_disconnects"] = {}
+    try:
+        for line in open(os.path.join(out, "mosquitto.log"), errors="replace"):
+            m = re.match(r"(\d+): (?:Client bridge_client_123 (disconnected.*|closed its "
+                         r"connection)|Bad socket read/write on client bridge_client_123: "
+                         r"(.*))\.$", line.rstrip("\n"))
+            if m and not (over and int(m.group(1)) >= int(over[0])):
+                why = m.group(2) or m.group(3)
+                tot["remote_disconnects"][why] = tot["remote_disconnects"].get(why, 0) + 1
+    except OSError:
+        pass
     tot["held_pubcomps"] = len(read_lines(os.path.join(out, "proxy.log"), "H"))
+    tot["dropped_pubrels"] = len(read_lines(os.path.join(out, "proxy.log"), "D"))
+    # the Session Present flag of each CONNACK through the proxy (--trace), in order
+    tot["connack_session_present"] = [
+        int(r[5][2:]) for r in (l.split() for l in open(os.path.join(out, "proxy-trace.log")))
+        if len(r) > 5 and r[2] == "down" and r[3] == "2" and r[5].startswith("sp")
+    ] if os.path.exists(os.path.join(out, "proxy-trace.log")) else None
     tot["injected_pubacks"] = len(read_lines(os.path.join(out, "proxy.log"), "I"))
     seeds = [re.match(r"chaos seed=(\d+)", w) for _, w in ev]
     seeds = [int(m.group(1)) for m in seeds if m]
@@ -1323,6 +1481,16 @@ def main():
                    "random, printed in events.log and result.json)")
     r.add_argument("--chaos-seconds", type=float, default=180,
                    help="chaos: how long the publisher runs under the schedule (default 180)")
+    r.add_argument("--big-topic", help="every --big-every-th message of this topic is "
+                   "--big-size bytes (oversized: a remote with a smaller max_packet_size)")
+    r.add_argument("--big-every", type=int, default=10)
+    r.add_argument("--big-size", type=int, default=2000)
+    r.add_argument("--retain-topic", help="every --retain-every-th message of this topic is "
+                   "published with RETAIN (retain-off: a remote with retain_available false)")
+    r.add_argument("--retain-every", type=int, default=10)
+    r.add_argument("--acl-deny", action="append", default=[],
+                   help="mosquitto denies the bridge (username nmqbridge, acl_file) this topic: "
+                   "PUBACK/PUBREC 0x87 (refused-topic; repeatable)")
     r.add_argument("--probe-rest", action="store_true",
                    help="GET the bridge's REST object and Prometheus text late in the outage "
                    "and after the drain (implies --http)")
@@ -1336,6 +1504,9 @@ def main():
     px.add_argument("--duration", type=float, required=True)
     px.add_argument("--puback-first", action="store_true")
     px.add_argument("--start-file", help="also active from when this file exists")
+    px.add_argument("--end-file", help="--drop-pubrel: until this file exists")
+    px.add_argument("--drop-pubrel", action="store_true",
+                    help="drop the PUBRELs from NanoMQ (session-lost)")
     px.add_argument("--period", type=float, default=0, help="only the first --burst seconds "
                     "of every --period seconds (0: the whole window)")
     px.add_argument("--burst", type=float, default=0)
@@ -1363,6 +1534,11 @@ def main():
     s.add_argument("--session-expiry", type=int, default=0,
                    help="a persistent session: Session Expiry Interval (s), clean start once")
     p.add_argument("--rate-scale", type=float, default=1.0)
+    p.add_argument("--big-topic")
+    p.add_argument("--big-every", type=int, default=10)
+    p.add_argument("--big-size", type=int, default=2000)
+    p.add_argument("--retain-topic")
+    p.add_argument("--retain-every", type=int, default=10)
     rep = sub.add_parser("report")
     rep.add_argument("dirs", nargs="+")
     ana = sub.add_parser("analyse", help="recompute result.json from the logs")
