@@ -273,6 +273,10 @@ void nmq_outbox_config_init(nmq_outbox_config *cfg);
  * ECORRUPT, and the file stays). The process holds an OS lock (flock) on the file while any
  * handle on it is open: another process gets EBUSY. Beside the file the library keeps
  * "<file>-reserve" (2 MiB), given up when the disk fills so that acks can still commit.
+ * Every file the library creates (the file, its -wal, -shm and -reserve, a .corrupt- copy) is
+ * 0600 and a directory it creates 0700, whatever the umask; an existing outbox file (or side
+ * file) this process's user owns that group or others can access is tightened to owner only at
+ * open, with one WARN line; another user's is left as it is, with a WARN line.
  * On success *out is a new handle; on error *out is set to NULL. */
 nmq_outbox_result nmq_outbox_open(const nmq_outbox_config *cfg, nmq_outbox **out);
 

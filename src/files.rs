@@ -17,7 +17,7 @@
 use crate::error::{Error, Result};
 use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, OnceLock};
@@ -75,8 +75,9 @@ pub struct Claim {
 }
 
 impl Claim {
-    /// Claims `bridge` of the file at `path`, creating an empty file if there is none (SQLite
-    /// takes an empty file as a new database). [`Error::Busy`] when this process already has
+    /// Claims `bridge` of the file at `path`, creating an empty file ([`FILE_MODE`]) if there
+    /// is none (SQLite takes an empty file as a new database; it gives the `-wal` and `-shm` it
+    /// makes beside it the same mode). [`Error::Busy`] when this process already has
     /// this bridge of this file open, or another process holds the file.
     pub fn take(path: &Path, bridge: &str) -> Result<Claim> {
         let mut map = held();
@@ -100,13 +101,7 @@ impl Claim {
         }
         // No handle of this process is on this file, so no SQLite lock of ours can be dropped
         // by closing this descriptor again on an error below.
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o644)
-            .open(path)
+        let file = open_private(OpenOptions::new().read(true).write(true), path)
             .map_err(|e| Error::Io(format!("cannot open {}: {e}", path.display())))?;
         let m = file
             .metadata()
@@ -213,6 +208,105 @@ pub fn held_elsewhere(path: &Path) -> Result<bool> {
         Ok(true)
     } else {
         Err(Error::Io(format!("cannot lock {}: {e}", path.display())))
+    }
+}
+
+/// The mode of every file the library creates: the owner's read and write only (the files hold
+/// the bridge's messages; mosquitto keeps its persistence file the same way).
+pub const FILE_MODE: u32 = 0o600;
+
+/// The mode of a directory the library creates.
+pub const DIR_MODE: u32 = 0o700;
+
+/// Opens `path` with `opts` (which must ask for write access), creating it if it is missing.
+/// A file this call creates gets [`FILE_MODE`] whatever the umask; an existing file keeps its
+/// mode (and is truncated if `opts` says so).
+pub fn open_private(opts: &OpenOptions, path: &Path) -> std::io::Result<File> {
+    match opts.clone().create_new(true).mode(FILE_MODE).open(path) {
+        Ok(f) => {
+            // The umask may have taken bits of FILE_MODE away.
+            f.set_permissions(std::fs::Permissions::from_mode(FILE_MODE))?;
+            Ok(f)
+        }
+        // An existing file, or a symlink (create_new never follows one): opened as it is; a
+        // dangling symlink's target is created with FILE_MODE less the umask.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            opts.clone().create(true).mode(FILE_MODE).open(path)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Creates directory `dir` and the missing ones above it, each with [`DIR_MODE`] whatever the
+/// umask. Directories that exist are left as they are.
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    if dir.as_os_str().is_empty() || dir.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent() {
+        create_private_dir(parent)?;
+    }
+    match std::fs::DirBuilder::new().mode(DIR_MODE).create(dir) {
+        Ok(()) => std::fs::set_permissions(dir, std::fs::Permissions::from_mode(DIR_MODE)),
+        // Made by someone else meanwhile: theirs.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Removes the group's and others' permissions from the outbox file `path` and the side files
+/// beside it (`-wal`, `-shm`, `-reserve`) when any of them has some: made before the library
+/// created its files [`FILE_MODE`], or opened up by hand, they give every local user the
+/// bridge's messages. Only for a file known to be an outbox file (or the copy of one renamed
+/// aside as corrupt), and only files owned
+/// by this process's user (another user's file is theirs to change: a warning says so). One
+/// warning line for the files tightened, one for those left; nothing when all are private.
+pub fn tighten(path: &Path, log: &crate::log::Logger) {
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    let (mut fixed, mut left, mut failed) = (Vec::new(), Vec::new(), Vec::new());
+    for suffix in ["", "-wal", "-shm", "-reserve"] {
+        let mut p = path.as_os_str().to_owned();
+        p.push(suffix);
+        let p = PathBuf::from(p);
+        // The database through a symlink is the file it names; a side file that is not a
+        // regular file is not one SQLite or this library made.
+        let meta = if suffix.is_empty() {
+            std::fs::metadata(&p)
+        } else {
+            std::fs::symlink_metadata(&p)
+        };
+        let Ok(m) = meta else { continue };
+        let mode = m.mode() & 0o7777;
+        if !m.is_file() || mode & 0o077 == 0 {
+            continue;
+        }
+        let name = format!("{} ({:04o})", p.display(), mode);
+        if m.uid() != me {
+            left.push(format!("{name} owned by uid {}", m.uid()));
+            continue;
+        }
+        match std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode & 0o7700)) {
+            Ok(()) => fixed.push(name),
+            Err(e) => failed.push(format!("{name}: {e}")),
+        }
+    }
+    if !fixed.is_empty() {
+        log.warn(&format!(
+            "{} were open to other local users (the bridge's messages): permissions \
+             tightened to owner only ({:04o}, as the library creates its files)",
+            fixed.join(", "),
+            FILE_MODE
+        ));
+    }
+    if !left.is_empty() || !failed.is_empty() {
+        left.extend(failed);
+        log.warn(&format!(
+            "{} are open to other local users (the bridge's messages): permissions left as \
+             they are, not this process's to change; make them {:04o}",
+            left.join(", "),
+            FILE_MODE
+        ));
     }
 }
 

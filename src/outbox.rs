@@ -505,7 +505,7 @@ impl Outbox {
         // a new per-bridge file first takes this bridge's rows from there.
         let legacy = dir.join(files::LEGACY_FILE);
         if per_bridge && resume.max_seq.is_none() && legacy.is_file() {
-            match store.adopt_legacy(&legacy, &cfg.bridge) {
+            match store.adopt_legacy(&legacy, &cfg.bridge, &log) {
                 Ok(0) => {}
                 Ok(n) => {
                     resume = store.resume()?;

@@ -8,7 +8,7 @@
 
 use crate::config::{Config, SyncMode};
 use crate::error::{Error, Result};
-use crate::files::{Claim, FileState};
+use crate::files::{self, Claim, FileState};
 use crate::log::Logger;
 use rusqlite::ffi::ErrorCode;
 use rusqlite::limits::Limit;
@@ -218,7 +218,7 @@ impl Store {
         if !claim.shared() {
             repair_side_files(&cfg.path, log);
         }
-        match Self::try_open(cfg, claim) {
+        let opened = match Self::try_open(cfg, claim) {
             Err((Error::Corrupt(why), claim)) => {
                 if claim.shared() {
                     return Err(Error::Corrupt(format!(
@@ -233,13 +233,20 @@ impl Store {
                     cfg.path.display(),
                     aside.display()
                 ));
+                // What can be saved of the bridge's messages is in the copy.
+                files::tighten(&aside, log);
                 // The claim is on the renamed file, which no connection has open any more.
                 drop(claim);
                 let claim = Claim::take(&cfg.path, &cfg.bridge)?;
                 Self::try_open(cfg, claim).map_err(|(e, _)| e)
             }
             other => other.map_err(|(e, _)| e),
+        };
+        // Now known to be an outbox file (a file of another program was refused above).
+        if opened.is_ok() {
+            files::tighten(&cfg.path, log);
         }
+        opened
     }
 
     fn try_open(
@@ -335,21 +342,23 @@ impl Store {
     /// Moves this bridge's rows out of `legacy`, the one file every bridge shared before files
     /// were per bridge (`<dir>/nmq_outbox.db`), into this (empty) store: same seqs, packet
     /// ids and states, in one transaction over both files (ATTACH). Returns how many moved.
-    pub fn adopt_legacy(&mut self, legacy: &Path, bridge: &str) -> Result<u64> {
+    /// The shared file keeps the other bridges' messages: when it is an outbox file, it is
+    /// made private like this one ([`files::tighten`]).
+    pub fn adopt_legacy(&mut self, legacy: &Path, bridge: &str, log: &Logger) -> Result<u64> {
         // Held like any outbox file while it is changed (the claim outlives the attachment).
         let _claim = Claim::take(legacy, bridge)?;
         self.conn.execute(
             "ATTACH DATABASE ?1 AS legacy",
             params![legacy.to_string_lossy()],
         )?;
-        let moved = self.move_from_legacy(bridge);
+        let moved = self.move_from_legacy(bridge, legacy, log);
         let detached = self.conn.execute_batch("DETACH DATABASE legacy");
         let moved = moved?;
         detached?;
         Ok(moved)
     }
 
-    fn move_from_legacy(&mut self, bridge: &str) -> Result<u64> {
+    fn move_from_legacy(&mut self, bridge: &str, legacy: &Path, log: &Logger) -> Result<u64> {
         let ours: i64 = self.conn.query_row(
             "SELECT count(*) FROM legacy.sqlite_master
              WHERE type = 'table' AND name IN ('bridge', 'msg')",
@@ -359,6 +368,7 @@ impl Store {
         if ours != 2 {
             return Ok(0);
         }
+        files::tighten(legacy, log);
         let Some(old_id) = self
             .conn
             .query_row(
@@ -599,11 +609,7 @@ impl Store {
     /// Puts the reserve file in place (really allocated, not sparse).
     fn make_reserve(&self) -> Result<()> {
         let p = self.reserve_path();
-        let f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&p)
+        let f = files::open_private(std::fs::OpenOptions::new().write(true), &p)
             .map_err(|e| Error::Io(format!("cannot create {}: {e}", p.display())))?;
         // SAFETY: posix_fallocate on a descriptor we own.
         let rc = unsafe { libc::posix_fallocate(f.as_raw_fd(), 0, RESERVE_BYTES as libc::off_t) };
@@ -655,15 +661,18 @@ impl Store {
 
     /// The file was deleted (or its directory) while open: writes a copy of the open database
     /// back to its path (`VACUUM INTO`, creating the directory if needed) and continues on it.
+    /// The copy is [`files::FILE_MODE`] and a directory made for it [`files::DIR_MODE`].
     pub fn restore_file(&mut self, bridge: &str) -> Result<()> {
         if let Some(dir) = self.path.parent() {
-            if !dir.as_os_str().is_empty() {
-                std::fs::create_dir_all(dir)
-                    .map_err(|e| Error::Io(format!("cannot create {}: {e}", dir.display())))?;
-            }
+            files::create_private_dir(dir)
+                .map_err(|e| Error::Io(format!("cannot create {}: {e}", dir.display())))?;
         }
         let tmp = side_file(&self.path, "-restore");
         let _ = std::fs::remove_file(&tmp);
+        // VACUUM INTO writes into an empty file as it finds it: one of ours, private (SQLite
+        // would make a new one 0644).
+        files::open_private(std::fs::OpenOptions::new().write(true), &tmp)
+            .map_err(|e| Error::Io(format!("cannot create {}: {e}", tmp.display())))?;
         self.conn
             .execute("VACUUM INTO ?1", params![tmp.to_string_lossy()])?;
         std::fs::rename(&tmp, &self.path)

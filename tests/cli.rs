@@ -1101,3 +1101,54 @@ fn dead_letters_list_export_requeue_purge() {
     let out = expect(&["dead", "purge", s(&v1), "-b", "emqx1", "--all"], 0);
     assert!(out.contains("deleted 0 dead letters"), "{out}");
 }
+
+/// Issue 20: what the command writes holds messages too. Under umask 022 a new export file
+/// (rows, dead letters) and a new outbox made by import are 0600; an output file that was
+/// already there keeps its mode (it is the operator's).
+#[test]
+fn export_files_and_imported_outboxes_are_0600() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = sample(dir.path());
+    let dead = with_dead_letters(dir.path());
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let run022 = |args: &[&str]| {
+        let mut c = Command::new(BIN);
+        c.args(args).stdin(Stdio::null());
+        // SAFETY: umask is async-signal-safe and touches no memory.
+        unsafe {
+            c.pre_exec(|| {
+                libc::umask(0o022);
+                Ok(())
+            });
+        }
+        let o = c.output().unwrap();
+        assert_eq!(o.status.code(), Some(0), "{args:?}: {:?}", text(&o));
+    };
+    let jsonl = dir.path().join("rows.jsonl");
+    let raw = dir.path().join("rows.mqtt");
+    let dl = dir.path().join("dead.jsonl");
+    let moved = dir.path().join("moved.db");
+    run022(&["export", s(&path), "-o", s(&jsonl)]);
+    run022(&[
+        "export",
+        s(&path),
+        "-b",
+        "aws",
+        "--format",
+        "mqtt",
+        "-o",
+        s(&raw),
+    ]);
+    run022(&["dead", "export", s(&dead), "-o", s(&dl)]);
+    run022(&["import", s(&moved), "-i", s(&jsonl)]);
+    for p in [&jsonl, &raw, &dl, &moved] {
+        assert_eq!(format!("{:o}", mode(p)), "600", "{}", p.display());
+    }
+    let theirs = dir.path().join("theirs.jsonl");
+    std::fs::write(&theirs, b"old").unwrap();
+    std::fs::set_permissions(&theirs, std::fs::Permissions::from_mode(0o640)).unwrap();
+    run022(&["export", s(&path), "-o", s(&theirs)]);
+    assert_eq!(format!("{:o}", mode(&theirs)), "640");
+}

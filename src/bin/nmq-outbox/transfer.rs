@@ -39,12 +39,18 @@ pub fn export(
     let mut file;
     let w: &mut dyn Write = match output {
         Some(p) => {
-            file = std::io::BufWriter::new(std::fs::File::create(p).map_err(|e| {
+            // The rows are the bridge's messages: a new file is private (0600).
+            let opts = std::fs::OpenOptions::new()
+                .write(true)
+                .truncate(true)
+                .clone();
+            let f = nmq_outbox::files::open_private(&opts, p).map_err(|e| {
                 Fail::new(
                     Code::CannotOpen,
                     format!("cannot create {}: {e}", p.display()),
                 )
-            })?);
+            })?;
+            file = std::io::BufWriter::new(f);
             &mut file
         }
         None => stdout,
