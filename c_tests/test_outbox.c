@@ -423,9 +423,15 @@ static void test_ack_after_commit(void)
     CHECK_RC(nmq_outbox_committed_seq(NULL, &committed), NMQ_OUTBOX_EINVAL);
     CHECK(!readable(fd, 0));
 
-    /* The writer's own timer commits (group_commit_ms 2): wait for the event. The bound only
+    /* The writer's own timer commits (group_commit_ms 2): wait for the event. One append at a
+     * time: one commit, one signal, however late the timer fires (two appends in a row could
+     * be split by it, and the second commit's signal come after the drain). The bound only
      * keeps a broken build from hanging. */
     CHECK_RC(nmq_outbox_append(ob, 1, 0, u8("a"), 1, &seq), NMQ_OUTBOX_OK);
+    CHECK(readable(fd, 30000));
+    CHECK_RC(nmq_outbox_committed_seq(ob, &committed), NMQ_OUTBOX_OK);
+    CHECK(committed >= seq);
+    CHECK(!readable(fd, 0));
     CHECK_RC(nmq_outbox_append(ob, 2, 0, u8("b"), 1, &seq2), NMQ_OUTBOX_OK);
     CHECK(readable(fd, 30000));
     CHECK_RC(nmq_outbox_committed_seq(ob, &committed), NMQ_OUTBOX_OK);

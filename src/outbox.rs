@@ -428,6 +428,14 @@ impl State {
         Duration::from_millis(ms as u64)
     }
 
+    /// Whether the writer thread is to commit the pending batch now: due by its size
+    /// (`commit_due`), or its bound (`commit_after` from its first write) has passed.
+    fn writer_may_commit(&self, cfg: &Config) -> bool {
+        self.pending_since.is_some_and(|t| {
+            self.commit_due(cfg.group_commit_count) || t.elapsed() >= self.commit_after(cfg)
+        })
+    }
+
     /// Whether the pending batch is to be committed now, before its timer: `count` messages
     /// (appends and QoS 2 PUBRECs), `ACKS_DUE` acks and packet ids, or `PENDING_BYTES_DUE`.
     fn commit_due(&self, count: u32) -> bool {
@@ -1860,12 +1868,25 @@ impl Shared {
         Ok(true)
     }
 
+    /// The writer thread's commit of the batch it found due. It waits for the store first, and
+    /// a caller's commit may have taken that batch meanwhile (`Outbox::commit`, `flush`, an
+    /// inline commit): what is pending then is a later batch with its own bound, left for the
+    /// next turn of the loop (acks alone were committed at once, within their
+    /// `ack_linger_ms`). After a checkpoint everything pending is committed (a caller's commit
+    /// during it left its appends to the writer).
+    fn writer_commit(&self, checkpointed: bool) -> Result<()> {
+        let db = lock(&self.db);
+        if !checkpointed && !lock(&self.state).writer_may_commit(&self.cfg) {
+            return Ok(());
+        }
+        self.flush_locked(db, false)
+    }
+
     /// The group-commit thread: commits when `group_commit_count` messages (or `ACKS_DUE` acks
     /// and packet ids, see `State::commit_due`) are pending or the oldest pending write is
     /// `group_commit_ms` old (acks and packet ids alone: `State::commit_after`). Backs off after a failed commit. A panic
     /// in a commit is caught and logged; the thread goes on.
     fn writer_loop(&self) {
-        let count = self.cfg.group_commit_count;
         let mut failures = 0u64;
         loop {
             let mut st = lock(&self.state);
@@ -1884,16 +1905,13 @@ impl Shared {
                 // notifies again.
                 st.kicked = false;
                 st.writer_deadline = None;
-                if st.checkpoint_due {
+                if st.checkpoint_due || st.writer_may_commit(&self.cfg) {
                     break;
                 }
                 st = match st.pending_since {
                     None => self.wake.wait(st).unwrap_or_else(|p| p.into_inner()),
                     Some(t) => {
                         let left = st.commit_after(&self.cfg).saturating_sub(t.elapsed());
-                        if st.commit_due(count) || left.is_zero() {
-                            break;
-                        }
                         st.writer_deadline = Some(Instant::now() + left);
                         match self.wake.wait_timeout(st, left) {
                             Ok((g, _)) => g,
@@ -1908,7 +1926,7 @@ impl Shared {
             if checkpoint {
                 self.checkpoint();
             }
-            match catch_unwind(AssertUnwindSafe(|| self.flush_inner())) {
+            match catch_unwind(AssertUnwindSafe(|| self.writer_commit(checkpoint))) {
                 Ok(Ok(())) => failures = 0,
                 Ok(Err(Error::Closed)) => return,
                 Ok(Err(_)) => failures += 1,
@@ -1963,7 +1981,8 @@ mod tests {
     }
 
     /// An outbox on a fresh file (`set` tunes its config) holding `n` committed QoS 1 rows,
-    /// link up. The directory lives as long as the returned guard.
+    /// link up, its writer thread idle (done with whatever it did for those rows: it waits,
+    /// nothing is pending). The directory lives as long as the returned guard.
     fn open_with_rows(
         n: usize,
         set: impl FnOnce(&mut Config),
@@ -1977,6 +1996,7 @@ mod tests {
             ob.append(&qos1(b"x")).unwrap();
         }
         ob.flush().unwrap();
+        nudge_writer(&ob);
         ob.link_up(0).unwrap();
         (dir, path, ob)
     }
@@ -1992,6 +2012,41 @@ mod tests {
         while ob.committed_seq() < seq {
             // SAFETY: one valid pollfd.
             assert_eq!(unsafe { libc::poll(&mut p, 1, 120_000) }, 1, "no commit");
+        }
+    }
+
+    /// Waits until the writer thread has looked at the state since the last notify (it clears
+    /// `kicked` there, under the state lock it keeps until it waits or commits what is due).
+    /// The bound only turns a hang into a failure.
+    fn await_writer_looked(ob: &Outbox) {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while lock(&ob.shared.state).kicked {
+            assert!(Instant::now() < deadline, "the writer never looked");
+            std::thread::yield_now();
+        }
+    }
+
+    /// Wakes the writer thread (as its timer or any notify would) and waits until it has looked
+    /// at the state: whatever it was doing before (a commit) is over.
+    fn nudge_writer(ob: &Outbox) {
+        lock(&ob.shared.state).kicked = true;
+        ob.shared.wake.notify_one();
+        await_writer_looked(ob);
+    }
+
+    /// Waits until the writer thread waits on its timer (for a batch not yet due); returns its
+    /// deadline. The bound only turns a hang into a failure.
+    fn await_writer_armed(ob: &Outbox) -> Instant {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            if let Some(d) = lock(&ob.shared.state).writer_deadline {
+                return d;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the writer never armed its timer"
+            );
+            std::thread::yield_now();
         }
     }
 
@@ -2103,8 +2158,9 @@ mod tests {
             c.caller_commits = true;
         });
         let acked = deliver(&ob, 2);
-        // as once the writer has looked at the state (only a notify sets it again)
-        lock(&ob.shared.state).kicked = false;
+        // The acks woke the writer: it waits on its (hour-long) linger for them. Before it
+        // has looked, the append below would be due to it (group_commit_ms = 0).
+        await_writer_armed(&ob);
         let seq = ob.append(&qos1(b"y")).unwrap();
         assert!(!lock(&ob.shared.state).kicked, "the append woke the writer");
         assert!(ob.committed_seq() < seq);
@@ -2127,6 +2183,43 @@ mod tests {
         assert!(acked.iter().all(|s| !disk.contains(s)));
         ob.close().unwrap();
         assert_eq!(ob.commit(), Err(Error::Closed));
+    }
+
+    /// A writer that found a batch due waits for the store; when a caller's commit took that
+    /// batch meanwhile, what is pending after it is another batch with its own bound: acks
+    /// alone stay until ack_linger_ms. (The writer committed them at once: a commit their
+    /// bound did not call for, and what made the test above fail now and then.)
+    #[test]
+    fn a_writer_whose_due_batch_a_caller_committed_leaves_the_acks_behind_it() {
+        let (_dir, path, ob) = open_with_rows(3, |c| {
+            c.group_commit_ms = 0;
+            c.ack_linger_ms = ONE_HOUR_MS;
+            c.caller_commits = true;
+        });
+        let acked = deliver(&ob, 2);
+        await_writer_armed(&ob);
+        // A caller's commit is running (it holds the store) when the writer wakes and finds
+        // an append due (group_commit_ms = 0): the writer waits for the store.
+        let running = lock(&ob.shared.db);
+        let seq = ob.append(&qos1(b"y")).unwrap();
+        nudge_writer(&ob);
+        assert_eq!(lock(&ob.shared.state).writer_deadline, None, "not due");
+        // The running commit takes the append; then the writer has the store.
+        ob.shared.flush_locked(running, true).unwrap();
+        assert!(ob.committed_seq() >= seq);
+        await_writer_looked(&ob);
+        let st = lock(&ob.shared.state);
+        assert_eq!(
+            (st.pending.messages(), st.pending.acks()),
+            (0, 4),
+            "the writer committed the acks within their linger"
+        );
+        assert!(st.writer_deadline.is_some(), "the linger is not armed");
+        drop(st);
+        let disk = seqs_on_disk(&path);
+        assert_eq!(disk.len(), 4, "{disk:?}");
+        assert!(disk.contains(&seq) && acked.iter().all(|s| disk.contains(s)));
+        ob.close().unwrap();
     }
 
     /// ...and the acks a caller's commit left behind are the writer's within ack_linger_ms,
@@ -2296,36 +2389,40 @@ mod tests {
     }
 
     /// A writer waiting on its timer is not notified for a batch whose bound is later (it
-    /// re-reads the state when the timer fires): with commits by the caller, the acks that
-    /// start a batch after each commit cost no wake-up each.
+    /// re-reads the state when the timer fires): the acks that start a batch after a caller
+    /// committed the one the timer was armed for cost no wake-up. Asserted as an order of
+    /// bounds (the armed timer fires before the new batch's bound), not by waiting for it.
     #[test]
     fn a_writer_waiting_on_its_timer_is_not_woken_for_a_later_batch() {
         let (_dir, path, ob) = open_with_rows(4, |c| {
             c.group_commit_ms = 0;
-            c.ack_linger_ms = 2000;
+            c.ack_linger_ms = ONE_HOUR_MS;
             c.caller_commits = true;
         });
-        // an ack starts a batch: the writer is woken and arms the 2 s linger
+        // an ack starts a batch: the writer is woken and arms the linger
         deliver(&ob, 1);
-        let deadline = Instant::now() + Duration::from_secs(120);
-        while lock(&ob.shared.state).writer_deadline.is_none() {
+        let armed = await_writer_armed(&ob);
+        // a caller's flush takes that batch (the writer is not told: its timer stays armed);
+        // the next ack starts a batch and needs no notify
+        ob.flush().unwrap();
+        deliver(&ob, 1);
+        {
+            let st = lock(&ob.shared.state);
+            assert!(!st.kicked, "notified a writer with its timer armed");
+            assert_eq!(st.writer_deadline, Some(armed), "the writer was woken");
+            let bound = st.pending_since.expect("a batch") + st.commit_after(&ob.shared.cfg);
             assert!(
-                Instant::now() < deadline,
-                "the writer never armed its timer"
+                armed <= bound,
+                "the timer fires after the new batch's bound"
             );
-            std::thread::yield_now();
         }
-        // a caller commit takes that batch; the next ack needs no notify
-        ob.append(&qos1(b"y")).unwrap();
-        assert!(ob.commit().unwrap());
-        deliver(&ob, 1);
-        assert!(
-            !lock(&ob.shared.state).kicked,
-            "notified a writer with its timer armed"
-        );
-        // and the timer still commits it within the linger
-        await_committed(&ob);
-        assert_eq!(seqs_on_disk(&path).len(), 3);
+        // when the timer fires (here: any wake-up, the same re-read) the writer arms the new
+        // batch's bound: it is not lost
+        nudge_writer(&ob);
+        assert!(lock(&ob.shared.state).writer_deadline.is_some());
+        assert_eq!(lock(&ob.shared.state).pending.acks(), 2);
+        ob.flush().unwrap();
+        assert_eq!(seqs_on_disk(&path).len(), 2);
         ob.close().unwrap();
     }
 

@@ -105,12 +105,20 @@ fn every_seq_up_to_committed_is_on_disk_while_appends_go_on() {
     let fd = ob.commit_fd().unwrap();
     let first = ob.committed_seq() + 1;
     let done = Arc::new(AtomicBool::new(false));
+    // Halfway the appender waits for our first check: one is made while appends go on
+    // however the threads are scheduled (the bound only turns a hang into a failure).
+    let (checked_tx, checked) = std::sync::mpsc::sync_channel::<()>(1);
     let writer = {
         let (ob, done) = (Arc::clone(&ob), Arc::clone(&done));
         std::thread::spawn(move || {
             let mut last = 0;
             for i in 0..3000u32 {
                 last = ob.append(&msg(format!("m{i}").as_bytes())).unwrap();
+                if i == 1499 {
+                    checked
+                        .recv_timeout(Duration::from_secs(60))
+                        .expect("no check while appending");
+                }
             }
             done.store(true, Ordering::SeqCst);
             last
@@ -133,6 +141,7 @@ fn every_seq_up_to_committed_is_on_disk_while_appends_go_on() {
                 "rows {first}..={c}"
             );
             checks += 1;
+            let _ = checked_tx.try_send(());
         }
     }
     let last = writer.join().unwrap();

@@ -268,7 +268,7 @@ fn a_row_sqlite_refuses_is_dropped_alone_and_counted() {
     let ob = Outbox::open(c).unwrap();
     {
         let raw = Connection::open(&path).unwrap();
-        raw.busy_timeout(Duration::from_secs(5)).unwrap();
+        raw.busy_timeout(Duration::from_secs(30)).unwrap();
         let id: i64 = raw
             .query_row("SELECT id FROM bridge WHERE name = 'b'", [], |r| r.get(0))
             .unwrap();

@@ -280,10 +280,19 @@ fn requeue_front_goes_before_the_backlog_in_order() {
     assert_eq!(got, vec!["d0", "d1", "m10", "m11", "m12"]);
 }
 
+/// The wall clock in ms, as the outbox reads it for expiry.
+fn wall_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
 #[test]
 fn expired_rows_are_dropped_and_counted_never_sent() {
     let dir = tempfile::tempdir().unwrap();
     let ob = Outbox::open(cfg(&dir.path().join("o.db"), "b")).unwrap();
+    let before = wall_ms();
     ob.append(&NewMessage {
         qos: 1,
         expiry_secs: 1,
@@ -296,12 +305,30 @@ fn expired_rows_are_dropped_and_counted_never_sent() {
         data: b"fresh",
     })
     .unwrap();
-    // Expiry is wall-clock time: the only event to wait for is the clock passing 1 s.
-    std::thread::sleep(std::time::Duration::from_millis(1100));
+    // Expiry is wall-clock time: the event to await is the clock passing the old row's
+    // expiry (it was appended by `appended`, so it expires by `appended` + 1000 ms).
+    let appended = wall_ms();
+    while wall_ms() <= appended + 1000 {
+        let left = appended + 1001 - wall_ms();
+        std::thread::sleep(std::time::Duration::from_millis(left.max(1) as u64));
+    }
     ob.link_up(0).unwrap();
+    let leasing = wall_ms();
     let r = ob.lease().unwrap().unwrap();
+    let leased = wall_ms();
     assert_eq!(r.data, b"fresh");
-    assert!(r.expiry_secs > 3590 && r.expiry_secs <= 3600);
+    // What is left of its hour at the lease, rounded up: bounds from the clock readings
+    // around the append and the lease, however long those took.
+    let ceil_secs = |ms: i64| ((ms + 999) / 1000) as u32;
+    let (lo, hi) = (
+        ceil_secs(before + 3_600_000 - leased),
+        ceil_secs(appended + 3_600_000 - leasing),
+    );
+    assert!(
+        (lo..=hi).contains(&r.expiry_secs),
+        "{} not in {lo}..={hi}",
+        r.expiry_secs
+    );
     let st = ob.stats().unwrap();
     assert_eq!((st.dropped_expired, st.messages), (1, 1));
 }
@@ -451,12 +478,22 @@ fn group_commit_by_time_commits_without_a_flush_call() {
     c.group_commit_count = 1000;
     c.group_commit_ms = 10;
     let ob = Outbox::open(c).unwrap();
+    let fd = ob.commit_fd().unwrap();
     let seq = ob.append(&msg(1, b"x")).unwrap();
-    // Wait (bounded) for the writer thread's timed commit to show in committed_seq.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    while ob.stats().unwrap().committed_seq < seq {
-        assert!(std::time::Instant::now() < deadline, "no timed commit");
-        std::thread::sleep(std::time::Duration::from_millis(2));
+    // The writer thread's timed commit signals the commit descriptor (an event); the poll
+    // timeout only turns a hang into a failure.
+    while ob.committed_seq() < seq {
+        let mut p = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd on the stack.
+        assert_eq!(
+            unsafe { libc::poll(&mut p, 1, 120_000) },
+            1,
+            "no timed commit"
+        );
     }
 }
 

@@ -62,11 +62,12 @@ async fn silent_blackhole() {
 }
 
 /// A blackhole shorter than the keepalive: the connection survives (the held bytes are
-/// delivered, as TCP retransmission would), no reconnect, no duplicate.
+/// delivered, as TCP retransmission would), no reconnect, no duplicate. The keepalive is ten
+/// times the blackhole: a loaded machine's stall is not taken for a lost link.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn short_blackhole_within_keepalive() {
-    let mut plan = Plan::compressed("1 s blackhole, keepalive 3 s", Fault::Blackhole, secs(1.0));
-    plan.keepalive = secs(3.0);
+    let mut plan = Plan::compressed("1 s blackhole, keepalive 10 s", Fault::Blackhole, secs(1.0));
+    plan.keepalive = secs(10.0);
     let o = run(plan).await;
     println!("{}", o.summary());
     o.assert_contract();
@@ -102,6 +103,9 @@ async fn slow_acks() {
         secs(4.0),
     );
     plan.scale = 40;
+    // No link loss is allowed here, and the keepalive is not what this tests: 10 s, so that a
+    // loaded machine's stall (1.5 keepalives of silence) is not taken for one.
+    plan.keepalive = secs(10.0);
     let o = run(plan).await;
     println!("{}", o.summary());
     o.assert_contract();
@@ -163,14 +167,16 @@ async fn second_cut_while_draining() {
 async fn reported_outage_compressed() {
     let mut plan = Plan::compressed("reported: 100 s cut (10x)", Fault::Cut, secs(10.0));
     plan.progress = Some(secs(1.0));
+    let window = plan.window;
     let o = run(plan).await;
     println!("{}", o.summary());
     o.assert_contract();
     assert!(o.report.sent >= 1100, "the reported volume (about 1170)");
-    assert!(
-        o.drain_secs < 10.0,
-        "the drain starts at CONNACK and is paced by the window: {:.2} s",
-        o.drain_secs
+    // Paced by the window, not by a timer: the replay filled it (an event; how long the drain
+    // took is printed above, and bounded only by drain_max in the contract).
+    assert_eq!(
+        o.counters.max_leased, window as u64,
+        "the drain never filled the window"
     );
 }
 
@@ -584,7 +590,7 @@ async fn qos2_released_row_not_delivered_twice_after_restart() {
         data: &data,
     })
     .unwrap();
-    let (mut conn, _) = Conn::connect(proxy.addr, "bridge", secs(5.0))
+    let (mut conn, _) = Conn::connect(proxy.addr, "bridge", secs(30.0))
         .await
         .unwrap();
     ob.link_up(64).unwrap();
@@ -613,7 +619,7 @@ async fn qos2_released_row_not_delivered_twice_after_restart() {
 
     // Second process: the glue does what `Leased` allows, then completes the exchange.
     let ob = Outbox::open(Config::new(&db, "bridge")).unwrap();
-    let (mut conn, ack) = Conn::connect(proxy.addr, "bridge", secs(5.0))
+    let (mut conn, ack) = Conn::connect(proxy.addr, "bridge", secs(30.0))
         .await
         .unwrap();
     assert!(ack.session_present);

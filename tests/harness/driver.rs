@@ -102,6 +102,9 @@ pub struct DriverCounters {
     pub pubrel_resumes: u64,
     /// PUBCOMP with reason 0x92 (packet id not found): the remote had completed it already.
     pub pubcomp_not_found: u64,
+    /// The most outbox rows in flight at once (leased, not yet completed): the replay fills
+    /// the window when this reaches it.
+    pub max_leased: u64,
 }
 
 /// One PUBLISH written.
@@ -653,6 +656,10 @@ impl Core {
             };
             ob.bind(row.seq, pid).expect("bind");
             s.leased.insert(pid, p.payload.to_vec());
+            {
+                let mut c = self.counters();
+                c.max_leased = c.max_leased.max(s.leased.len() as u64);
+            }
             if reuse && row.qos == 2 && (row.released || self.pubrec.contains(&pid)) {
                 // The remote has the message (PUBREC came): finish the exchange, do not send
                 // the PUBLISH again (it could be delivered twice).
