@@ -20,7 +20,7 @@ with a bound instead of a fixed drain. Each asserts:
   - where probed, the REST object and the Prometheus text during the outage (link_up false,
     messages > 0) and after the drain (messages 0).
 The remote's limits and refusals (issue 20: max-qos1, session-lost, oversized, refused-topic,
-retain-off; not in the default list) also assert, where they apply: "lost" counts only the
+retain-off) also assert, where they apply: "lost" counts only the
 messages the remote can take; each one it cannot (too big, a denied topic) that NanoMQ acked
 is a dead letter: the outbox's dead letters at exit (dead_lettered) and in REST after the
 drain equal their number, none delivered, none lost silently (dropped.rejected is no drop
@@ -73,8 +73,7 @@ SCENARIOS = {
     # restarts of the remote (--seed, --chaos-seconds: added by main()), publishers acked after
     # the commit, 4x the reported rate
     "chaos": (["--scenario", "chaos", "--rate-scale", "4", "--ack-after-commit"], {}),
-    # Issue 20, the remote's CONNACK and its refusals (mosquitto 2.0.20 as the remote); not in
-    # DEFAULT until the hooks hand the CONNACK to the outbox (--only or --extra to run them).
+    # Issue 20, the remote's CONNACK and its refusals (mosquitto 2.0.20 as the remote).
     # Each also asserts that mosquitto ended no connection of the bridge (remote_disconnects:
     # a refusal that closes, or NanoMQ closing) but for the keepalive timeout of the cut.
     # CONNACK Maximum QoS 1, the reported outage: every QoS 2 row sent at QoS 1 and completed
@@ -105,7 +104,8 @@ SCENARIOS = {
                    {"probe": True, "retained": True, "remote_ok": True}),
 }
 DEFAULT = ["linkdown", "blackhole", "drain-cut", "kill", "two-bridges", "mqtt311", "qos0",
-           "reload", "chaos"]
+           "reload", "max-qos1", "session-lost", "oversized", "refused-topic", "retain-off",
+           "chaos"]
 
 
 def check(res, extra, order):
