@@ -2,7 +2,7 @@
 //! no network; the scripted remote of `tests/remote.rs` drives the same over TCP).
 
 use nmq_outbox::mqtt::{parse_connack_packet, parse_publish, split_packet, Connack};
-use nmq_outbox::{AckKind, AckOutcome, Config, Error, NewMessage, Outbox};
+use nmq_outbox::{AckKind, AckOutcome, Config, Decision, Error, NewMessage, Outbox};
 use std::path::Path;
 
 fn cfg(path: &Path) -> Config {
@@ -398,6 +398,24 @@ fn a_row_above_maximum_packet_size_is_a_dead_letter_and_the_rest_goes_on() {
         (big, "packet_too_large")
     );
     assert_eq!(dead[0].reason_code, None);
+}
+
+/// ...and a new message above Maximum Packet Size is never sent directly (the host's transport
+/// would refuse it and close the connection): it is stored, so that the replay makes it a dead
+/// letter; one that fits is sent directly as before.
+#[test]
+fn a_new_message_above_maximum_packet_size_is_stored_not_sent_directly() {
+    let dir = tempfile::tempdir().unwrap();
+    let ob = Outbox::open(cfg(&dir.path().join("o.db"))).unwrap();
+    ob.link_up_connack(&connack(true, 0, &[0x27, 0, 0, 0, 100]))
+        .unwrap();
+    assert_eq!(ob.decide_sized(1, 60).unwrap(), Decision::SendNow);
+    assert_eq!(ob.decide_sized(1, 101).unwrap(), Decision::Store);
+    assert_eq!(ob.decide_sized(2, 100).unwrap(), Decision::SendNow);
+    // no limit advertised: only MQTT's own
+    ob.link_up_connack(&connack(true, 0, &[])).unwrap();
+    assert_eq!(ob.decide_sized(1, 100_000).unwrap(), Decision::SendNow);
+    assert!(ob.decide_sized(3, 10).is_err());
 }
 
 /// The dead letters are bounded: beyond dead_letter_limit the oldest is deleted, counted in

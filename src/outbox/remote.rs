@@ -117,6 +117,19 @@ impl State {
 }
 
 impl Outbox {
+    /// [`Outbox::decide`] for a new message whose PUBLISH is `packet_len` bytes: never
+    /// SendNow for one above the remote's Maximum Packet Size (MQTT 5 3.1.2.24; the host's
+    /// transport would refuse it and close the connection): stored, the replay makes it a dead
+    /// letter ("packet_too_large").
+    pub fn decide_sized(&self, qos: u8, packet_len: usize) -> Result<Decision> {
+        let d = self.decide(qos)?;
+        let st = self.shared.lock_open()?;
+        Ok(match st.limits.max_packet_size {
+            Some(max) if packet_len > max as usize => Decision::Store,
+            _ => d,
+        })
+    }
+
     /// The link is up with this CONNACK (see [`crate::mqtt::parse_connack`]): the window is
     /// the configured one capped by Receive Maximum. An earlier connection the outbox still
     /// took for up is gone (its rows in flight go back to the head, as at `link_down`).
