@@ -5,7 +5,7 @@
 #   nanomq_patch/suite.sh [--only SCENARIOS] [--scale S] [--no-asan] [--no-chaos]
 #
 # The chaos scenario's seed is random and printed; NMQ_CHAOS_SEED=<seed> replays it,
-# NMQ_CHAOS_SECONDS (default 150) sets its length.
+# NMQ_CHAOS_SECONDS (default 120) sets its length.
 #
 # Sources, in this order (the first that gives any):
 #   1. NMQ_NANOMQ_SRC: NanoMQ trees or tarballs of yours (space-separated), each with its
@@ -215,7 +215,7 @@ args=(--out "$work/results" --remote-bin "$remote" --scale "$scale" "${order[@]}
 [ -n "$only" ] && args+=(--only "$only")
 [ -n "$chaos" ] || args+=(--skip chaos)
 [ -n "${NMQ_CHAOS_SEED:-}" ] && args+=(--seed "$NMQ_CHAOS_SEED")
-args+=(--chaos-seconds "${NMQ_CHAOS_SECONDS:-150}")
+args+=(--chaos-seconds "${NMQ_CHAOS_SECONDS:-120}")
 rm -rf "${work:?}/results"
 python3 "$repo/nanomq_patch/scenarios/suite.py" "${suite_lines[@]}" "${args[@]}" || failed=1
 if [ ${#asan_line[@]} -gt 0 ]; then

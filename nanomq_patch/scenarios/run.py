@@ -1041,7 +1041,7 @@ def cmd_run(args):
     pub_dur = normal + outage + after
     lab.start("pub", lab.a, [py, me, "pub", "--host", "127.0.0.1", "--port", "1883",
                              "--out", os.path.join(out, "pub.log"), "--duration", str(pub_dur),
-                             "--linger", "5", "--rate-scale", str(args.rate_scale)]
+                             "--linger", str(max(2.0, 5 * k)), "--rate-scale", str(args.rate_scale)]
               + (["--big-topic", args.big_topic, "--big-every", str(args.big_every),
                   "--big-size", str(args.big_size)] if args.big_topic else [])
               + (["--retain-topic", args.retain_topic, "--retain-every",

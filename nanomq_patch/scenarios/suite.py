@@ -235,7 +235,7 @@ def main():
     ap.add_argument("--skip", default="", help="comma-separated scenarios to leave out")
     ap.add_argument("--seed", type=int, help="chaos: the schedule's seed (default: random, "
                     "printed; the same seed replays the same schedule)")
-    ap.add_argument("--chaos-seconds", type=float, default=150)
+    ap.add_argument("--chaos-seconds", type=float, default=120)
     args = ap.parse_args()
 
     seed = args.seed if args.seed is not None else random.randrange(1, 1 << 31)
