@@ -128,10 +128,11 @@ pub unsafe fn publish(
 ) -> Result<Decision> {
     let (h, b) = msg_parts(msg);
     let info = parse_publish(h, b, proto_ver)?;
-    // its size as sent: a packet id may still be added (2 bytes); one above the remote's
-    // Maximum Packet Size is stored, never sent directly
+    // as the remote's limits see it (a packet id may still be added: 2 bytes); one they would
+    // change is stored, never sent directly
     let size = h.len() + b.len() + 2;
-    if !lane_busy && ob.decide_sized(info.qos, size)? == Decision::SendNow {
+    let retain = h.first().is_some_and(|b| b & 1 == 1);
+    if !lane_busy && ob.decide_publish(info.qos, retain, size)? == Decision::SendNow {
         sys::nng_aio_set_timeout(lane, timeout_ms);
         sys::nng_aio_set_msg(lane, msg);
         return Ok(Decision::SendNow);

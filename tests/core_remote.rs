@@ -402,22 +402,33 @@ fn a_row_above_maximum_packet_size_is_a_dead_letter_and_the_rest_goes_on() {
     assert_eq!(dead[0].reason_code, None);
 }
 
-/// ...and a new message above Maximum Packet Size is never sent directly (the host's transport
-/// would refuse it and close the connection): it is stored, so that the replay makes it a dead
-/// letter; one that fits is sent directly as before.
+/// ...and a new message the remote's limits would change (above Maximum Packet Size, RETAIN
+/// with Retain Available 0, a QoS above Maximum QoS) is never sent directly: the host's
+/// transport would send it as it is (the remote closes the connection) or refuse it and close
+/// it; it is stored, so that the replay sends it shaped or makes it a dead letter. One that
+/// fits is sent directly as before.
 #[test]
-fn a_new_message_above_maximum_packet_size_is_stored_not_sent_directly() {
+fn a_new_message_the_remote_limits_would_change_is_stored_not_sent_directly() {
     let dir = tempfile::tempdir().unwrap();
     let ob = Outbox::open(cfg(&dir.path().join("o.db"))).unwrap();
     ob.link_up_connack(&connack(true, 0, &[0x27, 0, 0, 0, 100]))
         .unwrap();
-    assert_eq!(ob.decide_sized(1, 60).unwrap(), Decision::SendNow);
-    assert_eq!(ob.decide_sized(1, 101).unwrap(), Decision::Store);
-    assert_eq!(ob.decide_sized(2, 100).unwrap(), Decision::SendNow);
+    assert_eq!(ob.decide_publish(1, false, 60).unwrap(), Decision::SendNow);
+    assert_eq!(ob.decide_publish(1, false, 101).unwrap(), Decision::Store);
+    assert_eq!(ob.decide_publish(2, true, 100).unwrap(), Decision::SendNow);
+    // Retain Available 0 (0x25), Maximum QoS 1 (0x24)
+    ob.link_up_connack(&connack(true, 0, &[0x25, 0, 0x24, 1]))
+        .unwrap();
+    assert_eq!(ob.decide_publish(1, true, 10).unwrap(), Decision::Store);
+    assert_eq!(ob.decide_publish(1, false, 10).unwrap(), Decision::SendNow);
+    assert_eq!(ob.decide_publish(2, false, 10).unwrap(), Decision::Store);
     // no limit advertised: only MQTT's own
     ob.link_up_connack(&connack(true, 0, &[])).unwrap();
-    assert_eq!(ob.decide_sized(1, 100_000).unwrap(), Decision::SendNow);
-    assert!(ob.decide_sized(3, 10).is_err());
+    assert_eq!(
+        ob.decide_publish(2, true, 100_000).unwrap(),
+        Decision::SendNow
+    );
+    assert!(ob.decide_publish(3, false, 10).is_err());
 }
 
 /// The dead letters are bounded: beyond dead_letter_limit the oldest is deleted, counted in

@@ -117,17 +117,22 @@ impl State {
 }
 
 impl Outbox {
-    /// [`Outbox::decide`] for a new message whose PUBLISH is `packet_len` bytes: never
-    /// SendNow for one above the remote's Maximum Packet Size (MQTT 5 3.1.2.24; the host's
-    /// transport would refuse it and close the connection): stored, the replay makes it a dead
-    /// letter ("packet_too_large").
-    pub fn decide_sized(&self, qos: u8, packet_len: usize) -> Result<Decision> {
+    /// [`Outbox::decide`] for a new PUBLISH of `qos`, RETAIN `retain`, `packet_len` bytes:
+    /// never SendNow for one the remote's limits would change (the host's transport would send
+    /// it as it is, or refuse it and close the connection): above Maximum Packet Size (MQTT 5
+    /// 3.1.2.24), RETAIN with Retain Available 0, a QoS above Maximum QoS. Stored instead,
+    /// the replay sends it shaped ([`State::shape`]) or makes it a dead letter
+    /// ("packet_too_large").
+    pub fn decide_publish(&self, qos: u8, retain: bool, packet_len: usize) -> Result<Decision> {
         let d = self.decide(qos)?;
         let st = self.shared.lock_open()?;
-        Ok(match st.limits.max_packet_size {
-            Some(max) if packet_len > max as usize => Decision::Store,
-            _ => d,
-        })
+        let l = st.limits;
+        let changed = l
+            .max_packet_size
+            .is_some_and(|max| packet_len > max as usize)
+            || (retain && !l.retain)
+            || qos > l.max_qos;
+        Ok(if changed { Decision::Store } else { d })
     }
 
     /// The link is up with this CONNACK (see [`crate::mqtt::parse_connack`]): the window is
