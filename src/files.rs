@@ -42,7 +42,7 @@ impl FileId {
 }
 
 struct Held {
-    /// The locked descriptor (flock is released when it closes).
+    /// The locked descriptor (unlocked and closed with the last claim).
     lock: File,
     bridges: HashSet<String>,
 }
@@ -183,7 +183,14 @@ impl Drop for Claim {
         if let Some(h) = map.get_mut(&self.id) {
             h.bridges.remove(&self.bridge);
             if h.bridges.is_empty() {
-                map.remove(&self.id);
+                if let Some(h) = map.remove(&self.id) {
+                    // Unlocked before the close: a child forked meanwhile by any thread of
+                    // this process shares the descriptor until its exec, and the close alone
+                    // would leave the lock to that copy. (POSIX record locks, SQLite's, are
+                    // not flock's: untouched.)
+                    // SAFETY: flock on the descriptor this entry owns.
+                    unsafe { libc::flock(h.lock.as_raw_fd(), libc::LOCK_UN) };
+                }
             }
         }
     }
@@ -376,6 +383,51 @@ mod tests {
             .to_str()
             .unwrap()
             .starts_with("nmq_outbox-..-"));
+    }
+
+    /// Whether another open file description could take the lock now.
+    fn lockable(path: &Path) -> bool {
+        let f = File::open(path).unwrap();
+        // SAFETY: flock on a descriptor we own; its close releases the lock.
+        unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) == 0 }
+    }
+
+    /// Dropping the last claim unlocks the file at once, also while a child forked meanwhile
+    /// by any thread of the process (a host starting a program) shares the locked descriptor
+    /// until its exec: closing the descriptor left the lock to that copy, and the file looked
+    /// held by this process (the CLI's stats said so; tests/cli.rs stats_human_and_json failed
+    /// so while another test thread was starting processes).
+    #[test]
+    fn the_last_claim_unlocks_the_file_though_a_forked_child_shares_the_descriptor() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("o.db");
+        let claim = Claim::take(&path, "b").unwrap();
+        assert!(!lockable(&path));
+        let mut fds = [0; 2];
+        // SAFETY: pipe writes two descriptors into the array.
+        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+        // SAFETY: the child only reads the pipe and exits (async-signal-safe calls): a child
+        // between its fork and its exec, holding copies of every descriptor.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            let mut b = 0u8;
+            unsafe {
+                libc::read(fds[0], (&mut b as *mut u8).cast(), 1);
+                libc::_exit(0);
+            }
+        }
+        assert!(pid > 0);
+        drop(claim);
+        let free = lockable(&path);
+        // SAFETY: the pipe's write end, the child's pid, our descriptors.
+        unsafe {
+            libc::write(fds[1], b"x".as_ptr().cast(), 1);
+            libc::waitpid(pid, std::ptr::null_mut(), 0);
+            libc::close(fds[0]);
+            libc::close(fds[1]);
+        }
+        assert!(free, "the file stayed locked through the child's copy");
+        assert!(lockable(&path));
     }
 
     #[test]

@@ -252,7 +252,7 @@ pub fn holders(path: &Path) -> Option<Vec<i64>> {
     let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff);
     let minor = (dev & 0xff) | ((dev >> 12) & !0xff);
     let want = format!("{major:02x}:{minor:02x}:{}", meta.ino());
-    let locks = std::fs::read_to_string("/proc/locks").ok()?;
+    let locks = read_proc("/proc/locks")?;
     let mut pids = Vec::new();
     for line in locks.lines() {
         // "1: FLOCK  ADVISORY  WRITE 4242 fd:01:1234 0 EOF" ("->" marks a waiter)
@@ -266,6 +266,30 @@ pub fn holders(path: &Path) -> Option<Vec<i64>> {
         }
     }
     Some(pids)
+}
+
+/// A /proc file in reads as large as the kernel gives. /proc/locks comes a page of records per
+/// read, listed under the kernel's lock-list lock; the next read resumes by position, so a
+/// lock listed earlier that goes away in between makes a record skipped. `read_to_string`
+/// starts with a 32-byte read (a record or two per read): under other processes' locking the
+/// holder was missed now and then. One read takes a page (a few dozen locks): consistent.
+fn read_proc(path: &str) -> Option<String> {
+    let mut f = File::open(path).ok()?;
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut len = 0;
+    loop {
+        if len == buf.len() {
+            buf.resize(len * 2, 0);
+        }
+        match f.read(&mut buf[len..]) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return None,
+        }
+    }
+    buf.truncate(len);
+    String::from_utf8(buf).ok()
 }
 
 fn held_msg(path: &Path) -> String {
