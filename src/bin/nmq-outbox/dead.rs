@@ -7,7 +7,6 @@ use crate::decode::{self, Proto};
 use crate::fail::{out, sql, Code, Fail, Res};
 use crate::human;
 use crate::show::table;
-use base64::Engine;
 use nmq_outbox::dead::DeadLetter;
 use nmq_outbox::store::now_ms;
 use serde_json::{json, Value};
@@ -30,7 +29,6 @@ fn code_text(c: Option<u8>) -> String {
 /// One dead letter as JSON; `data` adds payload_b64 and packet_b64 (export: what `import`
 /// reads, so an export can go back into a queue).
 fn dead_json(bridge: &str, d: &DeadLetter, mqtt: Proto, data: bool) -> Value {
-    let b64 = base64::engine::general_purpose::STANDARD;
     let p = decode::publish(&d.data, mqtt);
     let mut v = json!({
         "bridge": bridge,
@@ -44,27 +42,7 @@ fn dead_json(bridge: &str, d: &DeadLetter, mqtt: Proto, data: bool) -> Value {
         "dead_at": d.dead_at,
         "bytes": d.data.len(),
     });
-    let m = v.as_object_mut().expect("object");
-    match &p {
-        Ok(p) => {
-            m.insert("topic".into(), json!(p.topic));
-            m.insert("retain".into(), json!(p.retain));
-            m.insert("payload_bytes".into(), json!(p.payload.len()));
-            if data {
-                m.insert(
-                    "payload_b64".into(),
-                    json!(b64.encode(&d.data[p.payload.clone()])),
-                );
-            }
-        }
-        Err(why) => {
-            m.insert("topic".into(), Value::Null);
-            m.insert("decode_error".into(), json!(why));
-        }
-    }
-    if data {
-        m.insert("packet_b64".into(), json!(b64.encode(&d.data)));
-    }
+    crate::show::publish_fields(&mut v, &d.data, &p, data);
     v
 }
 
@@ -144,18 +122,7 @@ pub fn export(
     let mut file;
     let w: &mut dyn Write = match output {
         Some(p) => {
-            // The rows are the bridge's messages: a new file is private (0600).
-            let opts = std::fs::OpenOptions::new()
-                .write(true)
-                .truncate(true)
-                .clone();
-            let f = nmq_outbox::files::open_private(&opts, p).map_err(|e| {
-                Fail::new(
-                    Code::CannotOpen,
-                    format!("cannot create {}: {e}", p.display()),
-                )
-            })?;
-            file = std::io::BufWriter::new(f);
+            file = crate::transfer::create_output(p)?;
             &mut file
         }
         None => stdout,

@@ -13,7 +13,7 @@ mod purge;
 mod show;
 mod transfer;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use decode::Proto;
 use fail::{Code, Fail, EXIT_CODES};
 use std::io::Write;
@@ -239,62 +239,45 @@ enum DeadCmd {
         at the tail if a row took its seq meanwhile. Refuses while the file is held by a \
         running process (NanoMQ) unless --force (the running bridge would not see them until \
         it restarts). One transaction: all or nothing.\n\n{DEAD}\n\n{EXIT_CODES}"))]
-    Requeue {
-        /// The outbox file, or the directory of per-bridge files (with --bridge)
-        file: PathBuf,
-        /// The bridge (with a directory as FILE: its nmq_outbox-<bridge>.db)
-        #[arg(long, short)]
-        bridge: String,
-        /// These dead letters (repeat, or comma-separated)
-        #[arg(long, value_delimiter = ',', required_unless_present = "all")]
-        seq: Vec<i64>,
-        /// Every dead letter of the bridge
-        #[arg(long, conflicts_with = "seq")]
-        all: bool,
-        /// Write even though a running process holds the file
-        #[arg(long)]
-        force: bool,
-        /// Report what would be done; change nothing
-        #[arg(long, short = 'n')]
-        dry_run: bool,
-    },
+    Requeue(DeadChange),
     /// Delete dead letters (all, or by seq) for good
     #[command(after_help = format!("Refuses while the file is held by a running process \
         (NanoMQ) unless --force. One transaction: all or nothing. `dead export` first keeps a \
         copy.\n\n{DEAD}\n\n{EXIT_CODES}"))]
-    Purge {
-        /// The outbox file, or the directory of per-bridge files (with --bridge)
-        file: PathBuf,
-        /// The bridge (with a directory as FILE: its nmq_outbox-<bridge>.db)
-        #[arg(long, short)]
-        bridge: String,
-        /// These dead letters (repeat, or comma-separated)
-        #[arg(long, value_delimiter = ',', required_unless_present = "all")]
-        seq: Vec<i64>,
-        /// Every dead letter of the bridge
-        #[arg(long, conflicts_with = "seq")]
-        all: bool,
-        /// Write even though a running process holds the file
-        #[arg(long)]
-        force: bool,
-        /// Report what would be done; change nothing
-        #[arg(long, short = 'n')]
-        dry_run: bool,
-    },
+    Purge(DeadChange),
 }
 
-fn dead_change(
-    seq: Vec<i64>,
-    all: bool,
+/// What `dead requeue` and `dead purge` take.
+#[derive(Args)]
+struct DeadChange {
+    /// The outbox file, or the directory of per-bridge files (with --bridge)
+    file: PathBuf,
+    /// The bridge (with a directory as FILE: its nmq_outbox-<bridge>.db)
+    #[arg(long, short)]
     bridge: String,
+    /// These dead letters (repeat, or comma-separated)
+    #[arg(long, value_delimiter = ',', required_unless_present = "all")]
+    seq: Vec<i64>,
+    /// Every dead letter of the bridge
+    #[arg(long, conflicts_with = "seq")]
+    all: bool,
+    /// Write even though a running process holds the file
+    #[arg(long)]
     force: bool,
+    /// Report what would be done; change nothing
+    #[arg(long, short = 'n')]
     dry_run: bool,
-) -> dead::Change {
-    dead::Change {
-        bridge,
-        seqs: (!all).then_some(seq),
-        force,
-        dry_run,
+}
+
+impl DeadChange {
+    fn split(self) -> (PathBuf, dead::Change) {
+        let c = dead::Change {
+            bridge: self.bridge,
+            seqs: (!self.all).then_some(self.seq),
+            force: self.force,
+            dry_run: self.dry_run,
+        };
+        (self.file, c)
     }
 }
 
@@ -314,32 +297,14 @@ fn run_dead(cmd: DeadCmd, out: &mut impl Write) -> Result<(), Fail> {
             json,
             mqtt,
         } => dead::export(&file, bridge.as_deref(), output.as_deref(), json, mqtt, out),
-        DeadCmd::Requeue {
-            file,
-            bridge,
-            seq,
-            all,
-            force,
-            dry_run,
-        } => dead::change(
-            &file,
-            dead::Op::Requeue,
-            &dead_change(seq, all, bridge, force, dry_run),
-            out,
-        ),
-        DeadCmd::Purge {
-            file,
-            bridge,
-            seq,
-            all,
-            force,
-            dry_run,
-        } => dead::change(
-            &file,
-            dead::Op::Purge,
-            &dead_change(seq, all, bridge, force, dry_run),
-            out,
-        ),
+        DeadCmd::Requeue(c) => {
+            let (file, c) = c.split();
+            dead::change(&file, dead::Op::Requeue, &c, out)
+        }
+        DeadCmd::Purge(c) => {
+            let (file, c) = c.split();
+            dead::change(&file, dead::Op::Purge, &c, out)
+        }
     }
 }
 

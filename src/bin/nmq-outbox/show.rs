@@ -24,7 +24,6 @@ pub fn state(row: &Row) -> &'static str {
 
 /// One row as JSON; `data` adds payload_b64 and packet_b64 (export).
 pub fn row_json(bridge: &str, row: &Row, mqtt: Proto, data: bool) -> Value {
-    let b64 = base64::engine::general_purpose::STANDARD;
     let d = decode::publish(&row.data, mqtt);
     let mut v = json!({
         "bridge": bridge,
@@ -38,17 +37,33 @@ pub fn row_json(bridge: &str, row: &Row, mqtt: Proto, data: bool) -> Value {
         "expires_at": row.expires_at,
         "bytes": row.data.len(),
     });
+    if let Ok(p) = &d {
+        v["mqtt_version"] = json!(p.version);
+    }
+    publish_fields(&mut v, &row.data, &d, data);
+    v
+}
+
+/// Adds what the stored PUBLISH `bytes` (decoded as `d`) says to the JSON object `v`: topic,
+/// retain, payload_bytes (or topic null and decode_error); with `data` also payload_b64 and
+/// packet_b64 (the lossless part an export needs).
+pub fn publish_fields(
+    v: &mut Value,
+    bytes: &[u8],
+    d: &Result<decode::Publish, String>,
+    data: bool,
+) {
+    let b64 = base64::engine::general_purpose::STANDARD;
     let m = v.as_object_mut().expect("object");
-    match &d {
+    match d {
         Ok(p) => {
             m.insert("topic".into(), json!(p.topic));
             m.insert("retain".into(), json!(p.retain));
-            m.insert("mqtt_version".into(), json!(p.version));
             m.insert("payload_bytes".into(), json!(p.payload.len()));
             if data {
                 m.insert(
                     "payload_b64".into(),
-                    json!(b64.encode(&row.data[p.payload.clone()])),
+                    json!(b64.encode(&bytes[p.payload.clone()])),
                 );
             }
         }
@@ -58,9 +73,8 @@ pub fn row_json(bridge: &str, row: &Row, mqtt: Proto, data: bool) -> Value {
         }
     }
     if data {
-        m.insert("packet_b64".into(), json!(b64.encode(&row.data)));
+        m.insert("packet_b64".into(), json!(b64.encode(bytes)));
     }
-    v
 }
 
 /// Aligned columns; `right[i]` right-aligns column i.

@@ -19,6 +19,22 @@ pub enum Format {
     Mqtt,
 }
 
+/// The file an export writes (`--output`): the rows are the bridge's messages, so a new file
+/// is private (0600); an existing one keeps its mode and is truncated.
+pub fn create_output(p: &Path) -> Res<std::io::BufWriter<std::fs::File>> {
+    let opts = std::fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .clone();
+    let f = nmq_outbox::files::open_private(&opts, p).map_err(|e| {
+        Fail::new(
+            Code::CannotOpen,
+            format!("cannot create {}: {e}", p.display()),
+        )
+    })?;
+    Ok(std::io::BufWriter::new(f))
+}
+
 pub fn export(
     path: &Path,
     bridge: Option<&str>,
@@ -39,18 +55,7 @@ pub fn export(
     let mut file;
     let w: &mut dyn Write = match output {
         Some(p) => {
-            // The rows are the bridge's messages: a new file is private (0600).
-            let opts = std::fs::OpenOptions::new()
-                .write(true)
-                .truncate(true)
-                .clone();
-            let f = nmq_outbox::files::open_private(&opts, p).map_err(|e| {
-                Fail::new(
-                    Code::CannotOpen,
-                    format!("cannot create {}: {e}", p.display()),
-                )
-            })?;
-            file = std::io::BufWriter::new(f);
+            file = create_output(p)?;
             &mut file
         }
         None => stdout,
