@@ -283,6 +283,16 @@ struct State {
 }
 
 impl State {
+    /// A new message may go out directly: the link is up, nothing is held, the window has
+    /// room, and no refusal holds the replay back (back-off, probe).
+    fn may_send_now(&self) -> bool {
+        self.link_up
+            && self.messages == 0
+            && (self.inflight.len() as u32) < self.window
+            && !self.backing_off()
+            && !self.probe
+    }
+
     fn reset_cursor(&mut self, to: i64) {
         self.cursor = self.cursor.min(to);
         self.ahead.clear();
@@ -694,18 +704,11 @@ impl Outbox {
     pub fn decide(&self, qos: u8) -> Result<Decision> {
         check_qos(qos)?;
         let st = self.shared.lock_open()?;
-        Ok(
-            if st.link_up
-                && st.messages == 0
-                && (st.inflight.len() as u32) < st.window
-                && !st.backing_off()
-                && !st.probe
-            {
-                Decision::SendNow
-            } else {
-                Decision::Store
-            },
-        )
+        Ok(if st.may_send_now() {
+            Decision::SendNow
+        } else {
+            Decision::Store
+        })
     }
 
     /// Appends at the tail. Returns the row's seq. Durable after the next group commit. After

@@ -39,6 +39,15 @@ pub(super) struct Shaped {
 }
 
 impl Limits {
+    /// Whether a PUBLISH of `qos`, RETAIN `retain`, `packet_len` bytes cannot go to this remote
+    /// as it is (above Maximum Packet Size, RETAIN without Retain Available, above Maximum QoS).
+    pub fn would_change(&self, qos: u8, retain: bool, packet_len: usize) -> bool {
+        self.max_packet_size
+            .is_some_and(|max| packet_len > max as usize)
+            || (retain && !self.retain)
+            || qos > self.max_qos
+    }
+
     pub fn of(c: &Connack) -> Limits {
         Limits {
             proto_ver: c.proto_ver,
@@ -124,15 +133,15 @@ impl Outbox {
     /// the replay sends it shaped ([`State::shape`]) or makes it a dead letter
     /// ("packet_too_large").
     pub fn decide_publish(&self, qos: u8, retain: bool, packet_len: usize) -> Result<Decision> {
-        let d = self.decide(qos)?;
+        check_qos(qos)?;
         let st = self.shared.lock_open()?;
-        let l = st.limits;
-        let changed = l
-            .max_packet_size
-            .is_some_and(|max| packet_len > max as usize)
-            || (retain && !l.retain)
-            || qos > l.max_qos;
-        Ok(if changed { Decision::Store } else { d })
+        Ok(
+            if st.may_send_now() && !st.limits.would_change(qos, retain, packet_len) {
+                Decision::SendNow
+            } else {
+                Decision::Store
+            },
+        )
     }
 
     /// The link is up with this CONNACK (see [`crate::mqtt::parse_connack`]): the window is
