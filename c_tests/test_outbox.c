@@ -301,6 +301,14 @@ static void test_lengths_qos0_drop(void)
     CHECK_RC(nmq_outbox_sent(ob, it.seq), NMQ_OUTBOX_OK);
     CHECK_RC(nmq_outbox_sent(ob, it.seq), NMQ_OUTBOX_EINVAL);
     nmq_outbox_item_free(&it);
+    /* written, not yet confirmed (QOS 0): a PINGRESP to a later PINGREQ confirms it */
+    int due = 0;
+    CHECK_RC(nmq_outbox_ping_due(ob, &due), NMQ_OUTBOX_OK);
+    CHECK(due == 1);
+    CHECK_RC(nmq_outbox_ping_sent(ob), NMQ_OUTBOX_OK);
+    uint64_t confirmed = 0;
+    CHECK_RC(nmq_outbox_pong(ob, &confirmed), NMQ_OUTBOX_OK);
+    CHECK(confirmed == 1);
     CHECK_RC(nmq_outbox_lease(ob, &it), NMQ_OUTBOX_OK);
     CHECK(it.seq == s1);
     CHECK_RC(nmq_outbox_sent(ob, it.seq), NMQ_OUTBOX_EINVAL); /* QoS 1: needs its ack */

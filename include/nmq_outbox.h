@@ -55,7 +55,7 @@ extern "C" {
 #endif
 
 /* Bumped whenever a struct of this header changes. Set config.abi_version to it. */
-#define NMQ_OUTBOX_ABI_VERSION 5
+#define NMQ_OUTBOX_ABI_VERSION 6
 
 /* Opaque handle: one bridge in one database file. */
 typedef struct nmq_outbox nmq_outbox;
@@ -141,6 +141,10 @@ typedef struct nmq_outbox_config {
     uint32_t backoff_ms;         /* first back-off after a transient refusal (quota exceeded,
                                     server busy); doubled per refusal in a row, at most 60
                                     times it. 0 = 1000 */
+    uint32_t store_qos0;         /* 1: every QoS 0 message goes through the outbox (decide:
+                                    always STORE), so that none is lost in a cut (QOS 0;
+                                    NanoMQ's retry_qos_0). 0 (default): QoS 0 goes out
+                                    directly while the link is up and nothing is held */
 } nmq_outbox_config;
 
 typedef enum nmq_outbox_decision {
@@ -184,7 +188,7 @@ typedef struct nmq_outbox_stats {
     uint64_t bytes;            /* their data bytes */
     uint64_t inflight;         /* rows handed out, not yet acknowledged */
     uint64_t enqueued;         /* accepted since open */
-    uint64_t acked;            /* deleted on PUBACK/PUBCOMP (QoS 0: nmq_outbox_sent) since open */
+    uint64_t acked;            /* deleted on PUBACK/PUBCOMP (QoS 0: once confirmed, QOS 0) since open */
     uint64_t resent;           /* handed out again after a link loss, unlease or restart */
     uint64_t dropped_full;     /* dropped by the limit policy (drop_oldest, or refused) */
     uint64_t dropped_expired;  /* expired before they could be sent */
@@ -396,9 +400,40 @@ nmq_outbox_result nmq_outbox_bind(nmq_outbox *ob, int64_t seq, uint16_t packet_i
 /* The send of leased row `seq` failed locally: it is queued again at its place. */
 nmq_outbox_result nmq_outbox_unlease(nmq_outbox *ob, int64_t seq);
 
-/* Leased QoS 0 row `seq` was written to the connection: deleted (QoS 0 has no ack). EINVAL for
- * a row that is not leased or not QoS 0. */
+/* QOS 0 (issue 20). A QoS 0 row has no ack, and a connection that died silently swallows what
+ * was written into it before the keepalive notices. So a QoS 0 row written to the connection
+ * (nmq_outbox_sent) stays in flight, counted in the window, until the remote is known to have
+ * read past it: an ack of a row the outbox sent after it on the same connection, or the
+ * PINGRESP to a PINGREQ written after it (the replay asks for one: nmq_outbox_ping_due). Only
+ * then is it deleted (stats.acked). When the link goes down first it goes back to the head
+ * of the queue with the rows in flight and is sent again: a possible duplicate, never a loss.
+ * The host tells the outbox of every PINGREQ it writes on the connection, its own keepalive's
+ * too (nmq_outbox_ping_sent), and of every PINGRESP (nmq_outbox_pong): PINGRESPs answer
+ * PINGREQs in order, so each confirms what was written before its PINGREQ. */
+
+/* Leased QoS 0 row `seq` was written to the connection (or queued on it, in order): it waits
+ * for a confirmation (QOS 0). EINVAL for a row that is not leased or not QoS 0. */
 nmq_outbox_result nmq_outbox_sent(nmq_outbox *ob, int64_t seq);
+
+/* 1 in *due when the host should write a PINGREQ now (then call nmq_outbox_ping_sent): QoS 0
+ * rows written on this connection wait for a confirmation, and no PINGREQ is outstanding. 0
+ * otherwise (the link is down, nothing waits, or a PINGRESP is awaited). Thread-safe. */
+nmq_outbox_result nmq_outbox_ping_due(nmq_outbox *ob, int *due);
+
+/* A PINGREQ was written to the connection (the replay's, or the host's keepalive): the next
+ * PINGRESP not yet matched confirms every QoS 0 row written before it. Thread-safe. */
+nmq_outbox_result nmq_outbox_ping_sent(nmq_outbox *ob);
+
+/* A PINGRESP arrived: the QoS 0 rows written before its PINGREQ are deleted (*confirmed, may be
+ * NULL, gets how many). A PINGRESP with no PINGREQ recorded confirms nothing. Thread-safe. */
+nmq_outbox_result nmq_outbox_pong(nmq_outbox *ob, uint64_t *confirmed);
+
+/* 1 in *due when the host should run its replay now: the link is up, rows wait, no back-off
+ * holds them, and nothing in flight will bring an ack or a PINGRESP that runs it (nothing
+ * sent awaits one). Call it after storing a message while the link is up (a STORE decision,
+ * an append): a replay that runs after every ack then needs no other kick, and an idle link
+ * sends a stored message at once instead of at the next timer tick. Thread-safe. */
+nmq_outbox_result nmq_outbox_replay_due(nmq_outbox *ob, int *due);
 
 /* Leased row `seq` cannot be sent as it is stored (it does not decode as a PUBLISH, or cannot be
  * encoded): deleted, counted in stats.dropped_malformed and logged; the replay goes on with

@@ -78,6 +78,9 @@ pub struct Config {
     /// First back-off after a transient refusal, doubling up to 60 times it
     /// (`DEFAULT_BACKOFF_MS`).
     pub backoff_ms: u32,
+    /// Every QoS 0 message is stored and sent by the replay, deleted once the remote is known
+    /// to have read past it (never `SendNow`): none is lost in a cut. NanoMQ's `retry_qos_0`.
+    pub store_qos0: bool,
     pub logger: Logger,
 }
 
@@ -99,6 +102,7 @@ impl Config {
             dead_letter_limit: DEFAULT_DEAD_LETTER_LIMIT,
             max_attempts: DEFAULT_MAX_ATTEMPTS,
             backoff_ms: DEFAULT_BACKOFF_MS,
+            store_qos0: false,
             logger: Logger::default(),
         }
     }

@@ -204,6 +204,11 @@ unsafe fn config_from_c(c: &nmq_outbox_config, logger: Logger) -> Result<Config>
     cfg.dead_letter_limit = c.dead_letter_limit;
     cfg.max_attempts = c.max_attempts;
     cfg.backoff_ms = c.backoff_ms;
+    cfg.store_qos0 = match c.store_qos0 {
+        0 => false,
+        1 => true,
+        other => return Err(Error::Invalid(format!("config.store_qos0 {other}"))),
+    };
     cfg.caller_commits = match c.caller_commits {
         0 => false,
         1 => true,
@@ -249,6 +254,7 @@ pub unsafe extern "C" fn nmq_outbox_config_init(cfg: *mut nmq_outbox_config) {
             dead_letter_limit: d.dead_letter_limit,
             max_attempts: d.max_attempts,
             backoff_ms: d.backoff_ms,
+            store_qos0: 0,
         };
         Ok(NMQ_OUTBOX_OK)
     });
@@ -539,6 +545,58 @@ pub unsafe extern "C" fn nmq_outbox_item_free(item: *mut nmq_outbox_item) {
 pub unsafe extern "C" fn nmq_outbox_sent(ob: *mut nmq_outbox, seq: i64) -> nmq_outbox_result {
     with_handle("nmq_outbox_sent", ob, |h| {
         h.sent(seq).map(|_| NMQ_OUTBOX_OK)
+    })
+}
+
+/// Whether the host should write a PINGREQ now (QoS 0 rows await a confirmation). `ob` and
+/// `due` are borrowed (NULL gives EINVAL). Thread-safe.
+#[no_mangle]
+pub unsafe extern "C" fn nmq_outbox_ping_due(
+    ob: *mut nmq_outbox,
+    due: *mut std::os::raw::c_int,
+) -> nmq_outbox_result {
+    with_handle("nmq_outbox_ping_due", ob, |h| {
+        non_null(due, "due")?;
+        *due = h.ping_due()? as std::os::raw::c_int;
+        Ok(NMQ_OUTBOX_OK)
+    })
+}
+
+/// The host wrote a PINGREQ. `ob` is borrowed (NULL gives EINVAL). Thread-safe.
+#[no_mangle]
+pub unsafe extern "C" fn nmq_outbox_ping_sent(ob: *mut nmq_outbox) -> nmq_outbox_result {
+    with_handle("nmq_outbox_ping_sent", ob, |h| {
+        h.ping_sent().map(|_| NMQ_OUTBOX_OK)
+    })
+}
+
+/// A PINGRESP arrived. `ob` is borrowed (NULL gives EINVAL); `confirmed` may be NULL.
+/// Thread-safe.
+#[no_mangle]
+pub unsafe extern "C" fn nmq_outbox_pong(
+    ob: *mut nmq_outbox,
+    confirmed: *mut u64,
+) -> nmq_outbox_result {
+    with_handle("nmq_outbox_pong", ob, |h| {
+        let n = h.pong()?;
+        if !confirmed.is_null() {
+            *confirmed = n;
+        }
+        Ok(NMQ_OUTBOX_OK)
+    })
+}
+
+/// Whether the host should run its replay now. `ob` and `due` are borrowed (NULL gives
+/// EINVAL). Thread-safe.
+#[no_mangle]
+pub unsafe extern "C" fn nmq_outbox_replay_due(
+    ob: *mut nmq_outbox,
+    due: *mut std::os::raw::c_int,
+) -> nmq_outbox_result {
+    with_handle("nmq_outbox_replay_due", ob, |h| {
+        non_null(due, "due")?;
+        *due = h.replay_due()? as std::os::raw::c_int;
+        Ok(NMQ_OUTBOX_OK)
     })
 }
 

@@ -18,6 +18,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, TryLockError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+mod qos0;
 mod refusal;
 mod remote;
 
@@ -200,6 +201,9 @@ struct Flight {
     bytes: u64,
     /// Times the remote closed the connection while this row was alone in flight.
     attempts: u32,
+    /// Its write on this connection ([`State::send_no`]): 0 until it is sent (bound, or a QoS 0
+    /// row `sent`). An ack of it confirms the QoS 0 rows written before it (QOS 0).
+    sent_no: u64,
 }
 
 /// Everything behind the state lock. Never held while SQLite works or while logging.
@@ -280,6 +284,11 @@ struct State {
     last_ack: Option<Instant>,
     /// Acks that matched no row in flight (unknown packet id, a second ack, the wrong type).
     acks_ignored: u64,
+    /// QoS 0 confirmation ([`qos0`]): writes counted on the connection, the write count at
+    /// each PINGREQ awaiting its PINGRESP, and whether a PINGREQ went unrecorded.
+    send_no: u64,
+    ping_marks: VecDeque<u64>,
+    ping_lost_track: bool,
 }
 
 impl State {
@@ -605,6 +614,9 @@ impl Outbox {
             last_send: None,
             last_ack: None,
             acks_ignored: 0,
+            send_no: 0,
+            ping_marks: VecDeque::new(),
+            ping_lost_track: false,
         };
         let shown = std::fs::canonicalize(&cfg.path).unwrap_or_else(|_| cfg.path.clone());
         log.info(&format!(
@@ -704,11 +716,13 @@ impl Outbox {
     pub fn decide(&self, qos: u8) -> Result<Decision> {
         check_qos(qos)?;
         let st = self.shared.lock_open()?;
-        Ok(if st.may_send_now() {
-            Decision::SendNow
-        } else {
-            Decision::Store
-        })
+        Ok(
+            if st.may_send_now() && !(qos == 0 && self.shared.cfg.store_qos0) {
+                Decision::SendNow
+            } else {
+                Decision::Store
+            },
+        )
     }
 
     /// Appends at the tail. Returns the row's seq. Durable after the next group commit. After
@@ -912,6 +926,7 @@ impl Outbox {
                             packet_id: 0,
                             bytes,
                             attempts: row.attempts,
+                            sent_no: 0,
                         },
                     );
                     return Ok(Some(Leased {
@@ -955,6 +970,10 @@ impl Outbox {
             )));
         }
         let old = std::mem::replace(&mut f.packet_id, packet_id);
+        let sent_no = st.next_send_no();
+        if let Some(f) = st.inflight.get_mut(&seq) {
+            f.sent_no = sent_no;
+        }
         if old != 0 && old != packet_id {
             st.by_pid.remove(&old);
         }
@@ -983,10 +1002,10 @@ impl Outbox {
         Ok(())
     }
 
-    /// A leased QoS 0 row was written to the link: it is done (QoS 0 has no ack) and deleted.
+    /// A leased QoS 0 row was written to the link (or queued on it, in order): it stays in
+    /// flight until the remote is known to have read past it ([`qos0`]).
     pub fn sent(&self, seq: i64) -> Result<()> {
-        let sh = &self.shared;
-        let mut st = sh.lock_open()?;
+        let mut st = self.shared.lock_open()?;
         match st.inflight.get(&seq) {
             None => return Err(Error::Invalid(format!("row {seq} is not in flight"))),
             Some(f) if f.qos != 0 => {
@@ -995,15 +1014,16 @@ impl Outbox {
                     f.qos
                 )))
             }
+            Some(f) if f.sent_no != 0 => {
+                return Err(Error::Invalid(format!("row {seq} was sent already")))
+            }
             Some(_) => {}
         }
-        st.finish(seq);
-        st.acked = st.acked.saturating_add(1);
-        let wake = st.writer_due(&sh.cfg);
-        drop(st);
-        if wake {
-            sh.wake.notify_one();
+        let sent_no = st.next_send_no();
+        if let Some(f) = st.inflight.get_mut(&seq) {
+            f.sent_no = sent_no;
         }
+        st.last_send = Some(Instant::now());
         Ok(())
     }
 
@@ -1049,7 +1069,7 @@ impl Outbox {
             st.acks_ignored = st.acks_ignored.saturating_add(1);
             return Ok(AckOutcome::NotOurs);
         };
-        let Some(qos) = st.inflight.get(&seq).map(|f| f.qos) else {
+        let Some((qos, sent_no)) = st.inflight.get(&seq).map(|f| (f.qos, f.sent_no)) else {
             st.by_pid.remove(&packet_id);
             st.acks_ignored = st.acks_ignored.saturating_add(1);
             return Ok(AckOutcome::NotOurs);
@@ -1067,6 +1087,8 @@ impl Outbox {
             ));
             return Ok(AckOutcome::NotOurs);
         }
+        // The remote read this row's packet: so it read every QoS 0 row written before it.
+        st.confirm_qos0(sent_no.saturating_sub(1));
         // A PUBCOMP ends the exchange whatever its reason code: 0x92 (packet id not found)
         // answers a resumed PUBREL whose message the remote had already completed.
         let mut note = String::new();

@@ -1,7 +1,10 @@
 //! Model-based property test of the outbox: random interleavings of append, requeue_front,
-//! lease, bind, ack (PUBACK/PUBREC/PUBCOMP, with rejections), QoS 0 sent, drop of a leased row,
-//! unlease, link loss, flush and reopen, checked against a plain model after every step:
-//! - G1/G3: the rows held are exactly those accepted and not yet acknowledged or rejected;
+//! lease, bind, ack (PUBACK/PUBREC/PUBCOMP, with rejections), QoS 0 sent, PINGREQ and PINGRESP,
+//! drop of a leased row, unlease, link loss, flush and reopen, checked against a plain model
+//! after every step:
+//! - G1/G3: the rows held are exactly those accepted and not yet acknowledged or rejected (a
+//!   written QoS 0 row: not yet confirmed by an ack of a later packet or a PINGRESP to a later
+//!   PINGREQ);
 //! - G4: between two resets of the replay (link loss, unlease, requeue, reopen) rows are handed
 //!   out in strictly increasing FIFO order, and a final drain hands out every held row in order.
 
@@ -21,6 +24,9 @@ enum Op {
     Sent(usize),
     /// A leased row cannot be sent: dropped (the n-th of all leased rows, modulo).
     Drop(usize),
+    /// The host wrote a PINGREQ; a PINGRESP came.
+    Ping,
+    Pong,
     LinkDown,
     LinkUp(u16),
     Flush,
@@ -36,6 +42,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0usize..8).prop_map(Op::Unlease),
         2 => (0usize..8).prop_map(Op::Sent),
         1 => (0usize..8).prop_map(Op::Drop),
+        1 => Just(Op::Ping),
+        1 => Just(Op::Pong),
         1 => Just(Op::LinkDown),
         1 => (0u16..6).prop_map(Op::LinkUp),
         1 => Just(Op::Flush),
@@ -48,6 +56,14 @@ struct Model {
     held: BTreeMap<i64, (u8, String)>,
     /// seq -> (packet id, qos, pubrec seen) of rows bound in flight.
     bound: BTreeMap<i64, (u16, u8, bool)>,
+    /// Writes on the connection: seq -> write number of bound rows and of written QoS 0 rows
+    /// (awaiting a confirmation); the write number at each PINGREQ awaiting its PINGRESP, and
+    /// whether too many were outstanding to keep track.
+    send_no: u64,
+    sent_no: BTreeMap<i64, u64>,
+    written: BTreeMap<i64, u64>,
+    marks: std::collections::VecDeque<u64>,
+    lost_track: bool,
     leased_unbound: Vec<i64>,
     last_leased: Option<i64>,
     next_pid: u16,
@@ -68,6 +84,24 @@ fn reset(m: &mut Model) {
     m.bound.clear();
     m.leased_unbound.clear();
     m.last_leased = None;
+    m.sent_no.clear();
+    m.written.clear();
+    m.marks.clear();
+    m.lost_track = false;
+}
+
+/// The remote read every write up to `upto`: written QoS 0 rows among them are done.
+fn confirm(m: &mut Model, upto: u64) {
+    let done: Vec<i64> = m
+        .written
+        .iter()
+        .filter(|(_, &n)| n <= upto)
+        .map(|(&s, _)| s)
+        .collect();
+    for s in done {
+        m.written.remove(&s);
+        m.held.remove(&s);
+    }
 }
 
 proptest! {
@@ -85,6 +119,11 @@ proptest! {
             held: BTreeMap::new(),
             bound: BTreeMap::new(),
             leased_unbound: Vec::new(),
+            send_no: 0,
+            sent_no: BTreeMap::new(),
+            written: BTreeMap::new(),
+            marks: Default::default(),
+            lost_track: false,
             last_leased: None,
             next_pid: 1,
             counter: 0,
@@ -129,6 +168,8 @@ proptest! {
                             let pid = m.next_pid;
                             m.next_pid = m.next_pid % 65535 + 1;
                             ob.bind(r.seq, pid).unwrap();
+                            m.send_no += 1;
+                            m.sent_no.insert(r.seq, m.send_no);
                             m.bound.insert(r.seq, (pid, q, false));
                             m.last_pid.insert(r.seq, pid);
                         }
@@ -145,6 +186,8 @@ proptest! {
                         _ => AckKind::PubComp,
                     };
                     let out = ob.ack(pid, kind, reason).unwrap();
+                    let upto = m.sent_no[&seq] - 1;
+                    confirm(&mut m, upto);
                     match out {
                         AckOutcome::Progress => {
                             prop_assert!(kind == AckKind::PubRec && !reject);
@@ -158,6 +201,7 @@ proptest! {
                                 reject && kind != AckKind::PubComp
                             );
                             m.bound.remove(&seq);
+                            m.sent_no.remove(&seq);
                             m.held.remove(&seq);
                             // The row is gone; a later requeue may reuse its seq.
                             m.last_pid.remove(&seq);
@@ -171,6 +215,7 @@ proptest! {
                     let seq = *m.bound.keys().nth(i % m.bound.len()).unwrap();
                     ob.unlease(seq).unwrap();
                     m.bound.remove(&seq);
+                    m.sent_no.remove(&seq);
                     // The replay restarts at that row; rows still in flight are skipped.
                     m.last_leased = None;
                 }
@@ -179,7 +224,31 @@ proptest! {
                     let seq = m.leased_unbound.remove(i % m.leased_unbound.len());
                     ob.sent(seq).unwrap();
                     prop_assert!(ob.sent(seq).is_err());
-                    m.held.remove(&seq);
+                    m.send_no += 1;
+                    m.written.insert(seq, m.send_no);
+                }
+                Op::Ping => {
+                    prop_assert_eq!(
+                        ob.ping_due().unwrap(),
+                        link && m.marks.is_empty() && !m.lost_track && !m.written.is_empty()
+                    );
+                    ob.ping_sent().unwrap();
+                    if link {
+                        if m.marks.len() >= 64 {
+                            m.marks.clear();
+                            m.lost_track = true;
+                        } else if !m.lost_track {
+                            m.marks.push_back(m.send_no);
+                        }
+                    }
+                }
+                Op::Pong => {
+                    let n = ob.pong().unwrap();
+                    let before = m.held.len();
+                    if let Some(mark) = m.marks.pop_front() {
+                        confirm(&mut m, mark);
+                    }
+                    prop_assert_eq!(n as usize, before - m.held.len());
                 }
                 Op::Drop(i) => {
                     let leased: Vec<i64> =
@@ -188,6 +257,7 @@ proptest! {
                     let seq = leased[i % leased.len()];
                     ob.drop_row(seq, "model").unwrap();
                     m.bound.remove(&seq);
+                    m.sent_no.remove(&seq);
                     m.leased_unbound.retain(|&s| s != seq);
                     m.held.remove(&seq);
                     m.last_pid.remove(&seq);
@@ -212,14 +282,25 @@ proptest! {
             }
             let st = ob.stats().unwrap();
             prop_assert_eq!(st.messages, m.held.len() as u64);
-            prop_assert_eq!(st.inflight, (m.bound.len() + m.leased_unbound.len()) as u64);
+            prop_assert_eq!(
+                st.inflight,
+                (m.bound.len() + m.leased_unbound.len() + m.written.len()) as u64
+            );
         }
         // Final drain: after a link loss every held row comes out, in FIFO order.
         ob.link_down().unwrap();
         ob.link_up(0).unwrap();
         let mut got = Vec::new();
         for pid in 1u16..=10_000 {
-            let Some(r) = ob.lease().unwrap() else { break };
+            let Some(r) = ob.lease().unwrap() else {
+                // written QoS 0 rows fill the window until a PINGRESP confirms them
+                if !ob.ping_due().unwrap() {
+                    break;
+                }
+                ob.ping_sent().unwrap();
+                prop_assert!(ob.pong().unwrap() > 0);
+                continue;
+            };
             got.push(r.seq);
             if r.qos == 0 {
                 ob.sent(r.seq).unwrap();

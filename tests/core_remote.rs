@@ -117,11 +117,15 @@ fn the_stored_row_keeps_its_qos() {
     assert_eq!((a.qos, qos_of(&a.data)), (2, 2));
     let b = ob.lease().unwrap().unwrap();
     assert_eq!((b.qos, qos_of(&b.data)), (1, 1));
-    // A row sent at QoS 0 completes when written.
+    // A row sent at QoS 0 completes once confirmed (QOS 0: a PINGRESP to a later PINGREQ).
     ob.link_down().unwrap();
     ob.link_up_connack(&connack(true, 0, &[0x24, 0])).unwrap();
     let a = ob.lease().unwrap().unwrap();
     ob.sent(a.seq).unwrap();
+    assert_eq!(ob.stats().unwrap().messages, 2, "written, not confirmed");
+    assert!(ob.ping_due().unwrap());
+    ob.ping_sent().unwrap();
+    assert_eq!(ob.pong().unwrap(), 1);
     let s = ob.stats().unwrap();
     assert_eq!((s.messages, s.acked), (1, 1));
 }

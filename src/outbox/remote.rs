@@ -121,6 +121,7 @@ impl State {
     pub(super) fn drop_flight(&mut self) {
         self.inflight.clear();
         self.by_pid.clear();
+        self.forget_pings();
         self.reset_cursor(i64::MIN);
     }
 }
@@ -136,7 +137,10 @@ impl Outbox {
         check_qos(qos)?;
         let st = self.shared.lock_open()?;
         Ok(
-            if st.may_send_now() && !st.limits.would_change(qos, retain, packet_len) {
+            if st.may_send_now()
+                && !(qos == 0 && self.shared.cfg.store_qos0)
+                && !st.limits.would_change(qos, retain, packet_len)
+            {
                 Decision::SendNow
             } else {
                 Decision::Store
