@@ -468,6 +468,94 @@ static void test_link_up_from_connack_msg(void)
     nmq_outbox_free(ob);
 }
 
+/* N2/N3 at a link loss: the direct sends still open go back in the order they were first sent,
+ * by packet id (wrapping), whatever order the host found them in. */
+static void test_requeue_unacked_in_send_order(void)
+{
+    nmq_outbox *ob = open_outbox("order.db");
+    /* sent as 65534, 65535, 1, 2 (the client gives 3 next); found in another order */
+    const uint16_t pids[4] = {2, 65535, 1, 65534};
+    const char *names[4] = {"d", "b", "c", "a"};
+    nng_msg *msgs[5];
+    uint8_t rel[5] = {0, 0, 0, 0, 0}, taken[5] = {9, 9, 9, 9, 9};
+    for (int i = 0; i < 4; i++) {
+        msgs[i] = publish(1, names[i], NULL, 0);
+        uint8_t *b = nng_msg_body(msgs[i]);
+        b[7] = (uint8_t) (pids[i] >> 8);
+        b[8] = (uint8_t) pids[i];
+    }
+    msgs[4] = publish(0, "qos0", NULL, 0); /* QoS 0 is no open exchange: but kept in line */
+    CHECK_RC(nmq_outbox_nng_requeue_unacked(NULL, msgs, rel, 5, 3, 4, taken), NMQ_OUTBOX_EINVAL);
+    CHECK_RC(nmq_outbox_nng_requeue_unacked(ob, NULL, rel, 5, 3, 4, taken), NMQ_OUTBOX_EINVAL);
+    CHECK_RC(nmq_outbox_nng_requeue_unacked(ob, msgs, rel, 0, 3, 4, taken), NMQ_OUTBOX_OK);
+    CHECK(taken[0] == 9);
+    rel[1] = 1; /* QoS 1 cannot be released: refused, left with the caller */
+    CHECK_RC(nmq_outbox_nng_requeue_unacked(ob, msgs, rel, 5, 3, 4, taken), NMQ_OUTBOX_OK);
+    CHECK(taken[0] == 1 && taken[1] == 0 && taken[2] == 1 && taken[3] == 1 && taken[4] == 1);
+    nng_msg_free(msgs[1]);
+    CHECK_RC(nmq_outbox_link_up(ob, 0), NMQ_OUTBOX_OK);
+    const char *want[4] = {"a", "c", "d", "qos0"};
+    for (int i = 0; i < 4; i++) {
+        nng_msg *out = NULL;
+        int64_t seq = 0;
+        uint16_t prev = 0;
+        CHECK_RC(nmq_outbox_nng_lease(ob, 4, &out, &seq, &prev, NULL), NMQ_OUTBOX_OK);
+        size_t len = nng_msg_len(out), w = strlen(want[i]);
+        CHECK(len >= w && memcmp((uint8_t *) nng_msg_body(out) + len - w, want[i], w) == 0);
+        nng_msg_free(out);
+    }
+    nmq_outbox_free(ob);
+}
+
+/* QOS 0: a written QoS 0 row waits for a PINGRESP to a later PINGREQ; an idle link asks for a
+ * replay when a row is stored. */
+static void test_qos0_confirmed_by_pingresp(void)
+{
+    char p[300];
+    snprintf(p, sizeof p, "%s/%s", dir, "qos0.db");
+    nmq_outbox_config c;
+    nmq_outbox_config_init(&c);
+    CHECK(c.store_qos0 == 0);
+    c.path = p;
+    c.bridge = "nng";
+    c.store_qos0 = 1;
+    nmq_outbox *ob = NULL;
+    CHECK_RC(nmq_outbox_open(&c, &ob), NMQ_OUTBOX_OK);
+    nng_aio *lane = NULL;
+    CHECK(nng_aio_alloc(&lane, NULL, NULL) == 0);
+    CHECK_RC(nmq_outbox_link_up(ob, 0), NMQ_OUTBOX_OK);
+    int due = -1;
+    CHECK_RC(nmq_outbox_replay_due(ob, &due), NMQ_OUTBOX_OK);
+    CHECK(due == 0);
+    nmq_outbox_decision d;
+    CHECK_RC(nmq_outbox_nng_publish(ob, lane, 0, 50, 4, publish(0, "z", NULL, 0), &d), NMQ_OUTBOX_OK);
+    CHECK(d == NMQ_OUTBOX_STORE); /* never directly with store_qos0 */
+    CHECK_RC(nmq_outbox_replay_due(ob, &due), NMQ_OUTBOX_OK);
+    CHECK(due == 1);
+    nng_msg *out = NULL;
+    int64_t seq = 0;
+    CHECK_RC(nmq_outbox_nng_lease(ob, 4, &out, &seq, NULL, NULL), NMQ_OUTBOX_OK);
+    nng_msg_free(out);
+    CHECK_RC(nmq_outbox_sent(ob, seq), NMQ_OUTBOX_OK);
+    CHECK_RC(nmq_outbox_ping_due(ob, &due), NMQ_OUTBOX_OK);
+    CHECK(due == 1);
+    CHECK_RC(nmq_outbox_ping_due(ob, NULL), NMQ_OUTBOX_EINVAL);
+    CHECK_RC(nmq_outbox_ping_sent(ob), NMQ_OUTBOX_OK);
+    nmq_outbox_stats st;
+    CHECK_RC(nmq_outbox_get_stats(ob, &st), NMQ_OUTBOX_OK);
+    CHECK(st.messages == 1 && st.inflight == 1);
+    uint64_t n = 0;
+    CHECK_RC(nmq_outbox_pong(ob, &n), NMQ_OUTBOX_OK);
+    CHECK(n == 1);
+    CHECK_RC(nmq_outbox_pong(ob, NULL), NMQ_OUTBOX_OK);
+    CHECK_RC(nmq_outbox_get_stats(ob, &st), NMQ_OUTBOX_OK);
+    CHECK(st.messages == 0 && st.acked == 1);
+    CHECK_RC(nmq_outbox_pong(NULL, NULL), NMQ_OUTBOX_EINVAL);
+    CHECK_RC(nmq_outbox_ping_sent(NULL), NMQ_OUTBOX_EINVAL);
+    nng_aio_free(lane);
+    nmq_outbox_free(ob);
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -482,6 +570,8 @@ int main(int argc, char **argv)
     test_malformed_row_dropped();
     test_append_gives_seq();
     test_link_up_from_connack_msg();
+    test_requeue_unacked_in_send_order();
+    test_qos0_confirmed_by_pingresp();
     nng_fini(); /* joins nng's own threads, so valgrind sees no stack of theirs */
     return report(argv[0]);
 }

@@ -61,6 +61,20 @@ nmq_outbox_result nmq_outbox_nng_store_aio(nmq_outbox *ob, nng_aio *aio, uint8_t
 nmq_outbox_result nmq_outbox_nng_requeue(nmq_outbox *ob, nng_msg *msg, uint8_t proto_ver,
                                          int released);
 
+/* Hooks N2/N3 for every direct send still open on a connection at once: msgs[0..n) (each with
+ * released[i] as in nmq_outbox_nng_requeue) go back to the head of the queue in the order they
+ * were first sent, the oldest first in line. That order comes from their packet ids: a client
+ * hands them out in increasing order (wrapping after 65535) and a resend keeps its id, so the
+ * oldest is the one furthest behind `next_packet_id`, the id the client gives next (NanoNNG's
+ * next_packet_id; a timestamp would not do: NanoNNG's resend rewrites it). taken[i] is set to 1
+ * for each message consumed, 0 for one left with the caller (not a PUBLISH of `proto_ver`, or
+ * refused by the outbox: logged). msgs, released and taken are arrays of n, borrowed; n 0 is OK.
+ * EINVAL (nothing done) for a NULL array or a NULL message. Thread-safe. */
+nmq_outbox_result nmq_outbox_nng_requeue_unacked(nmq_outbox *ob, nng_msg *const *msgs,
+                                                 const uint8_t *released, size_t n,
+                                                 uint16_t next_packet_id, uint8_t proto_ver,
+                                                 uint8_t *taken);
+
 /* Hook N4 (replay), step 1: the next row as a new nng_msg (fixed header in the nng header, the
  * rest in the body), ready to send but for its packet id:
  *   - a QoS 1/2 PUBLISH: the stored packet with DUP cleared, its packet id field set to

@@ -20,6 +20,7 @@ pub mod mqtt;
 pub mod nng;
 pub mod notify;
 pub mod outbox;
+pub mod send_order;
 pub mod stock;
 pub mod store;
 

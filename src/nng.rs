@@ -179,6 +179,47 @@ pub unsafe fn requeue(ob: &Outbox, msg: *mut nng_msg, proto_ver: u8, released: b
     Ok(())
 }
 
+/// N2/N3 for every direct send still open on a connection: `msgs[i]` (with `released[i]`)
+/// goes back to the head in the order the messages were first sent (by packet id, see
+/// [`crate::send_order`]), so that the oldest is replayed first. `taken[i]` says which went
+/// (consumed); one that did not is left untouched with the caller, its error logged.
+///
+/// # Safety
+/// Each `msgs[i]` must be a valid nng message owned by the caller.
+pub unsafe fn requeue_unacked(
+    ob: &Outbox,
+    msgs: &[*mut nng_msg],
+    released: &[bool],
+    next_packet_id: u16,
+    proto_ver: u8,
+    taken: &mut [bool],
+) {
+    let pids: Vec<u16> = msgs
+        .iter()
+        .map(|&m| {
+            let (h, b) = msg_parts(m);
+            parse_publish(h, b, proto_ver).map_or(0, |i| i.packet_id)
+        })
+        .collect();
+    // requeue_front puts each before every held row: newest first leaves the oldest at the head
+    for i in crate::send_order::oldest_first(&pids, next_packet_id)
+        .into_iter()
+        .rev()
+    {
+        match requeue(ob, msgs[i], proto_ver, released[i]) {
+            Ok(()) => taken[i] = true,
+            Err(e) => {
+                taken[i] = false;
+                ob.logger().warn(&format!(
+                    "bridge {:?}: a direct send (packet id {}) not requeued: {e}",
+                    ob.bridge(),
+                    pids[i]
+                ));
+            }
+        }
+    }
+}
+
 /// A leased row as handed to the hook.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LeaseInfo {
@@ -377,6 +418,43 @@ pub unsafe extern "C" fn nmq_outbox_nng_requeue(
     with_handle("nmq_outbox_nng_requeue", ob, |h| {
         non_null(msg, "msg")?;
         requeue(h, msg, proto_ver, released != 0).map(|_| NMQ_OUTBOX_OK)
+    })
+}
+
+/// Hooks N2/N3 for several messages. `msgs`, `released` and `taken` are arrays of `n`,
+/// borrowed; OK consumes each message whose `taken[i]` is 1, the others stay the caller's.
+/// Thread-safe.
+#[no_mangle]
+pub unsafe extern "C" fn nmq_outbox_nng_requeue_unacked(
+    ob: *mut nmq_outbox,
+    msgs: *const *mut nng_msg,
+    released: *const u8,
+    n: usize,
+    next_packet_id: u16,
+    proto_ver: u8,
+    taken: *mut u8,
+) -> nmq_outbox_result {
+    with_handle("nmq_outbox_nng_requeue_unacked", ob, |h| {
+        if n == 0 {
+            return Ok(NMQ_OUTBOX_OK);
+        }
+        non_null(msgs, "msgs")?;
+        non_null(released, "released")?;
+        non_null(taken, "taken")?;
+        let ms = std::slice::from_raw_parts(msgs, n);
+        if ms.iter().any(|m| m.is_null()) {
+            return Err(Error::Invalid("msgs holds NULL".into()));
+        }
+        let rel: Vec<bool> = std::slice::from_raw_parts(released, n)
+            .iter()
+            .map(|&r| r != 0)
+            .collect();
+        let mut took = vec![false; n];
+        requeue_unacked(h, ms, &rel, next_packet_id, proto_ver, &mut took);
+        for (i, t) in took.into_iter().enumerate() {
+            *taken.add(i) = t as u8;
+        }
+        Ok(NMQ_OUTBOX_OK)
     })
 }
 
