@@ -485,12 +485,12 @@ static void test_requeue_unacked_in_send_order(void)
         b[8] = (uint8_t) pids[i];
     }
     msgs[4] = publish(0, "qos0", NULL, 0); /* QoS 0 is no open exchange: but kept in line */
-    CHECK_RC(nmq_outbox_nng_requeue_unacked(NULL, msgs, rel, 5, 3, 4, taken), NMQ_OUTBOX_EINVAL);
-    CHECK_RC(nmq_outbox_nng_requeue_unacked(ob, NULL, rel, 5, 3, 4, taken), NMQ_OUTBOX_EINVAL);
-    CHECK_RC(nmq_outbox_nng_requeue_unacked(ob, msgs, rel, 0, 3, 4, taken), NMQ_OUTBOX_OK);
+    CHECK_RC(nmq_outbox_nng_requeue_unacked(NULL, msgs, rel, 5, 3, 4, 0, taken), NMQ_OUTBOX_EINVAL);
+    CHECK_RC(nmq_outbox_nng_requeue_unacked(ob, NULL, rel, 5, 3, 4, 0, taken), NMQ_OUTBOX_EINVAL);
+    CHECK_RC(nmq_outbox_nng_requeue_unacked(ob, msgs, rel, 0, 3, 4, 0, taken), NMQ_OUTBOX_OK);
     CHECK(taken[0] == 9);
     rel[1] = 1; /* QoS 1 cannot be released: refused, left with the caller */
-    CHECK_RC(nmq_outbox_nng_requeue_unacked(ob, msgs, rel, 5, 3, 4, taken), NMQ_OUTBOX_OK);
+    CHECK_RC(nmq_outbox_nng_requeue_unacked(ob, msgs, rel, 5, 3, 4, 0, taken), NMQ_OUTBOX_OK);
     CHECK(taken[0] == 1 && taken[1] == 0 && taken[2] == 1 && taken[3] == 1 && taken[4] == 1);
     nng_msg_free(msgs[1]);
     CHECK_RC(nmq_outbox_link_up(ob, 0), NMQ_OUTBOX_OK);
@@ -504,6 +504,34 @@ static void test_requeue_unacked_in_send_order(void)
         CHECK(len >= w && memcmp((uint8_t *) nng_msg_body(out) + len - w, want[i], w) == 0);
         nng_msg_free(out);
     }
+    nmq_outbox_free(ob);
+}
+
+/* N2 on a live connection (cancel timeout): the open direct sends stay in flight on it, bound
+ * to their packet ids, not sent again; their acks complete them; a cut sends them again. */
+static void test_requeue_unacked_kept_in_flight(void)
+{
+    nmq_outbox *ob = open_outbox("adopt.db");
+    CHECK_RC(nmq_outbox_link_up(ob, 0), NMQ_OUTBOX_OK);
+    nng_msg *msgs[2] = {publish(2, "q2", NULL, 0), publish(1, "q1", NULL, 0)};
+    uint8_t *b = nng_msg_body(msgs[1]);
+    b[8] = 0x35; /* packet id 0x1235, sent after 0x1234 */
+    uint8_t rel[2] = {1, 0}, taken[2] = {0, 0};
+    CHECK_RC(nmq_outbox_nng_requeue_unacked(ob, msgs, rel, 2, 0x1236, 4, 1, taken), NMQ_OUTBOX_OK);
+    CHECK(taken[0] == 2 && taken[1] == 2);
+    nng_msg *out = NULL;
+    CHECK_RC(nmq_outbox_nng_lease(ob, 4, &out, NULL, NULL, NULL), NMQ_OUTBOX_EMPTY);
+    nmq_outbox_ack_outcome o;
+    CHECK_RC(nmq_outbox_ack(ob, 0x1235, NMQ_OUTBOX_PUBACK, 0, &o), NMQ_OUTBOX_OK);
+    CHECK(o == NMQ_OUTBOX_ACK_DONE);
+    /* the cut: the released QoS 2 one resumes with PUBREL on its id */
+    CHECK_RC(nmq_outbox_link_down(ob), NMQ_OUTBOX_OK);
+    CHECK_RC(nmq_outbox_link_up(ob, 0), NMQ_OUTBOX_OK);
+    uint16_t prev = 0;
+    uint8_t r = 0;
+    CHECK_RC(nmq_outbox_nng_lease(ob, 4, &out, NULL, &prev, &r), NMQ_OUTBOX_OK);
+    CHECK(prev == 0x1234 && r == 1);
+    nng_msg_free(out);
     nmq_outbox_free(ob);
 }
 
@@ -571,6 +599,7 @@ int main(int argc, char **argv)
     test_append_gives_seq();
     test_link_up_from_connack_msg();
     test_requeue_unacked_in_send_order();
+    test_requeue_unacked_kept_in_flight();
     test_qos0_confirmed_by_pingresp();
     nng_fini(); /* joins nng's own threads, so valgrind sees no stack of theirs */
     return report(argv[0]);

@@ -66,14 +66,22 @@ nmq_outbox_result nmq_outbox_nng_requeue(nmq_outbox *ob, nng_msg *msg, uint8_t p
  * were first sent, the oldest first in line. That order comes from their packet ids: a client
  * hands them out in increasing order (wrapping after 65535) and a resend keeps its id, so the
  * oldest is the one furthest behind `next_packet_id`, the id the client gives next (NanoNNG's
- * next_packet_id; a timestamp would not do: NanoNNG's resend rewrites it). taken[i] is set to 1
- * for each message consumed, 0 for one left with the caller (not a PUBLISH of `proto_ver`, or
- * refused by the outbox: logged). msgs, released and taken are arrays of n, borrowed; n 0 is OK.
- * EINVAL (nothing done) for a NULL array or a NULL message. Thread-safe. */
+ * next_packet_id; a timestamp would not do: NanoNNG's resend rewrites it).
+ * keep_in_flight nonzero: the connection is alive (the host only stopped waiting, e.g. its
+ * cancel timeout): each message stays in flight on it, bound to its packet id, and is not sent
+ * again while the link stays up (its PUBACK, or PUBREC and PUBCOMP, complete it; the host
+ * passes those acks to nmq_outbox_ack); a link loss requeues it like any row in flight (DUP,
+ * same id). Sending it again instead would make a QoS 2 message a new one at the remote once
+ * the first exchange completed. Not possible (link down for the outbox, id bound to another
+ * row): requeued. Call it where the host's replay cannot run meanwhile.
+ * taken[i] is set to 1 (requeued) or 2 (in flight) for each message consumed, 0 for one left
+ * with the caller (not a PUBLISH of `proto_ver`, or refused by the outbox: logged). msgs,
+ * released and taken are arrays of n, borrowed; n 0 is OK. EINVAL (nothing done) for a NULL
+ * array or a NULL message. Thread-safe. */
 nmq_outbox_result nmq_outbox_nng_requeue_unacked(nmq_outbox *ob, nng_msg *const *msgs,
                                                  const uint8_t *released, size_t n,
                                                  uint16_t next_packet_id, uint8_t proto_ver,
-                                                 uint8_t *taken);
+                                                 int keep_in_flight, uint8_t *taken);
 
 /* Hook N4 (replay), step 1: the next row as a new nng_msg (fixed header in the nng header, the
  * rest in the body), ready to send but for its packet id:

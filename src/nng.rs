@@ -179,10 +179,40 @@ pub unsafe fn requeue(ob: &Outbox, msg: *mut nng_msg, proto_ver: u8, released: b
     Ok(())
 }
 
+/// What became of a direct send handed to [`requeue_unacked`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Taken {
+    /// Left with the caller (its error logged).
+    No,
+    /// Queued at the head: the replay sends it again.
+    Requeued,
+    /// In flight, bound to its packet id ([`Outbox::adopt`]): its acks complete it.
+    InFlight,
+}
+
+/// Stores a copy of direct send `msg` in flight ([`Outbox::adopt`]) and frees it.
+unsafe fn adopt(ob: &Outbox, msg: *mut nng_msg, proto_ver: u8, released: bool) -> Result<bool> {
+    let (h, b) = msg_parts(msg);
+    let info = parse_publish(h, b, proto_ver)?;
+    let mut data = Vec::with_capacity(h.len() + b.len());
+    data.extend_from_slice(h);
+    data.extend_from_slice(b);
+    let m = crate::outbox::NewMessage {
+        qos: info.qos,
+        expiry_secs: info.expiry_secs,
+        data: &data,
+    };
+    let (_, adopted) = ob.adopt(&m, info.packet_id, released)?;
+    sys::nng_msg_free(msg);
+    Ok(adopted)
+}
+
 /// N2/N3 for every direct send still open on a connection: `msgs[i]` (with `released[i]`)
 /// goes back to the head in the order the messages were first sent (by packet id, see
-/// [`crate::send_order`]), so that the oldest is replayed first. `taken[i]` says which went
-/// (consumed); one that did not is left untouched with the caller, its error logged.
+/// [`crate::send_order`]), so that the oldest is replayed first; with `keep_in_flight` (the
+/// connection is alive: a cancel timeout) each stays in flight on it instead, not sent again
+/// ([`Outbox::adopt`]). `taken[i]` says what became of each; one not taken is left untouched
+/// with the caller, its error logged.
 ///
 /// # Safety
 /// Each `msgs[i]` must be a valid nng message owned by the caller.
@@ -192,7 +222,8 @@ pub unsafe fn requeue_unacked(
     released: &[bool],
     next_packet_id: u16,
     proto_ver: u8,
-    taken: &mut [bool],
+    keep_in_flight: bool,
+    taken: &mut [Taken],
 ) {
     let pids: Vec<u16> = msgs
         .iter()
@@ -206,10 +237,21 @@ pub unsafe fn requeue_unacked(
         .into_iter()
         .rev()
     {
-        match requeue(ob, msgs[i], proto_ver, released[i]) {
-            Ok(()) => taken[i] = true,
+        let r = if keep_in_flight {
+            adopt(ob, msgs[i], proto_ver, released[i]).map(|a| {
+                if a {
+                    Taken::InFlight
+                } else {
+                    Taken::Requeued
+                }
+            })
+        } else {
+            requeue(ob, msgs[i], proto_ver, released[i]).map(|()| Taken::Requeued)
+        };
+        match r {
+            Ok(t) => taken[i] = t,
             Err(e) => {
-                taken[i] = false;
+                taken[i] = Taken::No;
                 ob.logger().warn(&format!(
                     "bridge {:?}: a direct send (packet id {}) not requeued: {e}",
                     ob.bridge(),
@@ -422,8 +464,8 @@ pub unsafe extern "C" fn nmq_outbox_nng_requeue(
 }
 
 /// Hooks N2/N3 for several messages. `msgs`, `released` and `taken` are arrays of `n`,
-/// borrowed; OK consumes each message whose `taken[i]` is 1, the others stay the caller's.
-/// Thread-safe.
+/// borrowed; OK consumes each message whose `taken[i]` is not 0 (1 requeued, 2 in flight),
+/// the others stay the caller's. Thread-safe.
 #[no_mangle]
 pub unsafe extern "C" fn nmq_outbox_nng_requeue_unacked(
     ob: *mut nmq_outbox,
@@ -432,6 +474,7 @@ pub unsafe extern "C" fn nmq_outbox_nng_requeue_unacked(
     n: usize,
     next_packet_id: u16,
     proto_ver: u8,
+    keep_in_flight: std::os::raw::c_int,
     taken: *mut u8,
 ) -> nmq_outbox_result {
     with_handle("nmq_outbox_nng_requeue_unacked", ob, |h| {
@@ -449,10 +492,22 @@ pub unsafe extern "C" fn nmq_outbox_nng_requeue_unacked(
             .iter()
             .map(|&r| r != 0)
             .collect();
-        let mut took = vec![false; n];
-        requeue_unacked(h, ms, &rel, next_packet_id, proto_ver, &mut took);
+        let mut took = vec![Taken::No; n];
+        requeue_unacked(
+            h,
+            ms,
+            &rel,
+            next_packet_id,
+            proto_ver,
+            keep_in_flight != 0,
+            &mut took,
+        );
         for (i, t) in took.into_iter().enumerate() {
-            *taken.add(i) = t as u8;
+            *taken.add(i) = match t {
+                Taken::No => 0,
+                Taken::Requeued => 1,
+                Taken::InFlight => 2,
+            };
         }
         Ok(NMQ_OUTBOX_OK)
     })
