@@ -507,6 +507,38 @@ static void test_requeue_unacked_in_send_order(void)
     nmq_outbox_free(ob);
 }
 
+/* B2 with cancel_timeout 0 (NanoMQ: no timeout): the lane gets no timeout. Given 0 as is, nng
+ * fails the send at once (NNG_ETIMEDOUT) and the stock path frees the message. Here a pair0
+ * socket without a peer holds the send until it is cancelled. */
+static void test_publish_cancel_timeout_zero_is_no_timeout(void)
+{
+    nmq_outbox *ob = open_outbox("ct0.db");
+    nng_socket sock;
+    CHECK(nng_pair0_open(&sock) == 0);
+    nng_aio *lane = NULL;
+    CHECK(nng_aio_alloc(&lane, NULL, NULL) == 0);
+    CHECK_RC(nmq_outbox_link_up(ob, 0), NMQ_OUTBOX_OK);
+    nmq_outbox_decision d;
+    CHECK_RC(nmq_outbox_nng_publish(ob, lane, 0, 0, 4, publish(1, "t0", NULL, 0), &d), NMQ_OUTBOX_OK);
+    CHECK(d == NMQ_OUTBOX_SEND_NOW);
+    nng_send_aio(sock, lane);
+    nng_aio_cancel(lane);
+    nng_aio_wait(lane);
+    CHECK(nng_aio_result(lane) == NNG_ECANCELED);
+    nng_msg_free(nng_aio_get_msg(lane));
+    nng_aio_set_msg(lane, NULL);
+    /* a nonzero cancel_timeout stays as given: 1 ms expires */
+    CHECK_RC(nmq_outbox_nng_publish(ob, lane, 0, 1, 4, publish(1, "t1", NULL, 0), &d), NMQ_OUTBOX_OK);
+    CHECK(d == NMQ_OUTBOX_SEND_NOW);
+    nng_send_aio(sock, lane);
+    nng_aio_wait(lane);
+    CHECK(nng_aio_result(lane) == NNG_ETIMEDOUT);
+    nng_msg_free(nng_aio_get_msg(lane));
+    nng_aio_free(lane);
+    nng_close(sock);
+    nmq_outbox_free(ob);
+}
+
 /* N2 on a live connection (cancel timeout): the open direct sends stay in flight on it, bound
  * to their packet ids, not sent again; their acks complete them; a cut sends them again. */
 static void test_requeue_unacked_kept_in_flight(void)
@@ -600,6 +632,7 @@ int main(int argc, char **argv)
     test_link_up_from_connack_msg();
     test_requeue_unacked_in_send_order();
     test_requeue_unacked_kept_in_flight();
+    test_publish_cancel_timeout_zero_is_no_timeout();
     test_qos0_confirmed_by_pingresp();
     nng_fini(); /* joins nng's own threads, so valgrind sees no stack of theirs */
     return report(argv[0]);

@@ -30,7 +30,8 @@ extern "C" {
 
 /* Hook B2 (bridge_pub_handler): route one encoded PUBLISH of this bridge.
  * SEND_NOW when nmq_outbox_decide() says so and `lane_busy` is 0: the message is put on `lane`
- * (nng_aio_set_msg) with `timeout_ms` (cancel_timeout); the caller then calls
+ * (nng_aio_set_msg) with `timeout_ms` (cancel_timeout; 0 means none: nng_aio_set_timeout gets
+ * NNG_DURATION_INFINITE, since a zero timeout fails the send at once); the caller then calls
  * nng_send_aio(sock, lane) itself. (No nng_socket crosses this ABI: its layout differs between
  * NanoNNG and upstream nng.)
  * STORE otherwise: a copy is appended to the outbox and the message is freed.

@@ -113,6 +113,20 @@ unsafe fn store_copy(
     Ok((info.qos, seq))
 }
 
+/// nng's "no timeout" (`NNG_DURATION_INFINITE`).
+const NNG_DURATION_INFINITE: sys::nng_duration = -1;
+
+/// The lane's timeout for a direct send: NanoMQ's `cancel_timeout`, where 0 means none. Given
+/// to nng as is, 0 would fail every send at once (NanoNNG's `nni_aio_schedule` refuses a zero
+/// timeout) and the stock path would free the message (issue 20, uncounted paths).
+fn lane_timeout(cancel_timeout_ms: sys::nng_duration) -> sys::nng_duration {
+    if cancel_timeout_ms == 0 {
+        NNG_DURATION_INFINITE
+    } else {
+        cancel_timeout_ms
+    }
+}
+
 /// B2. Returns what was done: SendNow puts `msg` on `lane` for the caller to send; Store
 /// consumes it. On error `msg` is untouched.
 ///
@@ -133,7 +147,7 @@ pub unsafe fn publish(
     let size = h.len() + b.len() + 2;
     let retain = h.first().is_some_and(|b| b & 1 == 1);
     if !lane_busy && ob.decide_publish(info.qos, retain, size)? == Decision::SendNow {
-        sys::nng_aio_set_timeout(lane, timeout_ms);
+        sys::nng_aio_set_timeout(lane, lane_timeout(timeout_ms));
         sys::nng_aio_set_msg(lane, msg);
         return Ok(Decision::SendNow);
     }
