@@ -357,8 +357,12 @@ def role_pub(args):
                               (f" {code:#04x}\n" if kind == "F" else "\n"))
         tick += 1
     time.sleep(args.linger)  # late acks (e.g. after NanoMQ restarted)
-    c.loop_stop()
+    # disconnect first: loop_stop alone joins a network thread that runs until no QoS 1/2
+    # message of the client is unacknowledged, and one published into a connection NanoMQ's
+    # SIGKILL ended never is (paho does not resend it under clean start): a chaos run's
+    # publisher then did not exit until the harness killed it 240 s later
     c.disconnect()
+    c.loop_stop()
     out.write(f"END {time.time():.3f}\n")
 
 
