@@ -353,7 +353,12 @@ nmq_outbox_result nmq_outbox_link_down(nmq_outbox *ob);
  *     acknowledged or a dead letter, so that the culprit is alone in flight when the remote
  *     closes again. A close without DISCONNECT counts an
  *     attempt only while probing: an ordinary outage (no DISCONNECT, the link lost while idle
- *     or during a normal window) never counts attempts;
+ *     or during a normal window) never counts attempts. A row sent at QoS 2 alone in flight
+ *     at a DISCONNECT 0x9B (QoS not supported), or at a close without DISCONNECT on an MQTT
+ *     3.1.1 connection (which has no other way to refuse QoS 2), counts no attempt: the
+ *     remote is taken as Maximum QoS 1 from then on (every QoS 2 row is sent at QoS 1, as
+ *     under a CONNACK's Maximum QoS 1, counted in stats.qos_downgraded, logged) until the
+ *     handle is closed; if it closes again on that row at QoS 1, attempts count;
  *   - a transient refusal: a DISCONNECT with 0x89 Server busy, 0x93 Receive Maximum
  *     exceeded, 0x96 Message rate too high, 0x97 Quota exceeded, 0x9F Connection rate
  *     exceeded (and PUBACK/PUBREC 0x97, NMQ_OUTBOX_ACK_RETRY): the replay backs off for

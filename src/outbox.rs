@@ -260,8 +260,10 @@ struct State {
     checkpoints: u64,
     /// The writer is checkpointing (holds the store for an fsync): callers do not wait.
     checkpointing: bool,
-    /// What the remote allows (its last CONNACK).
+    /// What the remote allows (its last CONNACK, and what its refusals taught: a remote that
+    /// closes the connection on a QoS 2 PUBLISH is taken as Maximum QoS 1 from then on).
     limits: remote::Limits,
+    learned_max_qos: u8,
     qos_downgraded: u64,
     retain_cleared: u64,
     /// Dead letters in the file now; rows made dead letters since open; the oldest deleted
@@ -602,6 +604,7 @@ impl Outbox {
             checkpoints: 0,
             checkpointing: false,
             limits: remote::Limits::default(),
+            learned_max_qos: 2,
             qos_downgraded: 0,
             retain_cleared: 0,
             dead_letters: resume.dead,
@@ -697,7 +700,7 @@ impl Outbox {
         let sh = &self.shared;
         let mut st = sh.lock_open()?;
         st.link_up = true;
-        st.limits = remote::Limits::default();
+        st.limits = remote::Limits::default().learned(st.learned_max_qos);
         st.window = match receive_maximum {
             0 => sh.cfg.window,
             rm => sh.cfg.window.min(rm as u32),

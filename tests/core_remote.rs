@@ -796,3 +796,77 @@ fn writes_after_a_session_reset_survive_it_in_the_same_commit() {
     let r = ob.lease().unwrap().unwrap();
     assert_eq!((r.seq, r.released, r.packet_id), (a, true, 5));
 }
+
+/// An MQTT 3.1.1 CONNACK (accepted, no session).
+fn connack_311() -> Connack {
+    parse_connack_packet(&[0x20, 2, 0, 0], 4).unwrap()
+}
+
+/// Issue 20 item 1: an MQTT 3.1.1 remote that does not take QoS 2 closes the connection on a
+/// QoS 2 PUBLISH (3.1.1 has no Maximum QoS; mosquitto with `max_qos 1`, AWS IoT Core). Once
+/// such a row is alone in flight at the close, the outbox takes the remote as Maximum QoS 1
+/// from then on: that row and every later QoS 2 row go at QoS 1, none is a dead letter.
+#[test]
+fn a_311_remote_closing_on_qos2_is_taken_as_maximum_qos_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("o.db");
+    let ob = Outbox::open(cfg(&path)).unwrap();
+    let q2 = append(&ob, 2, &publish("t", 2, false, &[0]));
+    append(&ob, 1, &publish("t", 1, false, &[1]));
+    append(&ob, 2, &publish("t", 2, false, &[2]));
+    let mut pid = 1;
+    ob.link_up_connack(&connack_311()).unwrap();
+    assert_eq!(send_window(&ob, &mut pid).len(), 3);
+    ob.link_down_reason(0, false).unwrap(); // several in flight: probe
+    ob.link_up_connack(&connack_311()).unwrap();
+    assert_eq!(send_window(&ob, &mut pid), vec![q2]);
+    ob.link_down_reason(0, false).unwrap(); // the QoS 2 row alone: refused
+    let s = ob.stats().unwrap();
+    assert_eq!((s.dead_lettered, s.messages), (0, 3));
+    ob.link_up_connack(&connack_311()).unwrap();
+    let mut qos = Vec::new();
+    while let Some(r) = ob.lease().unwrap() {
+        qos.push((r.qos, qos_of(&r.data)));
+        ob.bind(r.seq, pid).unwrap();
+        assert_eq!(ob.ack(pid, AckKind::PubAck, 0).unwrap(), AckOutcome::Done);
+        pid += 1;
+    }
+    assert_eq!(qos, vec![(1, 1), (1, 1), (1, 1)]);
+    let s = ob.stats().unwrap();
+    assert_eq!((s.messages, s.dead_lettered, s.qos_downgraded), (0, 0, 2));
+    // A new message at QoS 2 is stored, not sent directly: the remote would close again.
+    assert_eq!(
+        ob.decide_publish(2, false, 10).unwrap(),
+        Decision::Store,
+        "learned Maximum QoS 1"
+    );
+}
+
+/// The same for an MQTT 5 remote that advertised QoS 2 but disconnects with 0x9B (QoS not
+/// supported) on a QoS 2 PUBLISH alone in flight; a 3.1.1 close on a QoS 1 row keeps counting
+/// attempts (nothing to learn).
+#[test]
+fn disconnect_0x9b_on_qos2_is_taken_as_maximum_qos_1_and_qos1_refusals_still_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("o.db");
+    let ob = Outbox::open(cfg(&path)).unwrap();
+    append(&ob, 2, &publish("t", 2, false, &[0]));
+    let mut pid = 1;
+    ob.link_up_connack(&connack(false, 0, &[])).unwrap();
+    assert_eq!(send_window(&ob, &mut pid).len(), 1);
+    ob.link_down_reason(0x9B, true).unwrap();
+    ob.link_up_connack(&connack(false, 0, &[])).unwrap();
+    let r = ob.lease().unwrap().unwrap();
+    assert_eq!((r.qos, qos_of(&r.data)), (1, 1));
+    ob.bind(r.seq, pid).unwrap();
+    // refused again at QoS 1: now attempts count, and it ends as a dead letter
+    ob.link_down_reason(0x9B, true).unwrap();
+    for _ in 1..3 {
+        ob.link_up_connack(&connack(false, 0, &[])).unwrap();
+        let r = ob.lease().unwrap().unwrap();
+        pid += 1;
+        ob.bind(r.seq, pid).unwrap();
+        ob.link_down_reason(0x9B, true).unwrap();
+    }
+    assert_eq!(ob.stats().unwrap().dead_lettered, 1);
+}

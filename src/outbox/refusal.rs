@@ -46,6 +46,18 @@ pub fn classify(reason: u8, had_disconnect: bool) -> Close {
     }
 }
 
+/// Whether a close on a QoS 2 PUBLISH alone in flight says the remote does not take QoS 2:
+/// DISCONNECT 0x9B (QoS not supported), or, on an MQTT 3.1.1 connection, a close without one
+/// (3.1.1 has no Maximum QoS in its CONNACK and no reason codes: mosquitto with `max_qos 1`,
+/// AWS IoT Core close the connection).
+pub(super) fn refuses_qos2(reason: u8, had_disconnect: bool, proto_ver: u8) -> bool {
+    if had_disconnect {
+        reason == 0x9B
+    } else {
+        matches!(proto_ver, 3 | 4)
+    }
+}
+
 /// PUBACK/PUBREC reason codes that refuse a message for now, not for good: 0x97 Quota
 /// exceeded (MQTT 5 3.4.2.1).
 pub(super) fn transient_ack(code: u8) -> bool {
@@ -246,7 +258,22 @@ impl Outbox {
             // Counted only for a row alone in flight; a close without a reason only while
             // probing (the culprit isolated), never during a normal window.
             let counts = sent.len() == 1 && (class == Close::Refusal || st.probe);
-            if counts {
+            let qos2_refused = counts
+                && sent[0].1.qos == 2
+                && st.learned_max_qos == 2
+                && refuses_qos2(reason, had_disconnect, st.limits.proto_ver);
+            if qos2_refused {
+                // The remote does not take QoS 2 (MQTT 5: 0x9B despite its CONNACK; 3.1.1
+                // has no way to say so but closing): from now on every row goes at QoS 1
+                // (as under Maximum QoS 1), this one too, without counting an attempt.
+                let seq = sent[0].0;
+                st.learned_max_qos = 1;
+                st.limits.max_qos = 1;
+                note = Some(format!(
+                    "remote closed the connection on row {seq}, a QoS 2 PUBLISH ({why}): taken                      as Maximum QoS 1 from now on (QoS 2 rows go at QoS 1, counted in                      qos_downgraded; a restart tries QoS 2 again)"
+                ));
+                st.start_probe(seq);
+            } else if counts {
                 let (seq, f) = sent[0];
                 let attempts = f.attempts.saturating_add(1);
                 if attempts >= sh.cfg.max_attempts {

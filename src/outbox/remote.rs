@@ -48,6 +48,12 @@ impl Limits {
             || qos > self.max_qos
     }
 
+    /// These limits with Maximum QoS at most `max_qos` (what the remote's refusals taught).
+    pub fn learned(mut self, max_qos: u8) -> Limits {
+        self.max_qos = self.max_qos.min(max_qos);
+        self
+    }
+
     pub fn of(c: &Connack) -> Limits {
         Limits {
             proto_ver: c.proto_ver,
@@ -178,7 +184,7 @@ impl Outbox {
         }
         st.link_up = true;
         st.window = sh.cfg.window.min(c.receive_max() as u32);
-        st.limits = Limits::of(c);
+        st.limits = Limits::of(c).learned(st.learned_max_qos);
         let window = st.window;
         let mut wake = false;
         if !c.session_present {
