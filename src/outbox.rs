@@ -912,7 +912,8 @@ impl Outbox {
                         );
                         *wake |= st.writer_due(&sh.cfg);
                         notes.push(format!(
-                            "row {} is a PUBLISH of {size} bytes, above the remote's Maximum                              Packet Size {}: never sent, kept as a dead letter",
+                            "row {} is a PUBLISH of {size} bytes, above the remote's Maximum \
+                             Packet Size {}: never sent, kept as a dead letter",
                             row.seq,
                             st.limits.max_packet_size.unwrap_or(0)
                         ));

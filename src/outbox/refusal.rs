@@ -270,7 +270,9 @@ impl Outbox {
                 st.learned_max_qos = 1;
                 st.limits.max_qos = 1;
                 note = Some(format!(
-                    "remote closed the connection on row {seq}, a QoS 2 PUBLISH ({why}): taken                      as Maximum QoS 1 from now on (QoS 2 rows go at QoS 1, counted in                      qos_downgraded; a restart tries QoS 2 again)"
+                    "remote closed the connection on row {seq}, a QoS 2 PUBLISH ({why}): taken \
+                     as Maximum QoS 1 from now on (QoS 2 rows go at QoS 1, counted in \
+                     qos_downgraded; a restart tries QoS 2 again)"
                 ));
                 st.start_probe(seq);
             } else if counts {
