@@ -1444,11 +1444,18 @@ impl Shared {
             return Err(Error::Closed);
         };
         let mut arm_writer = false;
-        let trimmed = match self.check_file(store).and_then(|()| self.trim(store)) {
+        // What to log, once no lock of ours is held (the log callback's promise).
+        let mut notes = Vec::new();
+        let trimmed = match self
+            .check_file(store, &mut notes)
+            .and_then(|()| self.trim(store))
+        {
             Ok(n) => n,
             Err(e) => {
                 // Appends commit inline (and are refused) until a commit succeeds again.
                 lock(&self.state).write_failed = true;
+                drop(db);
+                self.log_notes(notes);
                 return Err(e);
             }
         };
@@ -1472,6 +1479,7 @@ impl Shared {
                     self.signal_commit();
                 }
                 self.log_trim(trimmed);
+                self.log_notes(notes);
                 return Ok(());
             }
             st.writing = true;
@@ -1496,13 +1504,12 @@ impl Shared {
             (batch, high)
         };
         let res = match store.write(&batch) {
-            Err(Error::NoSpace) => self.write_full_disk(store, batch),
+            Err(Error::NoSpace) => self.write_full_disk(store, batch, &mut notes),
             Ok(w) => Commit::Done(w),
             Err(e) => Commit::Failed(e, batch),
         };
         let mut st = lock(&self.state);
         st.writing = false;
-        let mut notes = Vec::new();
         let mut advanced = false;
         let mut wake_writer = false;
         let out = match res {
@@ -1565,6 +1572,12 @@ impl Shared {
             self.wake.notify_one();
         }
         self.log_trim(trimmed);
+        self.log_notes(notes);
+        out
+    }
+
+    /// Logs what a commit noted (error or warning), with no lock of ours held.
+    fn log_notes(&self, notes: Vec<(bool, String)>) {
         for (error, n) in notes {
             let line = format!("bridge {:?}: {n}", self.cfg.bridge);
             if error {
@@ -1573,7 +1586,6 @@ impl Shared {
                 self.log.warn(&line)
             }
         }
-        out
     }
 
     /// `caller_commits`: the WAL checkpoint SQLite would run inside a commit (an fsync with
@@ -1609,7 +1621,12 @@ impl Shared {
     /// The disk is full. First the reserve is given back and the whole batch tried again; if
     /// that fails too, what frees space (acks, deletes, binds) is committed alone. Returns what
     /// was written with the batch it belongs to, or the error with what was not written.
-    fn write_full_disk(&self, store: &mut Store, batch: Batch) -> Commit {
+    fn write_full_disk(
+        &self,
+        store: &mut Store,
+        batch: Batch,
+        notes: &mut Vec<(bool, String)>,
+    ) -> Commit {
         let released = store.release_reserve();
         {
             let mut st = lock(&self.state);
@@ -1617,10 +1634,11 @@ impl Shared {
             st.last_reserve_try = Some(Instant::now());
         }
         if released {
-            self.log.error(&format!(
-                "bridge {:?}: disk full; reserve released for the messages already accepted \
-                 and the drain's acks; new messages are refused until space returns",
-                self.cfg.bridge
+            notes.push((
+                true,
+                "disk full; reserve released for the messages already accepted and the \
+                 drain's acks; new messages are refused until space returns"
+                    .to_string(),
             ));
             match store.write(&batch) {
                 Ok(w) => return Commit::Done(w),
@@ -1662,7 +1680,7 @@ impl Shared {
     /// The path must still name the file being written: a deleted file (or directory) keeps
     /// working on its open inode and would be gone, with every row, at the next open. It is
     /// written back from the open copy; when that cannot be done the commit fails.
-    fn check_file(&self, store: &mut Store) -> Result<()> {
+    fn check_file(&self, store: &mut Store, notes: &mut Vec<(bool, String)>) -> Result<()> {
         let state = store.file_state();
         if state == FileState::Present {
             return Ok(());
@@ -1673,15 +1691,13 @@ impl Shared {
             _ => "was replaced by another file",
         };
         if state == FileState::Gone && !store.shared() {
-            self.log.error(&format!(
-                "bridge {:?}: database {path} {what} while open; writing it back from the \
-                 open copy",
-                self.cfg.bridge
+            notes.push((
+                true,
+                format!("database {path} {what} while open; writing it back from the open copy"),
             ));
             return match store.restore_file(&self.cfg.bridge) {
                 Ok(()) => {
-                    self.log
-                        .warn(&format!("bridge {:?}: {path} restored", self.cfg.bridge));
+                    notes.push((false, format!("{path} restored")));
                     Ok(())
                 }
                 Err(e) => Err(Error::Io(format!(

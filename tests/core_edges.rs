@@ -734,3 +734,61 @@ fn count_lost_counts_host_fallback_losses_by_reason() {
     let s = ob.stats().unwrap();
     assert_eq!((s.lost_fallback_queue, s.lost_fallback_send), (3, u64::MAX));
 }
+
+/// The header's promise (THREADS): the log callback never runs with a library lock held, so a
+/// callback may take a lock that the host holds while it calls the library. The deleted-file
+/// check logged while a commit held the database lock: a host thread holding its own lock and
+/// calling the library, and a logging thread waiting for that lock in the callback, deadlocked
+/// (issue 21 item 3). Bounded: a deadlock fails after 20 s instead of hanging.
+#[test]
+fn the_log_callback_may_take_a_lock_the_host_holds_while_calling_the_library() {
+    use std::sync::mpsc;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("o.db");
+    let host = Arc::new(Mutex::new(()));
+    let (entered_tx, entered_rx) = mpsc::channel::<()>();
+    let entered_tx = Mutex::new(entered_tx);
+    let in_cb = host.clone();
+    let log = Logger::new(
+        Some(Arc::new(move |_l: Level, m: &str| {
+            if m.contains("was deleted while open") {
+                let _ = entered_tx.lock().unwrap().send(());
+                drop(in_cb.lock().unwrap()); // the host's lock, as a host logger may take
+            }
+        })),
+        Level::Debug,
+    );
+    let mut c = cfg(&path, "b");
+    c.logger = log;
+    c.group_commit_ms = 60_000; // the commits below are the test's
+    c.group_commit_count = 1_000_000;
+    let ob = Arc::new(Outbox::open(c).unwrap());
+    ob.append(&msg(1, b"a")).unwrap();
+    ob.flush().unwrap();
+    std::fs::remove_file(&path).unwrap();
+    ob.append(&msg(1, b"b")).unwrap();
+    let held = host.lock().unwrap();
+    // a commit that finds the file gone and logs it (the callback then waits for `host`)
+    let committer = {
+        let ob = ob.clone();
+        std::thread::spawn(move || ob.flush())
+    };
+    entered_rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the deleted file was logged");
+    // the host, holding its lock, calls the library: it must not wait for the logging thread
+    let (done_tx, done_rx) = mpsc::channel();
+    {
+        let ob = ob.clone();
+        std::thread::spawn(move || {
+            let _ = done_tx.send(ob.flush());
+        });
+    }
+    let r = done_rx.recv_timeout(Duration::from_secs(20));
+    drop(held);
+    assert!(
+        r.is_ok(),
+        "a library call waited for a lock held while logging (deadlock)"
+    );
+    committer.join().unwrap().unwrap();
+}

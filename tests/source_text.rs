@@ -49,7 +49,10 @@ fn spaced_literal(line: &str) -> bool {
 #[test]
 fn no_string_literal_holds_a_run_of_indentation() {
     let mut files = Vec::new();
-    rust_files(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src"), &mut files);
+    rust_files(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
+        &mut files,
+    );
     let mut bad = Vec::new();
     for f in &files {
         for (i, line) in std::fs::read_to_string(f).unwrap().lines().enumerate() {
@@ -63,7 +66,9 @@ fn no_string_literal_holds_a_run_of_indentation() {
 
 #[test]
 fn the_scan_finds_a_lost_line_break() {
-    assert!(spaced_literal(r#"    "row 1 above the remote's Maximum          Packet Size","#));
+    assert!(spaced_literal(
+        r#"    "row 1 above the remote's Maximum          Packet Size","#
+    ));
     assert!(!spaced_literal(r#"    "text \"#));
     assert!(!spaced_literal(r#"    let x = "a";          // comment"#));
 }
