@@ -955,6 +955,44 @@ static void test_link_down_reason(void)
     nmq_outbox_free(ob);
 }
 
+/* nmq_outbox_parse_duration_ms: units, spaces, the bound, values that wrapped in the C parser
+ * NanoNNG's conf_ver2.c had (strtoull, then an unchecked multiply), NULLs; *out untouched on
+ * every error. */
+static void test_parse_duration(void)
+{
+    const uint64_t hour = 3600000;
+    const struct {
+        const char *text;
+        uint64_t ms;
+    } good[] = {{"1500", 1500}, {"1500ms", 1500}, {"5s", 5000}, {"2m", 120000},
+                {"1h", 3600000}, {"0", 0},        {" 5 s ", 5000}, {"\t500ms", 500},
+                {"60m", 3600000}, {"3600000", 3600000}};
+    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+        uint64_t ms = 7;
+        CHECK_RC(nmq_outbox_parse_duration_ms(good[i].text, hour, &ms), NMQ_OUTBOX_OK);
+        CHECK(ms == good[i].ms);
+    }
+    const char *bad[] = {"18446744073709552s", /* wrapped to 384 ms */
+                         "307445734561826m",   /* 8384 ms */
+                         "5124095576031h",     /* 2048384 ms */
+                         "18446744073709551615h", "18446744073709551616", "3600001", "61m", "2h",
+                         "", " ", "-1", "-1s", "+5s", "1.5s", "5S", "5sec", "s", "five", "5 0s"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        uint64_t ms = 7;
+        CHECK_RC(nmq_outbox_parse_duration_ms(bad[i], hour, &ms), NMQ_OUTBOX_EINVAL);
+        CHECK(ms == 7);
+    }
+    uint64_t ms = 7;
+    CHECK_RC(nmq_outbox_parse_duration_ms("18446744073709551615", UINT64_MAX, &ms), NMQ_OUTBOX_OK);
+    CHECK(ms == UINT64_MAX);
+    ms = 7;
+    CHECK_RC(nmq_outbox_parse_duration_ms("1", 0, &ms), NMQ_OUTBOX_EINVAL);
+    CHECK(ms == 7);
+    CHECK_RC(nmq_outbox_parse_duration_ms(NULL, hour, &ms), NMQ_OUTBOX_EINVAL);
+    CHECK(ms == 7);
+    CHECK_RC(nmq_outbox_parse_duration_ms("5s", hour, NULL), NMQ_OUTBOX_EINVAL);
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -979,5 +1017,6 @@ int main(int argc, char **argv)
     test_link_up_connack();
     test_ack_refusals();
     test_link_down_reason();
+    test_parse_duration();
     return report(argv[0]);
 }

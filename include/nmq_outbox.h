@@ -540,6 +540,19 @@ nmq_outbox_result nmq_outbox_committed_seq(nmq_outbox *ob, int64_t *seq);
  * for every other error. Thread-safe. */
 uint8_t nmq_outbox_mqtt_reason(nmq_outbox_result result);
 
+/* A duration of a configuration file, the way NanoMQ writes them, as milliseconds: optional
+ * spaces or tabs, one or more ASCII digits, optional spaces or tabs, an optional unit "ms",
+ * "s", "m", "h" or "d" (lower case; none = ms), optional spaces or tabs. No sign, no fraction.
+ * Examples: "500" and "500ms" = 500, "5s" = 5000, "2m" = 120000, "1h" = 3600000. The number and
+ * the unit are multiplied without overflow (a value beyond 64 bits is refused, never wrapped)
+ * before the result is compared with max_ms (inclusive).
+ * On OK *out_ms gets the value. EINVAL when text or out_ms is NULL (logged), and when text is
+ * not such a duration or is above max_ms: then nothing is logged (the caller names the key in
+ * its own error line) and *out_ms is left untouched. Independent of any handle. `text` and
+ * `out_ms` are borrowed. Thread-safe. */
+nmq_outbox_result nmq_outbox_parse_duration_ms(const char *text, uint64_t max_ms,
+                                               uint64_t *out_ms);
+
 /* ACK ORDER (issue 13): MQTT (3.1.1 and 5, section 4.6) wants a client's PUBACKs/PUBRECs in
  * the order of its PUBLISHes, but deferred acks become ready in any order (two outboxes commit
  * independently, a message no bridge forwards is ready at once, worker threads finish one

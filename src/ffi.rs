@@ -861,6 +861,29 @@ pub extern "C" fn nmq_outbox_mqtt_reason(result: nmq_outbox_result) -> u8 {
     }
 }
 
+/// A configuration duration (`text`, borrowed NUL-terminated bytes) as milliseconds, at most
+/// `max_ms`, into `*out_ms` (borrowed). EINVAL for a NULL argument (logged) and for a text that
+/// is not such a duration or is above `max_ms` (not logged: the caller says which key; `*out_ms`
+/// is then untouched). Thread-safe: it touches nothing but `*out_ms`.
+#[no_mangle]
+pub unsafe extern "C" fn nmq_outbox_parse_duration_ms(
+    text: *const c_char,
+    max_ms: u64,
+    out_ms: *mut u64,
+) -> nmq_outbox_result {
+    guard("nmq_outbox_parse_duration_ms", None, || {
+        non_null(text, "text")?;
+        non_null(out_ms, "out_ms")?;
+        match crate::duration::parse_ms(CStr::from_ptr(text).to_bytes(), max_ms) {
+            Ok(ms) => {
+                *out_ms = ms;
+                Ok(NMQ_OUTBOX_OK)
+            }
+            Err(_) => Ok(NMQ_OUTBOX_EINVAL),
+        }
+    })
+}
+
 /// A static string for any code. Never NULL; the caller must not free it. Thread-safe.
 #[no_mangle]
 pub extern "C" fn nmq_outbox_strerror(result: nmq_outbox_result) -> *const c_char {
@@ -933,6 +956,22 @@ mod tests {
             let s = unsafe { CStr::from_ptr(nmq_outbox_strerror(c)) };
             assert_ne!(s.to_str().unwrap(), "unknown result code");
         }
+    }
+
+    #[test]
+    fn parse_duration_ms_leaves_the_output_alone_on_error() {
+        let mut ms = 7u64;
+        let rc = unsafe { nmq_outbox_parse_duration_ms(c"2m".as_ptr(), 3_600_000, &mut ms) };
+        assert_eq!((rc, ms), (NMQ_OUTBOX_OK, 120_000));
+        for text in [c"18446744073709552s", c"2h", c"", c"-1", c"1.5s"] {
+            let mut ms = 7u64;
+            let rc = unsafe { nmq_outbox_parse_duration_ms(text.as_ptr(), 3_600_000, &mut ms) };
+            assert_eq!((rc, ms), (NMQ_OUTBOX_EINVAL, 7), "{text:?}");
+        }
+        let rc = unsafe { nmq_outbox_parse_duration_ms(std::ptr::null(), 1, &mut ms) };
+        assert_eq!(rc, NMQ_OUTBOX_EINVAL);
+        let rc = unsafe { nmq_outbox_parse_duration_ms(c"1".as_ptr(), 1, std::ptr::null_mut()) };
+        assert_eq!(rc, NMQ_OUTBOX_EINVAL);
     }
 
     #[test]

@@ -9,6 +9,7 @@
 pub mod ack_order;
 pub mod config;
 pub mod dead;
+pub mod duration;
 pub mod error;
 pub mod ffi;
 pub mod ffi_ack;

@@ -1304,6 +1304,9 @@ def analyse(out, label, scenario):
     tot["outbox_open_waiting"] = [int(m) for m in re.findall(
         r"nmq-outbox \S+: bridge remote -> \S+, (\d+) messages waiting", text)]
     tot["outbox_attached_lines"] = text.count("bridge [remote]: durable outbox")
+    # what each attach line says after the file (window, dead letters, attempts, backoff, and
+    # which of them came from a key)
+    tot["outbox_attached"] = re.findall(r"bridge \[remote\]: durable outbox \S+, (.*)", text)
     # --probe-rest: the outbox as REST and Prometheus showed it late in the outage and after
     for when in ("outage", "after"):
         try:

@@ -16,7 +16,8 @@ with a bound instead of a fixed drain. Each asserts:
   - duplicates at most 32 (the bridge's in-flight limit) per fault (cut, SIGKILL, reload);
   - the log lines: the outbox opened ("nmq-outbox <v>: bridge remote -> <file>, N messages
     waiting"; after a SIGKILL the restart finds N > 0), the bridge attached ("durable
-    outbox"), no "Cached Message in ctx_msgs is lost", no drop at exit ("outbox at exit");
+    outbox", with the values of the scenario's outbox_* keys where it sets them), no "Cached
+    Message in ctx_msgs is lost", no drop at exit ("outbox at exit");
   - where probed, the REST object and the Prometheus text during the outage (link_up false,
     messages > 0) and after the drain (messages 0).
 The remote's limits and refusals (issue 20: max-qos1, session-lost, oversized, refused-topic,
@@ -105,10 +106,17 @@ SCENARIOS = {
     # an acl_file denies test2 (QoS 1) and test5 (QoS 2) to the bridge: PUBACK / PUBREC 0x87
     # for each, each a dead letter (rejected, also counted in dropped.rejected), no PUBREL
     # after a PUBREC 0x87 (a PUBREL with a reason code other than 0 or 0x92 is a protocol
-    # error to mosquitto); every other topic delivered in order
+    # error to mosquitto); every other topic delivered in order. The bridge also sets the
+    # dead-letter keys to values other than their defaults (a duration string for the
+    # backoff): the attach log line must show them, taken from the keys
     "refused-topic": (["--scenario", "linkdown", "--probe-rest", "--acl-deny", "test2",
-                       "--acl-deny", "test5"],
-                      {"probe": True, "dead": "rejected", "remote_ok": True}),
+                       "--acl-deny", "test5", "--bridge", "outbox_max_attempts = 2",
+                       "--bridge", "outbox_dead_letter_limit = 5000",
+                       "--bridge", 'outbox_backoff = "500ms"'],
+                      {"probe": True, "dead": "rejected", "remote_ok": True,
+                       "attached": ["dead letters kept 5000 (outbox_dead_letter_limit)",
+                                    "max attempts 2 (outbox_max_attempts)",
+                                    "backoff 500 ms (outbox_backoff)"]}),
     # Retain Available 0, every 5th message of test4 published retained: forwarded with RETAIN
     # cleared (mosquitto disconnects a client that publishes a retained message, 0x9A)
     "retain-off": (["--scenario", "linkdown", "--probe-rest", "--mosquitto",
@@ -154,6 +162,10 @@ def check(res, extra, order):
         bad.append(f"{t['ctx_msgs_lost_lines']} 'ctx_msgs is lost' log lines")
     if not t.get("outbox_attached_lines"):
         bad.append("no 'durable outbox' log line")
+    for want in extra.get("attached", []):
+        lines = t.get("outbox_attached") or []
+        if not lines or any(want not in l for l in lines):
+            bad.append(f"'durable outbox' log lines {lines}: want '{want}' in each")
     waiting = t.get("outbox_open_waiting") or []
     if not waiting:
         bad.append("no 'nmq-outbox ...: bridge remote -> ..., N messages waiting' log line")

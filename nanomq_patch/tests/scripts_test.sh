@@ -256,5 +256,23 @@ sed -i 's/^\treturn a;/\tint unused_ours;\n\treturn a;/' "$hw/patched/nanomq/b.c
 out=$(python3 "$here/tests/hook_warnings.py" "$hw/pristine" "$hw/patched" "$hw/build" 2>&1); rc=$?
 if [ $rc -ne 0 ] && grep -q "nanomq/b.c:3: unused variable .unused_ours" <<<"$out" && ! grep -q unused_theirs <<<"$out"; then ok "hook_warnings.py: a warning on an added line fails"; else bad "hook_warnings.py: a warning on an added line fails"; fi
 
+# --- the bridge keys of the hooks: both lines read and pass each one, README documents it -----
+for key in connect_timeout outbox_window outbox_dead_letter_limit outbox_max_attempts outbox_backoff; do
+	for v in 0.25.6 0.24.6; do
+		check "nanonng-$v.patch reads $key" grep -q "^+.*\"$key\"" "$here/nanonng-$v.patch"
+	done
+	check "README documents bridges.mqtt.<name>.$key" grep -q "^| \`bridges.mqtt.<name>.$key\`" "$here/README.md"
+done
+for field in dead_letter_limit max_attempts backoff_ms; do
+	for v in 0.25.6 0.24.6; do
+		check "nanomq-$v.patch passes $field to the outbox" grep -q "^+.*cfg\.$field *= node->outbox_$field;" "$here/nanomq-$v.patch"
+	done
+done
+# durations are parsed by the library (checked arithmetic), not by a strtoull of the hooks
+for v in 0.25.6 0.24.6; do
+	check "nanonng-$v.patch parses durations with nmq_outbox_parse_duration_ms" grep -q '^+.*nmq_outbox_parse_duration_ms(' "$here/nanonng-$v.patch"
+	check "nanonng-$v.patch has no strtoull of its own" bash -c '! grep -q "^+.*strtoull" "$1"' _ "$here/nanonng-$v.patch"
+done
+
 echo "nanomq_patch_scripts: $pass passed, $fail failed"
 [ "$fail" -eq 0 ]
