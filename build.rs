@@ -5,8 +5,8 @@
 //! 2. From bindgen's function declarations this script generates, for every function of the
 //!    header, `const _: unsafe extern "C" fn(<header's parameters>) -> <header's result> =
 //!    <our export>;`. A missing export, or one whose signature differs, fails the build.
-//! 3. It scans `src/ffi.rs` and `src/nng.rs` for `#[no_mangle]` functions and fails the build if
-//!    one is not declared in a header.
+//! 3. It scans every file of `src/ffi/` (and `src/nng.rs`) for `#[no_mangle]` functions and
+//!    fails the build if one is not declared in a header.
 //!
 //! With the `nng` feature the same is done for `include/nmq_outbox_nng.h`, and bindgen also
 //! declares the nng functions we call, from `<nng/nng.h>` (Debian's libnng-dev by default; set
@@ -22,8 +22,7 @@ fn main() {
     let nng = env::var_os("CARGO_FEATURE_NNG").is_some();
     println!("cargo:rerun-if-changed=include/nmq_outbox.h");
     println!("cargo:rerun-if-changed=include/nmq_outbox_nng.h");
-    println!("cargo:rerun-if-changed=src/ffi_ack.rs");
-    println!("cargo:rerun-if-changed=src/ffi.rs");
+    println!("cargo:rerun-if-changed=src/ffi");
     println!("cargo:rerun-if-changed=src/nng.rs");
     println!("cargo:rerun-if-env-changed=NMQ_OUTBOX_NNG_INCLUDE");
 
@@ -91,8 +90,16 @@ fn main() {
 
     // Reverse direction: every export of ours is declared in a header.
     let mut exported = BTreeSet::new();
-    exported.extend(no_mangle_fns("src/ffi.rs"));
-    exported.extend(no_mangle_fns("src/ffi_ack.rs"));
+    let mut ffi: Vec<PathBuf> = fs::read_dir("src/ffi")
+        .expect("src/ffi")
+        .map(|e| e.expect("src/ffi entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "rs"))
+        .collect();
+    ffi.sort();
+    assert!(ffi.len() > 1, "src/ffi holds the exports");
+    for f in &ffi {
+        exported.extend(no_mangle_fns(f.to_str().expect("UTF-8 path")));
+    }
     if nng {
         exported.extend(no_mangle_fns("src/nng.rs"));
     }
@@ -143,9 +150,7 @@ fn checks(fns: &[syn::ForeignItemFn]) -> String {
 
 /// Names of the `#[no_mangle]` functions of a source file.
 fn no_mangle_fns(path: &str) -> Vec<String> {
-    let Ok(src) = fs::read_to_string(path) else {
-        return Vec::new();
-    };
+    let src = fs::read_to_string(path).unwrap_or_else(|e| panic!("read {path}: {e}"));
     let file = syn::parse_file(&src).unwrap_or_else(|e| panic!("parse {path}: {e}"));
     file.items
         .iter()

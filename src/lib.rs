@@ -12,7 +12,6 @@ pub mod dead;
 pub mod duration;
 pub mod error;
 pub mod ffi;
-pub mod ffi_ack;
 pub mod files;
 pub mod log;
 pub mod metrics;

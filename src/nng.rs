@@ -392,11 +392,11 @@ pub unsafe fn bind(ob: &Outbox, seq: i64, packet_id: u16, msg: *mut nng_msg) -> 
 
 // ---- The exports of include/nmq_outbox_nng.h -------------------------------------------------
 
+use crate::ffi::guard::{non_null, with_handle};
 use crate::ffi::sys::{
     nmq_outbox, nmq_outbox_connack, nmq_outbox_decision, nmq_outbox_result, NMQ_OUTBOX_EMPTY,
     NMQ_OUTBOX_OK, NMQ_OUTBOX_SEND_NOW, NMQ_OUTBOX_STORE,
 };
-use crate::ffi::{non_null, with_handle};
 #[allow(unused_imports)]
 use sys::nng_duration;
 
@@ -572,7 +572,7 @@ pub unsafe extern "C" fn nmq_outbox_nng_link_up(
         non_null(connack, "connack")?;
         let (header, body) = msg_parts(connack);
         let parsed = crate::mqtt::parse_connack(header, body, proto_ver);
-        crate::ffi::link_up_with(h, parsed, out)
+        crate::ffi::link::link_up_with(h, parsed, out)
     })
 }
 

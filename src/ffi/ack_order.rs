@@ -1,10 +1,10 @@
 //! C ABI of [`crate::ack_order`] (`include/nmq_outbox.h`, ACK ORDER): one queue per client
 //! connection, owned by the caller, not thread-safe (the caller serialises the calls).
 
+use super::guard::{guard, non_null};
+use super::sys::*;
 use crate::ack_order::AckOrder;
 use crate::error::{Error, Result};
-use crate::ffi::guard;
-use crate::ffi::sys::*;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 /// # Safety
@@ -90,7 +90,7 @@ pub unsafe extern "C" fn nmq_outbox_ack_order_pop(
     out: *mut nmq_outbox_pub_ack,
 ) -> nmq_outbox_result {
     guard("nmq_outbox_ack_order_pop", None, || {
-        crate::ffi::non_null(out, "out")?;
+        non_null(out, "out")?;
         Ok(match queue(q)?.pop() {
             Some(a) => {
                 *out = nmq_outbox_pub_ack {
