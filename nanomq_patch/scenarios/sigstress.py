@@ -15,16 +15,27 @@ after 5 s, with SIGALRM) with the stock exit status (SIGTERM 0, SIGINT 1) and it
 "outbox at exit: {...}" line with no drop ("dropped" all 0).
 The old handler (close in the signal handler) deadlocks only when the signal lands on a thread
 holding a lock the close needs; Linux delivers a process signal to the main thread mostly, so
-this is a regression guard, not a reproducer. Last line: "sigstress: N passed, M failed".
+this is a regression guard, not a reproducer; --target thread sends each signal to one of
+NanoMQ's threads other than the main one (tgkill), where such a lock is more likely held.
+--target writer sends it to the outbox's writer thread: the old handler then ran
+nmq_outbox_close() on the thread that close joins, every time ("nmq_outbox_close: internal
+error: panic caught: failed to join thread: Resource deadlock avoided"): the outbox was not
+closed (its last group commit not written). A run also fails on any "nmq_outbox_close:" error
+line or "panic caught" in NanoMQ's output.
+Last line: "sigstress: N passed, M failed".
 """
 import argparse
+import ctypes
 import json
 import os
+import random
 import re
 import signal
 import subprocess
 import sys
 import time
+
+libc = ctypes.CDLL(None, use_errno=True)
 
 NANOMQ_CONF = """\
 listeners.tcp {{
@@ -158,25 +169,45 @@ def one_run(args, i, ns):
         sig = signal.SIGINT if i % 2 else signal.SIGTERM
         before = acked(out, args.publishers)
         t0 = time.monotonic()
-        # the NanoMQ process itself (ip netns exec execs it: the same pid)
-        os.kill(nmq.pid, sig)
+        # the NanoMQ process itself (ip netns exec execs it: the same pid); --target thread:
+        # to one of its threads other than the main one, at random (a worker, the outbox's
+        # writer, nng's), where a lock the close needs may be held
+        if args.target in ("thread", "writer"):
+            tids = [int(t) for t in os.listdir(f"/proc/{nmq.pid}/task") if int(t) != nmq.pid]
+            if args.target == "writer":  # the outbox's writer thread
+                tids = [t for t in tids if open(f"/proc/{nmq.pid}/task/{t}/comm").read()
+                        .startswith("nmq-outbox-writ")]
+                if not tids:
+                    return False, "no nmq-outbox-writer thread"
+            tid = random.choice(tids)
+            name = open(f"/proc/{nmq.pid}/task/{tid}/comm").read().strip()
+            if libc.syscall(234, nmq.pid, tid, int(sig)) != 0:  # SYS_tgkill (x86_64)
+                return False, f"tgkill {tid} failed"
+            sig_to = f" to thread {tid} ({name})"
+        else:
+            os.kill(nmq.pid, sig)
+            sig_to = ""
         try:
             rc = nmq.wait(timeout=15)
         except subprocess.TimeoutExpired:
-            return False, f"{sig.name}: NanoMQ still running after 15 s (hung exit)"
+            return False, f"{sig.name}{sig_to}: NanoMQ still running after 15 s (hung exit)"
         secs = time.monotonic() - t0
         want = 1 if sig == signal.SIGINT else 0
-        text = open(log, errors="replace").read()
+        # NanoMQ's log rotates (10 KB files): its stdout has every line
+        text = open(os.path.join(out, "nanomq.out"), errors="replace").read()
         m = re.findall(r"outbox at exit: (\{.*\})", text)
+        bad = re.findall(r"nmq_outbox_close: .*|panic caught.*", text)
         if rc != want:
-            return False, (f"{sig.name}: exit status {rc} (want {want}; -14 = SIGALRM: the "
+            return False, (f"{sig.name}{sig_to}: exit status {rc} (want {want}; -14 = SIGALRM: the "
                            f"close hung) after {secs:.1f} s")
+        if bad:
+            return False, f"{sig.name}{sig_to}: the close failed: {bad[0][:160]}"
         if not m:
-            return False, f"{sig.name}: no 'outbox at exit' line"
+            return False, f"{sig.name}{sig_to}: no 'outbox at exit' line"
         drops = {k: v for k, v in json.loads(m[-1]).get("dropped", {}).items() if v}
         if drops:
             return False, f"{sig.name}: outbox at exit dropped {drops}"
-        return True, (f"{sig.name}: exit {rc} in {secs:.2f} s, {before} acked before, "
+        return True, (f"{sig.name}{sig_to}: exit {rc} in {secs:.2f} s, {before} acked before, "
                       f"outbox at exit: {m[-1][:120]}")
     finally:
         for p in reversed(procs):
@@ -198,6 +229,11 @@ def main():
     ap.add_argument("--publishers", type=int, default=4)
     ap.add_argument("--load", type=float, default=1.0)
     ap.add_argument("--prefix", default="sgs")
+    ap.add_argument("--target", choices=("process", "thread", "writer"), default="process",
+                    help="send the signal to the process (the kernel picks the thread: mostly "
+                    "the main one), to one of its other threads at random, or to the outbox's "
+                    "writer thread")
+    ap.add_argument("--seed", type=int, help="--target thread: the choice's seed")
     args = ap.parse_args()
     if args.cmd == "flood":
         return role_flood(args)
@@ -205,6 +241,8 @@ def main():
         ap.error("--nanomq and --out are needed")
     if os.geteuid() != 0:
         sys.exit("sigstress needs root (a network namespace)")
+    if args.seed is not None:
+        random.seed(args.seed)
     ns = args.prefix + "ns"
     subprocess.run(["ip", "netns", "del", ns], stderr=subprocess.DEVNULL)
     subprocess.run(["ip", "netns", "add", ns], check=True)
