@@ -16,7 +16,8 @@ after 5 s, with SIGALRM) with the stock exit status (SIGTERM 0, SIGINT 1) and it
 The old handler (close in the signal handler) deadlocks only when the signal lands on a thread
 holding a lock the close needs; Linux delivers a process signal to the main thread mostly, so
 this is a regression guard, not a reproducer; --target thread sends each signal to one of
-NanoMQ's threads other than the main one (tgkill), where such a lock is more likely held.
+NanoMQ's threads other than the main one that do not block it (tgkill; a process signal is
+never delivered to a thread that blocks it), where such a lock is more likely held.
 --target writer sends it to the outbox's writer thread: the old handler then ran
 nmq_outbox_close() on the thread that close joins, every time ("nmq_outbox_close: internal
 error: panic caught: failed to join thread: Resource deadlock avoided"): the outbox was not
@@ -173,7 +174,13 @@ def one_run(args, i, ns):
         # to one of its threads other than the main one, at random (a worker, the outbox's
         # writer, nng's), where a lock the close needs may be held
         if args.target in ("thread", "writer"):
-            tids = [int(t) for t in os.listdir(f"/proc/{nmq.pid}/task") if int(t) != nmq.pid]
+            def blocks(t):  # a thread that blocks the signal never takes it (B5's thread)
+                for line in open(f"/proc/{nmq.pid}/task/{t}/status"):
+                    if line.startswith("SigBlk:"):
+                        return bool(int(line.split()[1], 16) >> (int(sig) - 1) & 1)
+                return False
+            tids = [int(t) for t in os.listdir(f"/proc/{nmq.pid}/task")
+                    if int(t) != nmq.pid and not blocks(t)]
             if args.target == "writer":  # the outbox's writer thread
                 tids = [t for t in tids if open(f"/proc/{nmq.pid}/task/{t}/comm").read()
                         .startswith("nmq-outbox-writ")]
