@@ -29,6 +29,8 @@
 # Needs root (network namespaces), iproute2, iptables, python3 with paho-mqtt >= 2 (installed
 # with pip when missing), cmake, ninja, libmbedtls-dev (scripts/test.sh installs them).
 # NMQ_SUITE_PREFIX (default nmqsc): the network namespaces' name prefix, for two suites at once.
+# Without --only, each line also runs scenarios/sigstress.py (4 exit signals under load, each
+# to the outbox's writer thread).
 # Exit status: 0 when every step passed (or the suite was skipped outside CI).
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -218,6 +220,17 @@ args=(--out "$work/results" --remote-bin "$remote" --scale "$scale" "${order[@]}
 args+=(--chaos-seconds "${NMQ_CHAOS_SECONDS:-120}")
 rm -rf "${work:?}/results"
 python3 "$repo/nanomq_patch/scenarios/suite.py" "${suite_lines[@]}" "${args[@]}" || failed=1
+# B5: exit signals under load, each one sent to the outbox's writer thread (the old handler
+# closed the outbox on the thread that close joins: the close failed or hung, every time)
+if [ -z "$only" ]; then
+	for l in "${suite_lines[@]}"; do
+		[ "$l" = --line ] && continue
+		say "== sigstress ${l%%=*}"
+		python3 "$repo/nanomq_patch/scenarios/sigstress.py" --nanomq "${l#*=}" \
+			--out "$work/results/sigstress-${l%%=*}" --remote-bin "$remote" --runs 4 \
+			--target writer --prefix "${NMQ_SUITE_PREFIX:-nmqsc}s" | tail -n 5 || failed=1
+	done
+fi
 if [ ${#asan_line[@]} -gt 0 ]; then
 	python3 "$repo/nanomq_patch/scenarios/suite.py" "${asan_line[@]}" --out "$work/results" \
 		--remote-bin "$remote" --scale 0.15 --only linkdown "${order[@]}" "${prefix[@]}" || failed=1

@@ -70,6 +70,10 @@ SCENARIOS = {
     "qos0": (["--scenario", "linkdown", "--qos0", "--retry-qos-0", "true"], {}),
     # the bridge reloaded through the REST API every 10 s (scaled: at least twice) under traffic
     "reload": (["--scenario", "reload"], {}),
+    # a REST reload that fails (a server URL NanoNNG refuses) before the reported outage: the
+    # bridge goes on with its old connection and outbox, reconnects after the restore and
+    # drains (issue 20); REST during the outage and after the drain
+    "reload-fail": (["--scenario", "reload-fail", "--probe-rest"], {"probe": True}),
     # a seeded schedule of random cuts, silent drops, flaps, SIGKILLs of NanoMQ and graceful
     # restarts of the remote (--seed, --chaos-seconds: added by main()), publishers acked after
     # the commit, 4x the reported rate. Order per topic is asserted: the two causes of the
@@ -124,7 +128,8 @@ SCENARIOS = {
                    {"probe": True, "retained": True, "remote_ok": True}),
 }
 DEFAULT = ["linkdown", "blackhole", "drain-cut", "kill", "two-bridges", "mqtt311", "qos0",
-           "reload", "max-qos1", "mqtt311-qos1", "session-lost", "oversized", "refused-topic", "retain-off",
+           "reload", "reload-fail", "max-qos1", "mqtt311-qos1", "session-lost", "oversized",
+           "refused-topic", "retain-off",
            "chaos"]
 
 

@@ -229,7 +229,7 @@ fi
 
 # --- suite.sh: where no NanoMQ source can be had, and the hooks' warnings check -------------
 check "bash -n suite.sh" bash -n "$here/suite.sh"
-for f in scenarios/suite.py tests/hook_warnings.py; do
+for f in scenarios/suite.py scenarios/sigstress.py tests/hook_warnings.py; do
 	check "python3 parses $f" python3 -c 'import ast, sys; ast.parse(open(sys.argv[1]).read())' "$here/$f"
 done
 if [ "$(id -u)" -eq 0 ]; then
