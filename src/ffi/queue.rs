@@ -3,8 +3,8 @@
 
 use super::guard::{bytes, guard, non_null, utf8, with_handle};
 use super::sys::*;
-use crate::error::Error;
-use crate::outbox::{AckKind, AckOutcome, Decision, LostReason, NewMessage};
+use crate::error::{Error, Result};
+use crate::outbox::{AckKind, AckOutcome, Decision, LostReason, NewMessage, Outbox};
 use std::ffi::c_char;
 
 /// Send now or store. `ob` is borrowed (NULL gives EINVAL). `out` is borrowed and written on OK. Thread-safe.
@@ -147,9 +147,19 @@ pub unsafe extern "C" fn nmq_outbox_ping_due(
     ob: *mut nmq_outbox,
     due: *mut std::os::raw::c_int,
 ) -> nmq_outbox_result {
-    with_handle("nmq_outbox_ping_due", ob, |h| {
-        non_null(due, "due")?;
-        *due = h.ping_due()? as std::os::raw::c_int;
+    yes_no("nmq_outbox_ping_due", ob, due, Outbox::ping_due)
+}
+
+/// An export that answers yes (1) or no (0) in `*out`: a question to the handle.
+unsafe fn yes_no(
+    what: &str,
+    ob: *mut nmq_outbox,
+    out: *mut std::os::raw::c_int,
+    ask: impl FnOnce(&Outbox) -> Result<bool>,
+) -> nmq_outbox_result {
+    with_handle(what, ob, |h| {
+        non_null(out, "due")?;
+        *out = ask(h)? as std::os::raw::c_int;
         Ok(NMQ_OUTBOX_OK)
     })
 }
@@ -185,11 +195,7 @@ pub unsafe extern "C" fn nmq_outbox_replay_due(
     ob: *mut nmq_outbox,
     due: *mut std::os::raw::c_int,
 ) -> nmq_outbox_result {
-    with_handle("nmq_outbox_replay_due", ob, |h| {
-        non_null(due, "due")?;
-        *due = h.replay_due()? as std::os::raw::c_int;
-        Ok(NMQ_OUTBOX_OK)
-    })
+    yes_no("nmq_outbox_replay_due", ob, due, Outbox::replay_due)
 }
 
 /// Drops a leased row that cannot be sent. `ob` is borrowed (NULL gives EINVAL). Thread-safe.
