@@ -498,6 +498,10 @@ pub unsafe extern "C" fn nmq_outbox_nng_requeue_unacked(
         non_null(msgs, "msgs")?;
         non_null(released, "released")?;
         non_null(taken, "taken")?;
+        // checked before any slice exists (one longer than isize::MAX bytes is undefined)
+        if n > isize::MAX as usize / std::mem::size_of::<*mut nng_msg>() {
+            return Err(Error::Invalid(format!("n {n} is not an array length")));
+        }
         let ms = std::slice::from_raw_parts(msgs, n);
         if ms.iter().any(|m| m.is_null()) {
             return Err(Error::Invalid("msgs holds NULL".into()));

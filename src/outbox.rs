@@ -148,10 +148,12 @@ struct State {
 }
 
 impl State {
-    /// A new message may go out directly: the link is up, nothing is held, the window has
-    /// room, and no refusal holds the replay back (back-off, probe).
-    fn may_send_now(&self) -> bool {
-        self.link_up
+    /// A new message of `qos` may go out directly: the link is up, nothing is held, the window
+    /// has room, no refusal holds the replay back (back-off, probe), and it is not a QoS 0
+    /// message that `store_qos0` keeps until confirmed.
+    fn may_send_now(&self, qos: u8, cfg: &Config) -> bool {
+        !(qos == 0 && cfg.store_qos0)
+            && self.link_up
             && self.messages == 0
             && (self.inflight.len() as u32) < self.window
             && !self.backing_off()
@@ -484,13 +486,11 @@ impl Outbox {
     pub fn decide(&self, qos: u8) -> Result<Decision> {
         check_qos(qos)?;
         let st = self.shared.lock_open()?;
-        Ok(
-            if st.may_send_now() && !(qos == 0 && self.shared.cfg.store_qos0) {
-                Decision::SendNow
-            } else {
-                Decision::Store
-            },
-        )
+        Ok(if st.may_send_now(qos, &self.shared.cfg) {
+            Decision::SendNow
+        } else {
+            Decision::Store
+        })
     }
 
     /// Appends at the tail. Returns the row's seq. Durable after the next group commit. After

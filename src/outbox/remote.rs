@@ -143,8 +143,7 @@ impl Outbox {
         check_qos(qos)?;
         let st = self.shared.lock_open()?;
         Ok(
-            if st.may_send_now()
-                && !(qos == 0 && self.shared.cfg.store_qos0)
+            if st.may_send_now(qos, &self.shared.cfg)
                 && !st.limits.would_change(qos, retain, packet_len)
             {
                 Decision::SendNow
