@@ -324,7 +324,7 @@ static void test_lengths_qos0_drop(void)
     CHECK(st.messages == 1 && st.acked == 1 && st.dropped_malformed == 1 && st.inflight == 1);
     CHECK(st.refused_nospace == 0 && st.dropped_unwritten == 0 && st.space_low == 0);
     /* The counters as JSON and Prometheus text, into caller buffers. */
-    char small[8], big[4096];
+    char small[8], big[8192];
     size_t need = 0;
     CHECK_RC(nmq_outbox_stats_json(ob, small, sizeof small, &need), NMQ_OUTBOX_ETOOBIG);
     CHECK(need > sizeof small && need < sizeof big);
@@ -671,6 +671,56 @@ static void test_count_lost(void)
     nmq_outbox_free(ob);
 }
 
+/* Issue 21: the host's own events (QoS 0 dropped, refusals sent around the outbox) are library
+ * counters, in the stats, the JSON and Prometheus; the library knows every open handle: the
+ * Prometheus text of all of them, and close_all at exit with each one's counters logged. */
+static void test_events_and_registry(void)
+{
+    char p1[300], p2[300];
+    path_in(p1, sizeof p1, "ev1.db");
+    path_in(p2, sizeof p2, "ev2.db");
+    nmq_outbox_config c1 = config(p1, "ev-a"), c2 = config(p2, "ev-b");
+    nmq_outbox *a = NULL, *b = NULL;
+    nmq_outbox_stats st;
+    char buf[16384];
+    size_t need = 0;
+    uint64_t total = 0;
+    CHECK_RC(nmq_outbox_count_event(NULL, NMQ_OUTBOX_EVENT_FALLBACK, 1, &total), NMQ_OUTBOX_EINVAL);
+    CHECK_RC(nmq_outbox_open(&c1, &a), NMQ_OUTBOX_OK);
+    CHECK_RC(nmq_outbox_open(&c2, &b), NMQ_OUTBOX_OK);
+    CHECK_RC(nmq_outbox_count_event(a, NMQ_OUTBOX_EVENT_QOS0_DROPPED, 2, &total), NMQ_OUTBOX_OK);
+    CHECK(total == 2);
+    CHECK_RC(nmq_outbox_count_event(a, NMQ_OUTBOX_EVENT_QOS0_DROPPED, 1, NULL), NMQ_OUTBOX_OK);
+    CHECK_RC(nmq_outbox_count_event(b, NMQ_OUTBOX_EVENT_FALLBACK, 5, &total), NMQ_OUTBOX_OK);
+    CHECK(total == 5);
+    CHECK_RC(nmq_outbox_count_event(b, (nmq_outbox_event) 9, 1, NULL), NMQ_OUTBOX_EINVAL);
+    CHECK_RC(nmq_outbox_get_stats(a, &st), NMQ_OUTBOX_OK);
+    CHECK(st.dropped_qos0 == 3 && st.fallbacks == 0);
+    CHECK_RC(nmq_outbox_stats_json(b, buf, sizeof buf, &need), NMQ_OUTBOX_OK);
+    CHECK(strstr(buf, "\"dropped_qos0\":0,\"fallbacks\":5}") != NULL);
+    /* every open handle, in the order opened, without a list of the host's */
+    CHECK_RC(nmq_outbox_stats_prometheus_all(NULL, 0, &need), NMQ_OUTBOX_ETOOBIG);
+    CHECK_RC(nmq_outbox_stats_prometheus_all(buf, sizeof buf, &need), NMQ_OUTBOX_OK);
+    CHECK(strstr(buf, "nanomq_bridge_outbox_dropped_total{bridge=\"ev-a\",reason=\"qos0\"} 3\n") != NULL);
+    CHECK(strstr(buf, "nanomq_bridge_outbox_fallbacks_total{bridge=\"ev-b\"} 5\n") != NULL);
+    CHECK(strstr(buf, "bridge=\"ev-a\"") < strstr(buf, "bridge=\"ev-b\""));
+    /* at exit: both closed, each one's counters logged */
+    int before = log_count();
+    nmq_outbox_close_all();
+    CHECK(log_count() >= before + 2);
+    pthread_mutex_lock(&log_mtx);
+    CHECK(strstr(log_last, "outbox at exit: {\"bridge\":\"ev-b\"") == log_last);
+    pthread_mutex_unlock(&log_mtx);
+    CHECK_RC(nmq_outbox_flush(a), NMQ_OUTBOX_ECLOSED);
+    CHECK_RC(nmq_outbox_flush(b), NMQ_OUTBOX_ECLOSED);
+    nmq_outbox_close_all(); /* again: harmless */
+    nmq_outbox_free(a);
+    nmq_outbox_free(b);
+    /* freed handles leave the registry */
+    CHECK_RC(nmq_outbox_stats_prometheus_all(buf, sizeof buf, &need), NMQ_OUTBOX_OK);
+    CHECK(strstr(buf, "ev-a") == NULL && strstr(buf, "ev-b") == NULL);
+}
+
 /* Several threads append while one drains: the handle is thread-safe, nothing is lost. */
 #define WRITERS 4
 #define PER_WRITER 500
@@ -864,7 +914,7 @@ static void test_ack_refusals(void)
     CHECK(o == NMQ_OUTBOX_ACK_REJECTED);
     CHECK_RC(nmq_outbox_get_stats(ob, &st), NMQ_OUTBOX_OK);
     CHECK(st.dead_letters == 1 && st.dead_lettered == 1 && st.messages == 1);
-    char buf[4096];
+    char buf[8192];
     size_t need = 0;
     CHECK_RC(nmq_outbox_stats_json(ob, buf, sizeof buf, &need), NMQ_OUTBOX_OK);
     CHECK(strstr(buf, "\"dead_letters\":1,\"dead_lettered\":1,\"backoffs\":1") != NULL);
@@ -1013,6 +1063,7 @@ int main(int argc, char **argv)
     test_empty_message();
     test_bad_enums();
     test_count_lost();
+    test_events_and_registry();
     test_threads();
     test_link_up_connack();
     test_ack_refusals();

@@ -55,7 +55,7 @@ extern "C" {
 #endif
 
 /* Bumped whenever a struct of this header changes. Set config.abi_version to it. */
-#define NMQ_OUTBOX_ABI_VERSION 6
+#define NMQ_OUTBOX_ABI_VERSION 7
 
 /* Opaque handle: one bridge in one database file. */
 typedef struct nmq_outbox nmq_outbox;
@@ -220,6 +220,12 @@ typedef struct nmq_outbox_stats {
     uint8_t probing;           /* 1: the replay sends one row at a time (REFUSALS) */
     uint64_t acks_ignored;     /* acks that matched no row in flight (NOT_OURS: an unknown
                                   packet id, a second ack, the wrong type for the QoS sent) */
+    uint64_t dropped_qos0;     /* QoS 0 messages the host dropped: they could not go now (no
+                                  link, no free lane) and QoS 0 is not stored (store_qos0 0)
+                                  (nmq_outbox_count_event) */
+    uint64_t fallbacks;        /* messages the outbox refused (ENOSPC, EIO, ECLOSED, ETOOBIG)
+                                  that the host sent on its own path (nmq_outbox_count_event);
+                                  those it then lost there: lost_fallback_* */
 } nmq_outbox_stats;
 
 /* What a CONNACK said, as nmq_outbox_link_up_connack() parsed it: for the host's log and its
@@ -250,6 +256,11 @@ typedef enum nmq_outbox_lost_reason {
     NMQ_OUTBOX_LOST_SEND_FAILED = 2 /* the host's fallback send failed and freed it (no link and
                                        nowhere to keep it, ack timeout, socket closed) */
 } nmq_outbox_lost_reason;
+
+typedef enum nmq_outbox_event {
+    NMQ_OUTBOX_EVENT_QOS0_DROPPED = 1, /* a QoS 0 message dropped by the host: stats.dropped_qos0 */
+    NMQ_OUTBOX_EVENT_FALLBACK = 2      /* a refused message sent on the host's path: stats.fallbacks */
+} nmq_outbox_event;
 
 /* DEAD LETTERS (issue 20). A row the remote refuses for good is not deleted: it becomes a dead
  * letter, kept in the file (table `dead`: its bytes, QoS, times, the reason, the MQTT reason
@@ -459,6 +470,14 @@ nmq_outbox_result nmq_outbox_ack(nmq_outbox *ob, uint16_t packet_id, nmq_outbox_
 nmq_outbox_result nmq_outbox_count_lost(nmq_outbox *ob, nmq_outbox_lost_reason reason,
                                         uint64_t n);
 
+/* Counts `n` host events `what` (saturating) and writes the new total to *total (may be NULL):
+ * stats.dropped_qos0 (JSON "dropped_qos0", Prometheus nanomq_bridge_outbox_dropped_total
+ * {reason="qos0"}) or stats.fallbacks (JSON "fallbacks", Prometheus
+ * nanomq_bridge_outbox_fallbacks_total); n = 0 reads the total. Works after nmq_outbox_close()
+ * too. EINVAL for an unknown event. `ob` is borrowed. Thread-safe. */
+nmq_outbox_result nmq_outbox_count_event(nmq_outbox *ob, nmq_outbox_event what, uint64_t n,
+                                         uint64_t *total);
+
 /* Writes the counters of this bridge to *out. Also after nmq_outbox_close() (the last values). */
 nmq_outbox_result nmq_outbox_get_stats(nmq_outbox *ob, nmq_outbox_stats *out);
 
@@ -488,9 +507,22 @@ nmq_outbox_result nmq_outbox_stats_json(nmq_outbox *ob, char *buf, size_t cap, s
 /* The counters of the n handles in obs (a caller-owned array, no NULL entry) in Prometheus'
  * text format: families nanomq_bridge_outbox_{messages,bytes,inflight,oldest_age_seconds,
  * link_up,dead_letters,backing_off,probing} (gauges),
- * _{enqueued,acked,resent,qos_downgraded,retain_cleared,dead_lettered,backoffs,acks_ignored}_total and
- * _dropped_total{reason=...} (counters, reason="dead_letters" included),
+ * _{enqueued,acked,resent,qos_downgraded,retain_cleared,dead_lettered,backoffs,acks_ignored,
+ * fallbacks}_total and _dropped_total{reason=...} (counters; reasons full, expired, rejected,
+ * malformed, unwritten, fallback_queue, fallback_send, dead_letters, refused_nospace, qos0),
  * each sample labelled bridge="<name>". Buffer rule as nmq_outbox_stats_json(). */
+
+/* As nmq_outbox_stats_prometheus() for every handle of this process not yet freed (open or
+ * closed), in the order they were opened: the host keeps no list. No handle: OK and "". */
+nmq_outbox_result nmq_outbox_stats_prometheus_all(char *buf, size_t cap, size_t *len);
+
+/* Commits and closes every handle of this process that is open (nmq_outbox_close() on each),
+ * and logs each one's counters at INFO on its own log callback ("outbox at exit: {...}", the
+ * JSON of nmq_outbox_stats_json()). For the host's exit: may be given to atexit(), called from
+ * a thread that handles exit signals (not from a signal handler: it takes locks), and called
+ * again (a handle closed before is neither closed nor logged again). Handles stay allocated and owned by
+ * their callers. Thread-safe. */
+void nmq_outbox_close_all(void);
 nmq_outbox_result nmq_outbox_stats_prometheus(nmq_outbox *const *obs, size_t n, char *buf,
                                               size_t cap, size_t *len);
 

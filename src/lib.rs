@@ -8,6 +8,7 @@
 
 pub mod ack_order;
 pub mod config;
+pub mod counters;
 pub mod dead;
 pub mod duration;
 pub mod error;

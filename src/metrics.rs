@@ -1,7 +1,9 @@
 //! The counters of a bridge as an operator reads them: a JSON object (for NanoMQ's REST API,
 //! `GET /api/v4/bridges/<name>`) and Prometheus' text format (for `GET /api/v4/prometheus`).
-//! Pure formatting, no I/O.
+//! Pure formatting, no I/O; what is shown and under which name comes from the one list of
+//! counters in [`crate::counters`].
 
+use crate::counters::{Json, Prom, Value, FIELDS};
 use crate::outbox::Stats;
 use std::fmt::Write;
 
@@ -27,51 +29,44 @@ fn json_str(s: &str) -> String {
 }
 
 /// One bridge's outbox as a JSON object, e.g.
-/// `{"bridge":"emqx1","file":"/var/lib/nanomq/nmq_outbox-emqx1.db","link_up":true,...}`.
+/// `{"bridge":"emqx1","file":"/var/lib/nanomq/nmq_outbox-emqx1.db","link_up":true,...}`:
+/// every counter of [`FIELDS`] with a JSON key, in the list's order, the drops in a
+/// `"dropped"` object at the place of the first of them.
 pub fn json(bridge: &str, file: &str, s: &Stats) -> String {
-    format!(
-        concat!(
-            "{{\"bridge\":{},\"file\":{},\"link_up\":{},\"messages\":{},\"bytes\":{},",
-            "\"inflight\":{},\"oldest_age_ms\":{},\"enqueued\":{},\"acked\":{},\"resent\":{},",
-            "\"dropped\":{{\"full\":{},\"expired\":{},\"rejected\":{},\"malformed\":{},",
-            "\"unwritten\":{},\"fallback_queue\":{},\"fallback_send\":{},",
-            "\"dead_letters\":{}}},",
-            "\"refused_nospace\":{},\"space_low\":{},\"window\":{},",
-            "\"committed_seq\":{},\"qos_downgraded\":{},\"retain_cleared\":{},",
-            "\"dead_letters\":{},\"dead_lettered\":{},\"backoffs\":{},",
-            "\"backing_off\":{},\"probing\":{},\"acks_ignored\":{}}}"
-        ),
+    fn value(v: Value) -> String {
+        match v {
+            Value::U(n) => n.to_string(),
+            Value::I(n) => n.to_string(),
+            Value::B(b) => b.to_string(),
+        }
+    }
+    let drops: Vec<String> = FIELDS
+        .iter()
+        .filter_map(|f| match f.json {
+            Json::Dropped(k) => Some(format!("{}:{}", json_str(k), value((f.get)(s)))),
+            _ => None,
+        })
+        .collect();
+    let mut out = format!(
+        "{{\"bridge\":{},\"file\":{}",
         json_str(bridge),
-        json_str(file),
-        s.link_up,
-        s.messages,
-        s.bytes,
-        s.inflight,
-        s.oldest_age_ms,
-        s.enqueued,
-        s.acked,
-        s.resent,
-        s.dropped_full,
-        s.dropped_expired,
-        s.dropped_rejected,
-        s.dropped_malformed,
-        s.dropped_unwritten,
-        s.lost_fallback_queue,
-        s.lost_fallback_send,
-        s.dropped_dead_letters,
-        s.refused_nospace,
-        s.space_low,
-        s.window,
-        s.committed_seq,
-        s.qos_downgraded,
-        s.retain_cleared,
-        s.dead_letters,
-        s.dead_lettered,
-        s.backoffs,
-        s.backing_off,
-        s.probing,
-        s.acks_ignored
-    )
+        json_str(file)
+    );
+    let mut dropped_done = false;
+    for f in FIELDS {
+        match f.json {
+            Json::Top(k) => {
+                let _ = write!(out, ",{}:{}", json_str(k), value((f.get)(s)));
+            }
+            Json::Dropped(_) if !dropped_done => {
+                dropped_done = true;
+                let _ = write!(out, ",\"dropped\":{{{}}}", drops.join(","));
+            }
+            _ => {}
+        }
+    }
+    out.push('}');
+    out
 }
 
 /// Label value in Prometheus' text format (backslash, quote and newline escaped).
@@ -82,144 +77,45 @@ fn label(s: &str) -> String {
 }
 
 /// Every bridge's outbox in Prometheus' text exposition format: one family per counter or
-/// gauge (`nanomq_bridge_outbox_*`), each with its HELP and TYPE lines once and one sample per
-/// bridge, labelled `bridge="<name>"` (drops also by `reason`).
+/// gauge of [`FIELDS`] (`nanomq_bridge_outbox_*`), each with its HELP and TYPE lines once and
+/// one sample per bridge, labelled `bridge="<name>"`; the drops in one family
+/// `nanomq_bridge_outbox_dropped_total`, labelled by `reason` too.
 pub fn prometheus(bridges: &[(&str, &Stats)]) -> String {
-    type Get = fn(&Stats) -> u64;
-    let families: [(&str, &str, &str, Get); 16] = [
-        (
-            "messages",
-            "gauge",
-            "Messages held in the outbox (queued or in flight).",
-            |s| s.messages,
-        ),
-        (
-            "bytes",
-            "gauge",
-            "Bytes of message data held in the outbox.",
-            |s| s.bytes,
-        ),
-        (
-            "inflight",
-            "gauge",
-            "Messages sent from the outbox and not yet acknowledged.",
-            |s| s.inflight,
-        ),
-        (
-            "oldest_age_seconds",
-            "gauge",
-            "Age of the oldest message held, 0 when empty.",
-            |s| s.oldest_age_ms / 1000,
-        ),
-        (
-            "link_up",
-            "gauge",
-            "1 when the bridge's link to the remote is up.",
-            |s| s.link_up as u64,
-        ),
-        (
-            "enqueued_total",
-            "counter",
-            "Messages accepted into the outbox since it was opened.",
-            |s| s.enqueued,
-        ),
-        (
-            "acked_total",
-            "counter",
-            "Messages acknowledged by the remote (QoS 0: written) since the outbox was opened.",
-            |s| s.acked,
-        ),
-        (
-            "resent_total",
-            "counter",
-            "Messages sent again after a link loss or a restart.",
-            |s| s.resent,
-        ),
-        (
-            "qos_downgraded_total",
-            "counter",
-            "Messages sent at a lower QoS than stored: the remote's Maximum QoS.",
-            |s| s.qos_downgraded,
-        ),
-        (
-            "retain_cleared_total",
-            "counter",
-            "Messages sent with RETAIN cleared: the remote has no retained messages.",
-            |s| s.retain_cleared,
-        ),
-        (
-            "dead_letters",
-            "gauge",
-            "Dead letters kept in the outbox file: messages the remote refused for good.",
-            |s| s.dead_letters,
-        ),
-        (
-            "dead_lettered_total",
-            "counter",
-            "Messages made dead letters since the outbox was opened.",
-            |s| s.dead_lettered,
-        ),
-        (
-            "backoffs_total",
-            "counter",
-            "Transient refusals by the remote (quota, load) that made the replay back off.",
-            |s| s.backoffs,
-        ),
-        (
-            "backing_off",
-            "gauge",
-            "1 while the replay waits for a back-off to pass.",
-            |s| s.backing_off as u64,
-        ),
-        (
-            "probing",
-            "gauge",
-            "1 while the replay sends one message at a time to find one the remote refuses.",
-            |s| s.probing as u64,
-        ),
-        (
-            "acks_ignored_total",
-            "counter",
-            "Acks from the remote that matched no message in flight.",
-            |s| s.acks_ignored,
-        ),
-    ];
     let mut out = String::new();
-    for (name, kind, help, get) in families {
-        let _ = writeln!(out, "# HELP nanomq_bridge_outbox_{name} {help}");
-        let _ = writeln!(out, "# TYPE nanomq_bridge_outbox_{name} {kind}");
-        for (bridge, s) in bridges {
-            let _ = writeln!(
-                out,
-                "nanomq_bridge_outbox_{name}{{bridge=\"{}\"}} {}",
-                label(bridge),
-                get(s)
-            );
+    for f in FIELDS {
+        if let Prom::Family {
+            name,
+            kind,
+            help,
+            div,
+        } = f.prom
+        {
+            let _ = writeln!(out, "# HELP nanomq_bridge_outbox_{name} {help}");
+            let _ = writeln!(out, "# TYPE nanomq_bridge_outbox_{name} {kind}");
+            for (bridge, s) in bridges {
+                let _ = writeln!(
+                    out,
+                    "nanomq_bridge_outbox_{name}{{bridge=\"{}\"}} {}",
+                    label(bridge),
+                    (f.get)(s).as_u64() / div.max(1)
+                );
+            }
         }
     }
-    let drops: [(&str, Get); 9] = [
-        ("full", |s| s.dropped_full),
-        ("expired", |s| s.dropped_expired),
-        ("rejected", |s| s.dropped_rejected),
-        ("malformed", |s| s.dropped_malformed),
-        ("unwritten", |s| s.dropped_unwritten),
-        ("refused_nospace", |s| s.refused_nospace),
-        ("fallback_queue", |s| s.lost_fallback_queue),
-        ("fallback_send", |s| s.lost_fallback_send),
-        ("dead_letters", |s| s.dropped_dead_letters),
-    ];
     out.push_str(
         "# HELP nanomq_bridge_outbox_dropped_total Messages dropped or refused, by reason.\n",
     );
     out.push_str("# TYPE nanomq_bridge_outbox_dropped_total counter\n");
     for (bridge, s) in bridges {
-        for (reason, get) in drops {
-            let _ = writeln!(
-                out,
-                "nanomq_bridge_outbox_dropped_total{{bridge=\"{}\",reason=\"{reason}\"}} {}",
-                label(bridge),
-                get(s)
-            );
+        for f in FIELDS {
+            if let Prom::Drop(reason) = f.prom {
+                let _ = writeln!(
+                    out,
+                    "nanomq_bridge_outbox_dropped_total{{bridge=\"{}\",reason=\"{reason}\"}} {}",
+                    label(bridge),
+                    (f.get)(s).as_u64()
+                );
+            }
         }
     }
     out
@@ -259,6 +155,8 @@ mod tests {
             backing_off: true,
             probing: true,
             acks_ignored: 15,
+            dropped_qos0: 16,
+            fallbacks: 17,
         }
     }
 
@@ -280,7 +178,7 @@ mod tests {
             "\"space_low\":false",
             "\"committed_seq\":1170,\"qos_downgraded\":9,\"retain_cleared\":10,",
             "\"dead_letters\":11,\"dead_lettered\":12,\"backoffs\":14,\"backing_off\":true,",
-            "\"probing\":true,\"acks_ignored\":15}",
+            "\"probing\":true,\"acks_ignored\":15,\"dropped_qos0\":16,\"fallbacks\":17}",
         ] {
             assert!(j.contains(part), "{part} in {j}");
         }
@@ -325,6 +223,9 @@ mod tests {
             "nanomq_bridge_outbox_dropped_total{bridge=\"emqx1\",reason=\"dead_letters\"} 13\n"
         ));
         assert!(text.contains("nanomq_bridge_outbox_dead_letters{bridge=\"emqx1\"} 11\n"));
-        assert_eq!(seen.len(), 17);
+        assert!(text
+            .contains("nanomq_bridge_outbox_dropped_total{bridge=\"emqx1\",reason=\"qos0\"} 16\n"));
+        assert!(text.contains("nanomq_bridge_outbox_fallbacks_total{bridge=\"emqx1\"} 17\n"));
+        assert_eq!(seen.len(), 18);
     }
 }

@@ -23,6 +23,7 @@ mod insert;
 mod qos0;
 mod readahead;
 mod refusal;
+mod registry;
 mod remote;
 mod replay;
 mod trim;
@@ -31,6 +32,7 @@ mod writer;
 #[cfg(test)]
 mod writer_tests;
 
+pub use registry::{close_all, stats_all};
 pub use types::*;
 use writer::ACKS_DUE;
 
@@ -93,6 +95,9 @@ struct State {
     refused_nospace: u64,
     lost_fallback_queue: u64,
     lost_fallback_send: u64,
+    /// Host events counted here (`count_event`): QoS 0 dropped, refusals sent around us.
+    dropped_qos0: u64,
+    fallbacks: u64,
     /// The last commit failed; appends commit inline until one succeeds.
     write_failed: bool,
     /// The disk was full and the reserve is spent: appends are refused until it is back.
@@ -268,12 +273,13 @@ struct Shared {
     notify: OnceLock<Notifier>,
     /// Serialises the making of `notify`.
     notify_init: Mutex<()>,
+    /// The writer thread, until `close` joins it.
+    writer: Mutex<Option<JoinHandle<()>>>,
 }
 
 /// One bridge's durable outbox.
 pub struct Outbox {
     shared: Arc<Shared>,
-    writer: Mutex<Option<JoinHandle<()>>>,
 }
 
 fn check_qos(qos: u8) -> Result<()> {
@@ -359,6 +365,8 @@ impl Outbox {
             refused_nospace: 0,
             lost_fallback_queue: 0,
             lost_fallback_send: 0,
+            dropped_qos0: 0,
+            fallbacks: 0,
             write_failed: false,
             space_low,
             last_reserve_try: space_low.then(Instant::now),
@@ -413,44 +421,23 @@ impl Outbox {
             db: Mutex::new(Some(store)),
             notify: OnceLock::new(),
             notify_init: Mutex::new(()),
+            writer: Mutex::new(None),
         });
         let worker = Arc::clone(&shared);
         let writer = std::thread::Builder::new()
             .name("nmq-outbox-writer".into())
             .spawn(move || worker.writer_loop())
             .map_err(|e| Error::Io(format!("cannot start the writer thread: {e}")))?;
-        Ok(Outbox {
-            shared,
-            writer: Mutex::new(Some(writer)),
-        })
+        *lock(&shared.writer) = Some(writer);
+        registry::register(&shared);
+        Ok(Outbox { shared })
     }
 
     /// Commits everything pending and stops the writer thread. Idempotent; afterwards every
     /// other call returns `Error::Closed` (`stats` still answers, with the last counters).
     /// Accepted rows the final commit could not write are counted in `dropped_unwritten`.
     pub fn close(&self) -> Result<()> {
-        let sh = &self.shared;
-        {
-            let mut st = lock(&sh.state);
-            if st.closed {
-                return Ok(());
-            }
-            st.closed = true;
-        }
-        sh.wake.notify_all();
-        if let Some(w) = lock(&self.writer).take() {
-            let _ = w.join();
-        }
-        // An error is returned, not logged: the caller (or Drop) reports it once.
-        let res = sh.flush_inner();
-        if res.is_err() {
-            let mut st = lock(&sh.state);
-            let lost = st.pending.inserts.len() as u64;
-            st.dropped_unwritten = st.dropped_unwritten.saturating_add(lost);
-        }
-        // The connection closes before the file's claim is released (Store's field order).
-        lock(&sh.db).take();
-        res
+        self.shared.close()
     }
 
     /// Commits every pending write now.
@@ -625,6 +612,18 @@ impl Outbox {
         *c = c.saturating_add(n);
     }
 
+    /// Counts `n` host events of kind `what` (see [`HostEvent`]) and returns the new total.
+    /// Works on a closed handle too (a refusal at shutdown takes the host's path).
+    pub fn count_event(&self, what: HostEvent, n: u64) -> u64 {
+        let mut st = lock(&self.shared.state);
+        let c = match what {
+            HostEvent::Qos0Dropped => &mut st.dropped_qos0,
+            HostEvent::Fallback => &mut st.fallbacks,
+        };
+        *c = c.saturating_add(n);
+        *c
+    }
+
     /// Commits the pending appends and PUBRECs on the calling thread (acks and packet ids
     /// stay the writer's, `ack_linger_ms`). Behind a running commit (another caller's, the
     /// writer's acks) it waits for it, then commits what came meanwhile or finds its appends
@@ -704,7 +703,52 @@ impl Outbox {
 
     /// The counters. Also after `close` (the last values; `oldest_age_ms` is then 0).
     pub fn stats(&self) -> Result<Stats> {
-        let sh = &self.shared;
+        self.shared.stats()
+    }
+}
+
+impl Drop for Outbox {
+    fn drop(&mut self) {
+        // Nobody is left to return an error to: log it.
+        if let Err(e) = self.close() {
+            let lost = lock(&self.shared.state).dropped_unwritten;
+            self.shared.log.error(&format!(
+                "close: final commit failed, {lost} accepted messages lost: {e}"
+            ));
+        }
+    }
+}
+
+impl Shared {
+    /// See [`Outbox::close`].
+    fn close(&self) -> Result<()> {
+        let sh = self;
+        {
+            let mut st = lock(&sh.state);
+            if st.closed {
+                return Ok(());
+            }
+            st.closed = true;
+        }
+        sh.wake.notify_all();
+        if let Some(w) = lock(&sh.writer).take() {
+            let _ = w.join();
+        }
+        // An error is returned, not logged: the caller (or Drop) reports it once.
+        let res = sh.flush_inner();
+        if res.is_err() {
+            let mut st = lock(&sh.state);
+            let lost = st.pending.inserts.len() as u64;
+            st.dropped_unwritten = st.dropped_unwritten.saturating_add(lost);
+        }
+        // The connection closes before the file's claim is released (Store's field order).
+        lock(&sh.db).take();
+        res
+    }
+
+    /// See [`Outbox::stats`].
+    fn stats(&self) -> Result<Stats> {
+        let sh = self;
         let db_oldest = match lock(&sh.db).as_mut() {
             Some(store) => store.oldest_enqueued_at()?,
             None => None,
@@ -745,23 +789,11 @@ impl Outbox {
             backing_off: st.backing_off(),
             probing: st.probe,
             acks_ignored: st.acks_ignored,
+            dropped_qos0: st.dropped_qos0,
+            fallbacks: st.fallbacks,
         })
     }
-}
 
-impl Drop for Outbox {
-    fn drop(&mut self) {
-        // Nobody is left to return an error to: log it.
-        if let Err(e) = self.close() {
-            let lost = lock(&self.shared.state).dropped_unwritten;
-            self.shared.log.error(&format!(
-                "close: final commit failed, {lost} accepted messages lost: {e}"
-            ));
-        }
-    }
-}
-
-impl Shared {
     fn lock_open(&self) -> Result<MutexGuard<'_, State>> {
         let st = lock(&self.state);
         if st.closed {

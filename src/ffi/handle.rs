@@ -185,3 +185,14 @@ pub unsafe extern "C" fn nmq_outbox_free(ob: *mut nmq_outbox) {
 pub unsafe extern "C" fn nmq_outbox_flush(ob: *mut nmq_outbox) -> nmq_outbox_result {
     with_handle("nmq_outbox_flush", ob, |h| h.flush().map(|_| NMQ_OUTBOX_OK))
 }
+
+/// Commits and closes every handle of this process that is still open and logs each one's
+/// counters on its own logger. Handles stay allocated and owned by their callers.
+/// Thread-safe; idempotent.
+#[no_mangle]
+pub unsafe extern "C" fn nmq_outbox_close_all() {
+    let _ = guard("nmq_outbox_close_all", None, || {
+        crate::outbox::close_all();
+        Ok(NMQ_OUTBOX_OK)
+    });
+}

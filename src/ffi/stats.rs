@@ -6,6 +6,32 @@ use super::sys::*;
 use crate::error::Result;
 use std::ffi::c_char;
 
+/// A counter's value as the C struct's field type (booleans are 0 or 1).
+trait ToC<T> {
+    fn to_c(self) -> T;
+}
+impl<T> ToC<T> for T {
+    fn to_c(self) -> T {
+        self
+    }
+}
+impl ToC<u8> for bool {
+    fn to_c(self) -> u8 {
+        self as u8
+    }
+}
+
+macro_rules! stats_to_c {
+    ($($f:ident),*) => {
+        /// The C struct, field by field from the one list of counters: a field missing on
+        /// either side fails the build.
+        fn to_c(s: &crate::outbox::Stats) -> nmq_outbox_stats {
+            nmq_outbox_stats { $($f: ToC::to_c(s.$f)),* }
+        }
+    };
+}
+crate::counters::for_each_counter!(stats_to_c);
+
 /// Writes the counters to `*out` (borrowed). `ob` is borrowed (NULL gives EINVAL). Thread-safe.
 #[no_mangle]
 pub unsafe extern "C" fn nmq_outbox_get_stats(
@@ -14,37 +40,7 @@ pub unsafe extern "C" fn nmq_outbox_get_stats(
 ) -> nmq_outbox_result {
     with_handle("nmq_outbox_get_stats", ob, |h| {
         non_null(out, "out")?;
-        let s = h.stats()?;
-        *out = nmq_outbox_stats {
-            messages: s.messages,
-            bytes: s.bytes,
-            inflight: s.inflight,
-            enqueued: s.enqueued,
-            acked: s.acked,
-            resent: s.resent,
-            dropped_full: s.dropped_full,
-            dropped_expired: s.dropped_expired,
-            dropped_rejected: s.dropped_rejected,
-            dropped_malformed: s.dropped_malformed,
-            dropped_unwritten: s.dropped_unwritten,
-            refused_nospace: s.refused_nospace,
-            oldest_age_ms: s.oldest_age_ms,
-            committed_seq: s.committed_seq,
-            window: s.window,
-            link_up: s.link_up as u8,
-            space_low: s.space_low as u8,
-            lost_fallback_queue: s.lost_fallback_queue,
-            lost_fallback_send: s.lost_fallback_send,
-            qos_downgraded: s.qos_downgraded,
-            retain_cleared: s.retain_cleared,
-            dead_letters: s.dead_letters,
-            dead_lettered: s.dead_lettered,
-            dropped_dead_letters: s.dropped_dead_letters,
-            backoffs: s.backoffs,
-            backing_off: s.backing_off as u8,
-            probing: s.probing as u8,
-            acks_ignored: s.acks_ignored,
-        };
+        *out = to_c(&h.stats()?);
         Ok(NMQ_OUTBOX_OK)
     })
 }
@@ -104,5 +100,48 @@ pub unsafe extern "C" fn nmq_outbox_stats_prometheus(
         }
         let refs: Vec<(&str, &crate::outbox::Stats)> = all.iter().map(|(b, s)| (*b, s)).collect();
         to_buf(&crate::metrics::prometheus(&refs), buf, cap, len)
+    })
+}
+
+/// Every open outbox of this process (`nmq_outbox_free` not yet called) in Prometheus' text
+/// format into `buf` (borrowed, `cap` bytes); `*len` (borrowed) gets the size needed. No outbox:
+/// OK with an empty text. Thread-safe.
+#[no_mangle]
+pub unsafe extern "C" fn nmq_outbox_stats_prometheus_all(
+    buf: *mut c_char,
+    cap: usize,
+    len: *mut usize,
+) -> nmq_outbox_result {
+    guard("nmq_outbox_stats_prometheus_all", None, || {
+        let all = crate::outbox::stats_all();
+        if all.is_empty() {
+            return to_buf("", buf, cap, len);
+        }
+        let refs: Vec<(&str, &crate::outbox::Stats)> =
+            all.iter().map(|(b, s)| (b.as_str(), s)).collect();
+        to_buf(&crate::metrics::prometheus(&refs), buf, cap, len)
+    })
+}
+
+/// Counts `n` host events `what` on `ob` (borrowed; NULL gives EINVAL) and writes the new
+/// total to `*total` (borrowed; may be NULL). Works on a closed handle. Thread-safe.
+#[no_mangle]
+pub unsafe extern "C" fn nmq_outbox_count_event(
+    ob: *mut nmq_outbox,
+    what: nmq_outbox_event,
+    n: u64,
+    total: *mut u64,
+) -> nmq_outbox_result {
+    with_handle("nmq_outbox_count_event", ob, |h| {
+        let what = match what {
+            NMQ_OUTBOX_EVENT_QOS0_DROPPED => crate::outbox::HostEvent::Qos0Dropped,
+            NMQ_OUTBOX_EVENT_FALLBACK => crate::outbox::HostEvent::Fallback,
+            other => return Err(crate::error::Error::Invalid(format!("event {other}"))),
+        };
+        let t = h.count_event(what, n);
+        if !total.is_null() {
+            *total = t;
+        }
+        Ok(NMQ_OUTBOX_OK)
     })
 }

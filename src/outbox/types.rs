@@ -75,66 +75,16 @@ pub enum LostReason {
     SendFailed,
 }
 
-/// Counters and gauges of one bridge.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Stats {
-    /// Rows held (queued or in flight) and their data bytes.
-    pub messages: u64,
-    pub bytes: u64,
-    /// Rows handed out and not yet acknowledged.
-    pub inflight: u64,
-    /// Rows accepted since open.
-    pub enqueued: u64,
-    /// Rows deleted on ack since open (PUBACK, PUBCOMP; for QoS 0: written to the link).
-    pub acked: u64,
-    /// Rows handed out again (after a link loss, an unlease, or a restart).
-    pub resent: u64,
-    pub dropped_full: u64,
-    pub dropped_expired: u64,
-    pub dropped_rejected: u64,
-    /// Rows that cannot be stored or sent as they are: dropped by the host (`drop_row`, e.g. a
-    /// row that does not split into a PUBLISH) or refused by SQLite at commit (key collision).
-    pub dropped_malformed: u64,
-    /// Accepted rows that never reached the disk: the final commit at close failed (disk
-    /// full, file lost). Also logged.
-    pub dropped_unwritten: u64,
-    /// Appends refused with `NoSpace` (the caller kept the message).
-    pub refused_nospace: u64,
-    /// Messages this outbox refused that the host then lost on its own path (`count_lost`):
-    /// its fallback queue was full (NanoMQ's `ctx_msgs` drops its oldest)...
-    pub lost_fallback_queue: u64,
-    /// ...or its fallback send failed (no link and nowhere to keep it, timeout, socket closed).
-    pub lost_fallback_send: u64,
-    /// Milliseconds since the oldest held row was accepted (0 when empty).
-    pub oldest_age_ms: u64,
-    /// Every row appended with a seq <= this is committed to disk.
-    pub committed_seq: i64,
-    pub link_up: bool,
-    /// Effective window (config window capped by Receive Maximum).
-    pub window: u32,
-    /// The disk was found full and the reserve is spent: appends are refused with `NoSpace`
-    /// (the space left is for the drain's acks) until the reserve can be put back.
-    pub space_low: bool,
-    /// Rows handed out at a lower QoS than stored (the remote's Maximum QoS).
-    pub qos_downgraded: u64,
-    /// Rows sent with RETAIN cleared: the remote has no retained messages (Retain Available 0).
-    pub retain_cleared: u64,
-    /// Dead letters kept in the file now (rows the remote refused for good: not replayed).
-    pub dead_letters: u64,
-    /// Rows made dead letters since open.
-    pub dead_lettered: u64,
-    /// The oldest dead letters deleted beyond `dead_letter_limit` (each logged with its reason).
-    pub dropped_dead_letters: u64,
-    /// Transient refusals (PUBACK/PUBREC 0x97, a DISCONNECT for quota or load) that made the
-    /// replay back off.
-    pub backoffs: u64,
-    /// The replay waits for a back-off to pass (`lease` gives nothing until then).
-    pub backing_off: bool,
-    /// The replay sends one row at a time, to find a row the remote refuses by closing the
-    /// connection (until a row is acknowledged).
-    pub probing: bool,
-    /// Acks given to the outbox that matched no row of it in flight (NOT_OURS: an unknown
-    /// packet id, a second ack, an ack of the wrong type; with hosts that pass the acks of
-    /// their direct sends too, those as well).
-    pub acks_ignored: u64,
+/// What the host did with a message around the outbox, counted by `Outbox::count_event`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostEvent {
+    /// A QoS 0 message that could not go now (no link, no free lane) was dropped: QoS 0 is
+    /// not stored (`store_qos0` off). Counted in `dropped_qos0`.
+    Qos0Dropped,
+    /// A message this outbox refused (disk full, too big, closed) was sent on the host's own
+    /// path instead. Counted in `fallbacks`.
+    Fallback,
 }
+
+/// Counters and gauges of one bridge: declared once, in `src/counters.rs`.
+pub use crate::counters::Stats;
