@@ -1,7 +1,12 @@
 #!/bin/sh
 # apply.sh - applies the nmq-outbox hooks to a NanoMQ source tree whose nng/ directory holds
 # the NanoNNG sources (git clone with its submodule, or a release tarball), and copies the
-# CMake glue. It patches sources only; nanomq_patch/build.sh does the whole build.
+# CMake glue and the C glue. It patches sources only; nanomq_patch/build.sh does the whole build.
+#
+# The C glue (nanomq_patch/glue/) is the hooks' code that is the same on every NanoMQ line,
+# written once: each file is copied to the same path in the tree (glue/nanomq/x.c ->
+# <tree>/nanomq/x.c, glue/nng/... -> <tree>/nng/...), where the patched file includes it. The
+# per-line patches hold only call sites and the #include lines.
 #
 #   nanomq_patch/apply.sh <nanomq-tree> [0.25.6|0.24.6]     (default: try 0.25.6, then 0.24.6)
 #   nanomq_patch/apply.sh --check <nanomq-tree> [version]   dry run: what would be done
@@ -100,6 +105,18 @@ EOF
 	elif ! cmp -s "$here/cmake/NmqOutbox.cmake" "$tree/cmake/NmqOutbox.cmake"; then
 		cp "$here/cmake/NmqOutbox.cmake" "$tree/cmake/NmqOutbox.cmake"
 		echo "apply.sh: copied cmake/NmqOutbox.cmake to $tree/cmake/"
+	fi
+	if [ -d "$here/glue" ]; then
+		(cd "$here/glue" && find . -type f | sort) | while read -r g; do
+			g=${g#./}
+			if [ -n "$check" ]; then
+				echo "apply.sh: would copy glue/$g to $tree/$g"
+			elif ! cmp -s "$here/glue/$g" "$tree/$g"; then
+				mkdir -p "$(dirname "$tree/$g")"
+				cp "$here/glue/$g" "$tree/$g"
+				echo "apply.sh: copied glue/$g to $tree/$g"
+			fi
+		done
 	fi
 	if [ -n "$check" ]; then verb="would carry"; else verb=carries; fi
 	echo "apply.sh: $tree $verb the nmq-outbox hooks for NanoMQ $v"

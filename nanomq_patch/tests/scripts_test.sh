@@ -53,6 +53,9 @@ pd=$tmp/nanomq_patch
 mkdir -p "$pd/cmake"
 cp "$here/apply.sh" "$pd/"
 echo "# glue" >"$pd/cmake/NmqOutbox.cmake"
+mkdir -p "$pd/glue/nanomq" "$pd/glue/nng/src/mqtt/protocol/mqtt"
+echo "/* bridge glue */" >"$pd/glue/nanomq/nmq_outbox_glue_bridge.c"
+echo "/* client glue */" >"$pd/glue/nng/src/mqtt/protocol/mqtt/nmq_outbox_glue_client.c"
 mk_tree "$tmp/proto"
 mk_tree "$tmp/proto24" old
 for v in 0.25.6 0.24.6; do
@@ -75,6 +78,8 @@ check "inside another work tree: bridge.c hunks applied" [ "$(grep -c hooked "$t
 check "inside another work tree: mqtt_client.c applied" grep -q '3 hooked' "$tmp/outer/t/nng/src/mqtt/protocol/mqtt/mqtt_client.c"
 check "inside another work tree: glue copied" cmp -s "$pd/cmake/NmqOutbox.cmake" "$tmp/outer/t/cmake/NmqOutbox.cmake"
 check "inside another work tree: names the version" grep -q 'hooks for NanoMQ 0.25.6' <<<"$out"
+check "inside another work tree: C glue copied (nanomq)" cmp -s "$pd/glue/nanomq/nmq_outbox_glue_bridge.c" "$tmp/outer/t/nanomq/nmq_outbox_glue_bridge.c"
+check "inside another work tree: C glue copied (nng)" cmp -s "$pd/glue/nng/src/mqtt/protocol/mqtt/nmq_outbox_glue_client.c" "$tmp/outer/t/nng/src/mqtt/protocol/mqtt/nmq_outbox_glue_client.c"
 # 2. idempotent
 before=$(sums "$tmp/outer/t")
 out=$("$pd/apply.sh" "$tmp/outer/t" 2>&1); rc=$?
@@ -87,6 +92,7 @@ before=$(sums "$tmp/outer/c")
 out=$("$pd/apply.sh" --check "$tmp/outer/c" 2>&1); rc=$?
 if [ $rc -eq 0 ] && grep -q 'would apply' <<<"$out"; then ok "--check: exit 0, would apply"; else bad "--check: exit 0, would apply"; fi
 check "--check: tree unchanged" [ "$before" = "$(sums "$tmp/outer/c")" ]
+check "--check: names the C glue" grep -q 'would copy glue/nanomq/nmq_outbox_glue_bridge.c' <<<"$out"
 # 4. a misfit names file and hunk, changes nothing
 cp -a "$tmp/proto" "$tmp/outer/m"
 sed -i 's/^line 24$/line 24 changed upstream/' "$tmp/outer/m/nanomq/bridge.c"
