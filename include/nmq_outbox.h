@@ -25,6 +25,10 @@
  *     library lock held. It must not call nmq_outbox_* and must not take a lock that the host
  *     holds while calling the library (a logger's own lock is fine). Hence the library may be
  *     called with the host's locks held (NanoMQ's node->mtx, nng's socket mutex).
+ *   - The one other call back: the packet-id question (nmq_outbox_pid_busy_fn) a host passes to
+ *     nmq_outbox_nng_lease_bind(); it runs only inside that call, on its thread, with the
+ *     outbox's lock held, so it may read the host's state under the locks the host holds
+ *     around that call, and must not call nmq_outbox_*.
  *   - Calls block at most for one SQLite transaction (group commit, a lease refill or a flush).
  *
  * ERRORS

@@ -16,8 +16,9 @@
  * property. A message that is not a well-formed PUBLISH gives NMQ_OUTBOX_EINVAL.
  *
  * Threads: as in nmq_outbox.h. These calls may run with NanoMQ's node->mtx or the nng socket
- * mutex held; they never call back into the host except the log callback and nng_aio_finish
- * (N1; the aio's callback then runs on an nng thread, as usual).
+ * mutex held; they never call back into the host except the log callback, nng_aio_finish
+ * (N1; the aio's callback then runs on an nng thread, as usual) and the packet-id question
+ * given to nmq_outbox_nng_lease_bind() (inside that call only).
  */
 #ifndef NMQ_OUTBOX_NNG_H
 #define NMQ_OUTBOX_NNG_H
