@@ -616,6 +616,120 @@ static void test_qos0_confirmed_by_pingresp(void)
     nmq_outbox_free(ob);
 }
 
+/* PACKET IDS: the host's ids in flight, as a busy callback would read them from its own map. */
+struct host_ids {
+    uint16_t busy[4];
+    int asked;
+};
+
+static int host_busy(void *arg, uint16_t pid)
+{
+    struct host_ids *h = arg;
+    h->asked++;
+    for (int i = 0; i < 4; i++) {
+        if (h->busy[i] == pid) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* An ack as the transport receives it: fixed header in the nng header, the rest in the body. */
+static nng_msg *ack_msg(uint8_t type, uint16_t pid, int reason)
+{
+    nng_msg *m = NULL;
+    uint8_t hdr[2] = {(uint8_t) (type << 4), (uint8_t) (reason < 0 ? 2 : 3)};
+    uint8_t body[3] = {(uint8_t) (pid >> 8), (uint8_t) pid, (uint8_t) reason};
+    CHECK(nng_msg_alloc(&m, 0) == 0);
+    nng_msg_header_append(m, hdr, 2);
+    nng_msg_append(m, body, reason < 0 ? 2 : 3);
+    return m;
+}
+
+/* N4 in one step and N5 from the raw ack: the library picks the packet id (skipping the ids
+ * the host has busy and its own), says what the row is (PUBLISH, PUBREL, QoS 0), reads acks. */
+static void test_lease_bind_and_raw_acks(void)
+{
+    nmq_outbox *ob = open_outbox("leasebind.db");
+    CHECK_RC(nmq_outbox_append(ob, 1, 0, (const uint8_t *) "x", 1, NULL), NMQ_OUTBOX_OK);
+    nng_msg *m = publish(1, "q1", NULL, 0);
+    CHECK_RC(nmq_outbox_nng_append(ob, 4, m, NULL), NMQ_OUTBOX_OK);
+    m = publish(2, "q2", NULL, 0);
+    CHECK_RC(nmq_outbox_nng_append(ob, 4, m, NULL), NMQ_OUTBOX_OK);
+    m = publish(0, "q0", NULL, 0);
+    CHECK_RC(nmq_outbox_nng_append(ob, 4, m, NULL), NMQ_OUTBOX_OK);
+    CHECK_RC(nmq_outbox_flush(ob), NMQ_OUTBOX_OK);
+    nng_msg *out = NULL;
+    nmq_outbox_bound_row row;
+    struct host_ids h = {{0x8000, 0x8001, 0, 0}, 0};
+    CHECK_RC(nmq_outbox_nng_lease_bind(ob, 4, host_busy, &h, &out, &row), NMQ_OUTBOX_EMPTY);
+    CHECK(out == NULL); /* link down */
+    CHECK_RC(nmq_outbox_link_up(ob, 0), NMQ_OUTBOX_OK);
+    CHECK_RC(nmq_outbox_nng_lease_bind(ob, 4, host_busy, &h, NULL, &row), NMQ_OUTBOX_EINVAL);
+    /* Row 1 ("x") is no PUBLISH: dropped; row 2 is the QoS 1 PUBLISH, on the first id free. */
+    CHECK_RC(nmq_outbox_nng_lease_bind(ob, 4, host_busy, &h, &out, &row), NMQ_OUTBOX_OK);
+    CHECK(row.kind == NMQ_OUTBOX_ROW_PUBLISH && row.qos == 1 && row.dup == 0);
+    CHECK(row.packet_id == 0x8002 && pid_of(out) == 0x8002 && h.asked == 3);
+    int bound = 0;
+    CHECK_RC(nmq_outbox_packet_id_bound(ob, 0x8002, &bound), NMQ_OUTBOX_OK);
+    CHECK(bound == 1);
+    CHECK_RC(nmq_outbox_packet_id_bound(ob, 0x8000, &bound), NMQ_OUTBOX_OK);
+    CHECK(bound == 0);
+    CHECK_RC(nmq_outbox_packet_id_bound(ob, 1, NULL), NMQ_OUTBOX_EINVAL);
+    nng_msg_free(out);
+    /* Row 3, QoS 2; no busy callback: the library's own map alone. */
+    CHECK_RC(nmq_outbox_nng_lease_bind(ob, 4, NULL, NULL, &out, &row), NMQ_OUTBOX_OK);
+    CHECK(row.kind == NMQ_OUTBOX_ROW_PUBLISH && row.qos == 2 && row.packet_id == 0x8003);
+    int64_t q2 = row.seq;
+    nng_msg_free(out);
+    /* Row 4, QoS 0: no packet id. */
+    CHECK_RC(nmq_outbox_nng_lease_bind(ob, 4, host_busy, &h, &out, &row), NMQ_OUTBOX_OK);
+    CHECK(row.kind == NMQ_OUTBOX_ROW_QOS0 && row.qos == 0 && row.packet_id == 0);
+    CHECK((*(uint8_t *) nng_msg_header(out) & 0xf6) == 0x30);
+    nng_msg_free(out);
+    CHECK_RC(nmq_outbox_sent(ob, row.seq), NMQ_OUTBOX_OK);
+
+    /* Acks from the raw packet: the host's own id is not the outbox's (nothing counted). */
+    nmq_outbox_ack_outcome o = NMQ_OUTBOX_ACK_DONE;
+    uint8_t rc = 0xff;
+    nng_msg *a = ack_msg(4, 0x8000, -1);
+    CHECK_RC(nmq_outbox_nng_ack(ob, a, 4, &o, &rc), NMQ_OUTBOX_NOT_OURS);
+    CHECK(rc == 0);
+    nng_msg_free(a);
+    a = ack_msg(5, 0x8003, 0); /* PUBREC, v5 reason 0 */
+    CHECK_RC(nmq_outbox_nng_ack(ob, a, 5, &o, &rc), NMQ_OUTBOX_OK);
+    CHECK(o == NMQ_OUTBOX_ACK_PROGRESS && rc == 0);
+    nng_msg_free(a);
+    a = ack_msg(6, 0x8003, -1); /* a PUBREL is no ack */
+    CHECK_RC(nmq_outbox_nng_ack(ob, a, 5, &o, &rc), NMQ_OUTBOX_EINVAL);
+    nng_msg_free(a);
+    CHECK_RC(nmq_outbox_nng_ack(ob, NULL, 5, &o, &rc), NMQ_OUTBOX_EINVAL);
+    a = ack_msg(4, 0x8002, 0x87); /* PUBACK refused (v5): the row becomes a dead letter */
+    CHECK_RC(nmq_outbox_nng_ack(ob, a, 5, &o, &rc), NMQ_OUTBOX_OK);
+    CHECK(o == NMQ_OUTBOX_ACK_REJECTED && rc == 0x87);
+    nng_msg_free(a);
+    CHECK_RC(nmq_outbox_packet_id_bound(ob, 0x8002, &bound), NMQ_OUTBOX_OK);
+    CHECK(bound == 0);
+
+    /* After a link loss the QoS 2 row resumes with PUBREL on its own id; while the host has
+     * that id busy nothing is bound (EMPTY, the row stays queued). */
+    CHECK_RC(nmq_outbox_link_down(ob), NMQ_OUTBOX_OK);
+    CHECK_RC(nmq_outbox_link_up(ob, 0), NMQ_OUTBOX_OK);
+    h.busy[2] = 0x8003;
+    CHECK_RC(nmq_outbox_nng_lease_bind(ob, 4, host_busy, &h, &out, &row), NMQ_OUTBOX_EMPTY);
+    CHECK(out == NULL);
+    h.busy[2] = 0;
+    CHECK_RC(nmq_outbox_nng_lease_bind(ob, 4, host_busy, &h, &out, &row), NMQ_OUTBOX_OK);
+    CHECK(row.kind == NMQ_OUTBOX_ROW_PUBREL && row.seq == q2 && row.packet_id == 0x8003);
+    CHECK(memcmp(nng_msg_header(out), "\x62\x02", 2) == 0);
+    nng_msg_free(out);
+    a = ack_msg(7, 0x8003, -1);
+    CHECK_RC(nmq_outbox_nng_ack(ob, a, 5, &o, NULL), NMQ_OUTBOX_OK);
+    CHECK(o == NMQ_OUTBOX_ACK_DONE);
+    nng_msg_free(a);
+    nmq_outbox_free(ob);
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -634,6 +748,7 @@ int main(int argc, char **argv)
     test_requeue_unacked_kept_in_flight();
     test_publish_cancel_timeout_zero_is_no_timeout();
     test_qos0_confirmed_by_pingresp();
+    test_lease_bind_and_raw_acks();
     nng_fini(); /* joins nng's own threads, so valgrind sees no stack of theirs */
     return report(argv[0]);
 }

@@ -25,6 +25,10 @@
  *     library lock held. It must not call nmq_outbox_* and must not take a lock that the host
  *     holds while calling the library (a logger's own lock is fine). Hence the library may be
  *     called with the host's locks held (NanoMQ's node->mtx, nng's socket mutex).
+ *   - The one other call back: the packet-id question (nmq_outbox_pid_busy_fn) a host passes to
+ *     nmq_outbox_nng_lease_bind(); it runs only inside that call, on its thread, with the
+ *     outbox's lock held, so it may read the host's state under the locks the host holds
+ *     around that call, and must not call nmq_outbox_*.
  *   - Calls block at most for one SQLite transaction (group commit, a lease refill or a flush).
  *
  * ERRORS
@@ -182,6 +186,27 @@ typedef struct nmq_outbox_item {
     uint8_t released;      /* QoS 2: PUBREC already came for packet_id: send PUBREL on it, not
                               the PUBLISH again (which the remote could deliver twice) */
 } nmq_outbox_item;
+
+/* What a row handed out by nmq_outbox_nng_lease_bind() is on the wire. */
+typedef enum nmq_outbox_row_kind {
+    NMQ_OUTBOX_ROW_PUBLISH = 0, /* a QoS 1/2 PUBLISH, bound to packet_id; its ack completes it */
+    NMQ_OUTBOX_ROW_PUBREL = 1,  /* a PUBREL on packet_id (QoS 2, PUBREC came); PUBCOMP ends it */
+    NMQ_OUTBOX_ROW_QOS0 = 2     /* a QoS 0 PUBLISH, no packet id: nmq_outbox_sent() once written */
+} nmq_outbox_row_kind;
+
+/* A row handed out with its packet id chosen and bound (nmq_outbox_nng_lease_bind). */
+typedef struct nmq_outbox_bound_row {
+    int64_t seq;        /* for nmq_outbox_unlease() (send failed) and nmq_outbox_sent() */
+    uint16_t packet_id; /* bound and written into the packet; 0 for NMQ_OUTBOX_ROW_QOS0 */
+    uint8_t qos;        /* the QoS it goes out with (the remote's Maximum QoS applied) */
+    uint8_t kind;       /* nmq_outbox_row_kind */
+    uint8_t dup;        /* 1: a PUBLISH sent before on packet_id (DUP is set in it) */
+} nmq_outbox_bound_row;
+
+/* Asked by the outbox before it binds `packet_id` to a row: nonzero when the host has that id in
+ * flight on its own (a direct send, a SUBSCRIBE). Called on the caller's thread, inside the
+ * call that was given it, with the outbox's lock held: it must not call into the library. */
+typedef int (*nmq_outbox_pid_busy_fn)(void *arg, uint16_t packet_id);
 
 typedef struct nmq_outbox_stats {
     uint64_t messages;         /* rows held: queued + in flight */
@@ -460,6 +485,12 @@ nmq_outbox_result nmq_outbox_drop(nmq_outbox *ob, int64_t seq, nmq_outbox_drop_r
  * no row of this outbox is bound to packet_id. */
 nmq_outbox_result nmq_outbox_ack(nmq_outbox *ob, uint16_t packet_id, nmq_outbox_ack_type type,
                                  uint8_t reason_code, nmq_outbox_ack_outcome *outcome);
+
+/* PACKET IDS: the outbox chooses the packet ids of its rows (nmq_outbox_nng_lease_bind) and
+ * is their one map. *bound (not NULL) gets 1 when `packet_id` is bound to a row of this outbox
+ * in flight: the host gives it to none of its own sends then (and routes its acks to the
+ * outbox: nmq_outbox_nng_ack). `ob` is borrowed. Thread-safe. */
+nmq_outbox_result nmq_outbox_packet_id_bound(nmq_outbox *ob, uint16_t packet_id, int *bound);
 
 /* `n` messages this outbox refused (ENOSPC, EIO, ECLOSED, ETOOBIG: the host kept them) were
  * then lost on the host's own path for `reason`: added (saturating) to stats.lost_fallback_queue

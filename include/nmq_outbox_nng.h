@@ -16,8 +16,9 @@
  * property. A message that is not a well-formed PUBLISH gives NMQ_OUTBOX_EINVAL.
  *
  * Threads: as in nmq_outbox.h. These calls may run with NanoMQ's node->mtx or the nng socket
- * mutex held; they never call back into the host except the log callback and nng_aio_finish
- * (N1; the aio's callback then runs on an nng thread, as usual).
+ * mutex held; they never call back into the host except the log callback, nng_aio_finish
+ * (N1; the aio's callback then runs on an nng thread, as usual) and the packet-id question
+ * given to nmq_outbox_nng_lease_bind() (inside that call only).
  */
 #ifndef NMQ_OUTBOX_NNG_H
 #define NMQ_OUTBOX_NNG_H
@@ -112,6 +113,38 @@ nmq_outbox_result nmq_outbox_nng_lease(nmq_outbox *ob, uint8_t proto_ver, nng_ms
  * another id, not a message from nmq_outbox_nng_lease) neither the row nor `msg` changed. */
 nmq_outbox_result nmq_outbox_nng_bind(nmq_outbox *ob, int64_t seq, uint16_t packet_id,
                                       nng_msg *msg);
+
+/* Hook N4 in one step (nmq_outbox_nng_lease, then the packet id chosen and bound by the
+ * library; PACKET IDS in nmq_outbox.h): the next row as a new nng_msg ready to send, and *row
+ * what it is, so that the host decodes nothing:
+ *   - NMQ_OUTBOX_ROW_PUBLISH: a QoS row->qos PUBLISH with row->packet_id written in (its
+ *     previous id, with DUP, when it is free; else the next free id of the outbox's own
+ *     counter, which starts at 0x8000 and wraps from 65535 to 1);
+ *   - NMQ_OUTBOX_ROW_PUBREL: a PUBREL on the row's own id (never another);
+ *   - NMQ_OUTBOX_ROW_QOS0: a QoS 0 PUBLISH (packet_id 0): send it, then nmq_outbox_sent().
+ * An id is free when no row of this outbox in flight has it and `busy` (may be NULL: the host
+ * keeps no ids of its own) returns 0 for it; `busy` is asked at most 65535 times per call,
+ * with `arg`, on this thread, with the outbox's lock held (it must not call the library).
+ * The caller owns *out on OK; if the send fails, free it and nmq_outbox_unlease(row->seq).
+ * NMQ_OUTBOX_EMPTY when there is nothing to send now (link down, window full, no row), or when
+ * no packet id is free for the next row (it stays queued: try again after an ack). Rows that
+ * do not make a packet are dropped as in nmq_outbox_nng_lease. Call it where the host's acks
+ * for the same outbox cannot run meanwhile (NanoNNG: under the socket mutex). */
+nmq_outbox_result nmq_outbox_nng_lease_bind(nmq_outbox *ob, uint8_t proto_ver,
+                                            nmq_outbox_pid_busy_fn busy, void *arg,
+                                            nng_msg **out, nmq_outbox_bound_row *row);
+
+/* Hook N5: an acknowledgement as received (`ack`: its fixed header in the nng header, the rest
+ * in the body; borrowed, never changed). The library reads its type (PUBACK, PUBREC or
+ * PUBCOMP), packet id and, with `proto_ver` 5, its reason code (0 when absent), and gives it
+ * to the row bound to that id (nmq_outbox_ack). *reason_code (may be NULL) gets the reason
+ * code in every case but EINVAL. NMQ_OUTBOX_NOT_OURS: no row of this outbox is bound to the
+ * id (the host's own send's ack: the host handles it; nothing counted). NMQ_OUTBOX_OK: the
+ * outbox took it, *outcome (may be NULL) tells what it did; an ack of the wrong type for its
+ * row is ignored (counted in acks_ignored, *outcome NMQ_OUTBOX_ACK_PROGRESS): the id stays the
+ * outbox's until the row is done. NMQ_OUTBOX_EINVAL: not such an ack. Thread-safe. */
+nmq_outbox_result nmq_outbox_nng_ack(nmq_outbox *ob, nng_msg *ack, uint8_t proto_ver,
+                                     nmq_outbox_ack_outcome *outcome, uint8_t *reason_code);
 
 /* Hook N4, link up (mqtt_recv_cb, case NNG_MQTT_CONNACK): nmq_outbox_link_up_connack() on
  * NanoNNG's CONNACK message, whose nng header is the fixed header and whose body is the rest,

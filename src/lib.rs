@@ -28,4 +28,6 @@ pub mod store;
 pub use config::{Config, FullPolicy, SyncMode};
 pub use error::{Error, Result};
 pub use log::{Level, LogFn, Logger};
-pub use outbox::{AckKind, AckOutcome, Decision, Leased, LostReason, NewMessage, Outbox, Stats};
+pub use outbox::{
+    AckKind, AckOutcome, Decision, Leased, LostReason, NewMessage, Outbox, RowKind, Stats,
+};

@@ -283,6 +283,35 @@ pub fn pubrel_packet_id(header: &[u8], body: &[u8]) -> Option<u16> {
     }
 }
 
+/// An acknowledgement as received (fixed header, rest): its type, packet id and reason code
+/// (MQTT 5 only, 0 when absent or before MQTT 5). A PUBACK, PUBREC or PUBCOMP, else an error.
+pub fn parse_ack(
+    header: &[u8],
+    body: &[u8],
+    proto_ver: u8,
+) -> Result<(crate::outbox::AckKind, u16, u8)> {
+    use crate::outbox::AckKind;
+    let kind = match header.first().copied() {
+        Some(0x40) => AckKind::PubAck,
+        Some(0x50) => AckKind::PubRec,
+        Some(0x70) => AckKind::PubComp,
+        Some(b) => {
+            return Err(Error::Invalid(format!(
+                "not a PUBACK, PUBREC or PUBCOMP (first byte 0x{b:02x})"
+            )))
+        }
+        None => return Err(Error::Invalid("an ack without its fixed header".into())),
+    };
+    let [a, b, rest @ ..] = body else {
+        return Err(Error::Invalid(format!("{kind:?} without its packet id")));
+    };
+    let reason = match rest {
+        [r, ..] if proto_ver == 5 => *r,
+        _ => 0,
+    };
+    Ok((kind, u16::from_be_bytes([*a, *b]), reason))
+}
+
 /// Splits stored bytes (fixed header followed by the rest) back into header and body.
 pub fn split_packet(data: &[u8]) -> Result<(&[u8], &[u8])> {
     if data.is_empty() {
@@ -353,6 +382,33 @@ pub fn resend_size(data: &[u8], proto_ver: u8, expiry_secs: u32) -> Result<usize
             Ok(1 + varint_len(body) + body)
         }
         _ => Ok(data.len()),
+    }
+}
+
+#[cfg(test)]
+mod ack_tests {
+    use super::*;
+    use crate::outbox::AckKind;
+
+    #[test]
+    fn an_ack_is_read_from_the_raw_packet() {
+        let p = |h: &[u8], b: &[u8], v| parse_ack(h, b, v).ok();
+        assert_eq!(
+            p(&[0x40, 2], &[1, 2], 4),
+            Some((AckKind::PubAck, 0x0102, 0))
+        );
+        assert_eq!(
+            p(&[0x50, 3], &[0, 9, 0x87], 5),
+            Some((AckKind::PubRec, 9, 0x87))
+        );
+        assert_eq!(
+            p(&[0x50, 3], &[0, 9, 0x87], 4),
+            Some((AckKind::PubRec, 9, 0))
+        );
+        assert_eq!(p(&[0x70, 2], &[0, 1], 5), Some((AckKind::PubComp, 1, 0)));
+        assert_eq!(p(&[0x62, 2], &[0, 1], 5), None, "a PUBREL");
+        assert_eq!(p(&[0x40, 1], &[0], 5), None, "no packet id");
+        assert_eq!(p(&[], &[0, 1], 5), None);
     }
 }
 

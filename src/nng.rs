@@ -10,7 +10,7 @@
 
 use crate::error::{Error, Result};
 use crate::mqtt::{parse_publish, prepare_resend, pubrel, pubrel_packet_id, set_packet_id};
-use crate::outbox::{Decision, Leased, Outbox};
+use crate::outbox::{Decision, Leased, Outbox, RowKind};
 
 /// bindgen's declarations of the nng subset we use, and of `include/nmq_outbox_nng.h`.
 #[allow(
@@ -284,6 +284,8 @@ pub struct LeaseInfo {
     pub prev_packet_id: u16,
     /// The message is a PUBREL for `prev_packet_id` (QoS 2 whose PUBREC came).
     pub released: bool,
+    /// The QoS the row goes out with.
+    pub qos: u8,
 }
 
 /// Malformed rows dropped by one lease call at most; then it says EMPTY (the next call goes on).
@@ -348,6 +350,7 @@ pub unsafe fn lease(ob: &Outbox, proto_ver: u8) -> Result<Option<(*mut nng_msg, 
                     seq: row.seq,
                     prev_packet_id: row.packet_id,
                     released: row.released,
+                    qos: row.qos,
                 },
             ))),
             Err(e) => {
@@ -390,12 +393,95 @@ pub unsafe fn bind(ob: &Outbox, seq: i64, packet_id: u16, msg: *mut nng_msg) -> 
     set_packet_id(h, b, packet_id, dup)
 }
 
+/// A leased row with its packet id bound: what the host needs to send it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BoundRow {
+    pub seq: i64,
+    /// 0 for a QoS 0 row.
+    pub packet_id: u16,
+    pub qos: u8,
+    pub kind: RowKind,
+    /// A PUBLISH sent before on `packet_id` (DUP set).
+    pub dup: bool,
+}
+
+/// N4 in one step: `lease`, then the packet id chosen and bound by the outbox
+/// (`Outbox::bind_free`, asking `host_busy`) and written into the message. Ok(None) when there
+/// is nothing to send now or no packet id is free (the row stays queued).
+///
+/// # Safety
+/// Calls nng's allocator; the returned message belongs to the caller.
+pub unsafe fn lease_bind(
+    ob: &Outbox,
+    proto_ver: u8,
+    host_busy: &mut dyn FnMut(u16) -> bool,
+) -> Result<Option<(*mut nng_msg, BoundRow)>> {
+    let Some((msg, info)) = lease(ob, proto_ver)? else {
+        return Ok(None);
+    };
+    let mut row = BoundRow {
+        seq: info.seq,
+        packet_id: 0,
+        qos: info.qos,
+        kind: if info.released {
+            RowKind::Pubrel
+        } else if info.qos == 0 {
+            RowKind::Qos0
+        } else {
+            RowKind::Publish
+        },
+        dup: false,
+    };
+    if row.kind == RowKind::Qos0 {
+        return Ok(Some((msg, row)));
+    }
+    let bound = ob
+        .bind_free(info.seq, info.prev_packet_id, info.released, host_busy)
+        .and_then(|id| {
+            let Some(id) = id else { return Ok(None) };
+            row.packet_id = id;
+            if row.kind == RowKind::Publish {
+                row.dup = info.prev_packet_id == id;
+                let (h, b) = msg_parts_mut(msg);
+                set_packet_id(h, b, id, row.dup)?;
+            }
+            Ok(Some(id))
+        });
+    match bound {
+        Ok(Some(_)) => Ok(Some((msg, row))),
+        other => {
+            sys::nng_msg_free(msg);
+            // back at its place: leased again once an id is free
+            let _ = ob.unlease(info.seq);
+            other.map(|_| None)
+        }
+    }
+}
+
+/// N5. An ack as received (`ack`: fixed header, rest): (what it did, reason code); what it did
+/// is None when its packet id is bound to no row of the outbox (the host's own send's).
+///
+/// # Safety
+/// `ack` must be a valid nng message.
+pub unsafe fn ack(
+    ob: &Outbox,
+    ack: *mut nng_msg,
+    proto_ver: u8,
+) -> Result<(Option<crate::outbox::AckOutcome>, u8)> {
+    let (h, b) = msg_parts(ack);
+    let (kind, packet_id, reason) = crate::mqtt::parse_ack(h, b, proto_ver)?;
+    Ok((ob.ack_bound(packet_id, kind, reason)?, reason))
+}
+
 // ---- The exports of include/nmq_outbox_nng.h -------------------------------------------------
 
 use crate::ffi::guard::{non_null, with_handle};
 use crate::ffi::sys::{
-    nmq_outbox, nmq_outbox_connack, nmq_outbox_decision, nmq_outbox_result, NMQ_OUTBOX_EMPTY,
-    NMQ_OUTBOX_OK, NMQ_OUTBOX_SEND_NOW, NMQ_OUTBOX_STORE,
+    nmq_outbox, nmq_outbox_ack_outcome, nmq_outbox_bound_row, nmq_outbox_connack,
+    nmq_outbox_decision, nmq_outbox_pid_busy_fn, nmq_outbox_result, NMQ_OUTBOX_ACK_DONE,
+    NMQ_OUTBOX_ACK_PROGRESS, NMQ_OUTBOX_ACK_REJECTED, NMQ_OUTBOX_ACK_RETRY, NMQ_OUTBOX_EMPTY,
+    NMQ_OUTBOX_NOT_OURS, NMQ_OUTBOX_OK, NMQ_OUTBOX_ROW_PUBLISH, NMQ_OUTBOX_ROW_PUBREL,
+    NMQ_OUTBOX_ROW_QOS0, NMQ_OUTBOX_SEND_NOW, NMQ_OUTBOX_STORE,
 };
 #[allow(unused_imports)]
 use sys::nng_duration;
@@ -591,5 +677,76 @@ pub unsafe extern "C" fn nmq_outbox_nng_bind(
     with_handle("nmq_outbox_nng_bind", ob, |h| {
         non_null(msg, "msg")?;
         bind(h, seq, packet_id, msg).map(|_| NMQ_OUTBOX_OK)
+    })
+}
+
+/// Hook N4 in one step. On OK `*out` is a new message the caller owns and `*row` (borrowed)
+/// says what it is. `busy` (may be NULL) is called with `arg` on this thread, under the
+/// outbox's lock. EMPTY when there is nothing to send now or no packet id is free. Thread-safe.
+#[no_mangle]
+pub unsafe extern "C" fn nmq_outbox_nng_lease_bind(
+    ob: *mut nmq_outbox,
+    proto_ver: u8,
+    busy: nmq_outbox_pid_busy_fn,
+    arg: *mut std::os::raw::c_void,
+    out: *mut *mut nng_msg,
+    row: *mut nmq_outbox_bound_row,
+) -> nmq_outbox_result {
+    with_handle("nmq_outbox_nng_lease_bind", ob, |h| {
+        non_null(out, "out")?;
+        non_null(row, "row")?;
+        *out = std::ptr::null_mut();
+        // SAFETY (of the call): the host's function, with its own argument (the header's
+        // contract: it does not call the library and does not unwind).
+        let mut host_busy = |id: u16| busy.is_some_and(|f| f(arg, id) != 0);
+        let Some((msg, r)) = lease_bind(h, proto_ver, &mut host_busy)? else {
+            return Ok(NMQ_OUTBOX_EMPTY);
+        };
+        *out = msg;
+        *row = nmq_outbox_bound_row {
+            seq: r.seq,
+            packet_id: r.packet_id,
+            qos: r.qos,
+            kind: match r.kind {
+                RowKind::Publish => NMQ_OUTBOX_ROW_PUBLISH,
+                RowKind::Pubrel => NMQ_OUTBOX_ROW_PUBREL,
+                RowKind::Qos0 => NMQ_OUTBOX_ROW_QOS0,
+            } as u8,
+            dup: r.dup as u8,
+        };
+        Ok(NMQ_OUTBOX_OK)
+    })
+}
+
+/// Hook N5. `ack` is borrowed (never changed); `outcome` and `reason_code` (borrowed) may be
+/// NULL. NOT_OURS when no row is bound to its packet id. Thread-safe.
+#[no_mangle]
+pub unsafe extern "C" fn nmq_outbox_nng_ack(
+    ob: *mut nmq_outbox,
+    ack_msg: *mut nng_msg,
+    proto_ver: u8,
+    outcome: *mut nmq_outbox_ack_outcome,
+    reason_code: *mut u8,
+) -> nmq_outbox_result {
+    use crate::outbox::AckOutcome;
+    with_handle("nmq_outbox_nng_ack", ob, |h| {
+        non_null(ack_msg, "ack")?;
+        let (done, reason) = ack(h, ack_msg, proto_ver)?;
+        if !reason_code.is_null() {
+            *reason_code = reason;
+        }
+        let Some(done) = done else {
+            return Ok(NMQ_OUTBOX_NOT_OURS);
+        };
+        if !outcome.is_null() {
+            *outcome = match done {
+                AckOutcome::Done => NMQ_OUTBOX_ACK_DONE,
+                AckOutcome::Rejected => NMQ_OUTBOX_ACK_REJECTED,
+                AckOutcome::Retry => NMQ_OUTBOX_ACK_RETRY,
+                // a PUBREC, or an ack of the wrong type for its row (ignored, counted)
+                AckOutcome::Progress | AckOutcome::NotOurs => NMQ_OUTBOX_ACK_PROGRESS,
+            };
+        }
+        Ok(NMQ_OUTBOX_OK)
     })
 }

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 mod adopt;
 mod insert;
+mod packet_ids;
 mod qos0;
 mod readahead;
 mod refusal;
@@ -32,6 +33,7 @@ mod writer;
 #[cfg(test)]
 mod writer_tests;
 
+pub use packet_ids::RowKind;
 pub use registry::{close_all, stats_all};
 pub use types::*;
 use writer::ACKS_DUE;
@@ -77,6 +79,8 @@ struct State {
     generation: u64,
     inflight: BTreeMap<i64, Flight>,
     by_pid: HashMap<u16, i64>,
+    /// The next packet id the outbox gives a row that has none free (`bind_free`).
+    next_pid: u16,
     pending: Batch,
     /// Data bytes of `pending.inserts`.
     pending_bytes: u64,
@@ -348,6 +352,7 @@ impl Outbox {
             generation: 0,
             inflight: BTreeMap::new(),
             by_pid: HashMap::new(),
+            next_pid: packet_ids::FIRST_PACKET_ID,
             pending: Batch::default(),
             pending_bytes: 0,
             pending_since: None,

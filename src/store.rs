@@ -311,22 +311,9 @@ impl Store {
                 .execute(params![bridge])?;
             }
             if !batch.inserts.is_empty() {
-                let mut ins = tx.prepare_cached(
-                    "INSERT INTO msg(bridge_id, seq, qos, expires_at, enqueued_at, packet_id,
-                     released, data, attempts) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-                )?;
+                let mut ins = tx.prepare_cached(INSERT_ROW)?;
                 for r in &batch.inserts {
-                    let res = ins.execute(params![
-                        bridge,
-                        r.seq,
-                        r.qos,
-                        r.expires_at,
-                        r.enqueued_at,
-                        r.packet_id,
-                        r.released,
-                        r.data,
-                        r.attempts
-                    ]);
+                    let res = insert_row(&mut ins, bridge, r);
                     match res {
                         Ok(_) => {}
                         // Statement-level errors: the transaction goes on without this row.
@@ -451,29 +438,20 @@ impl Store {
         limit: usize,
         max_bytes: usize,
     ) -> Result<(Vec<Row>, bool)> {
-        let mut sel = self.conn.prepare_cached(
-            "SELECT seq, qos, expires_at, enqueued_at, packet_id, released, data, attempts
-             FROM msg WHERE bridge_id = ?1 AND seq >= ?2 ORDER BY seq LIMIT ?3",
-        )?;
+        let mut sel = self.conn.prepare_cached(SELECT_ROWS)?;
         let mut rows = sel.query(params![self.bridge_id, from, limit as i64])?;
         let mut out = Vec::new();
         let mut bytes = 0usize;
         while let Some(r) = rows.next()? {
-            let blob = r.get_ref(6)?.as_blob().map_err(rusqlite::Error::from)?;
+            let blob = r
+                .get_ref(DATA_COLUMN)?
+                .as_blob()
+                .map_err(rusqlite::Error::from)?;
             if !out.is_empty() && bytes.saturating_add(blob.len()) > max_bytes {
                 return Ok((out, true));
             }
             bytes = bytes.saturating_add(blob.len());
-            out.push(Row {
-                seq: r.get(0)?,
-                qos: r.get(1)?,
-                expires_at: r.get(2)?,
-                enqueued_at: r.get(3)?,
-                packet_id: r.get(4)?,
-                released: r.get(5)?,
-                attempts: r.get(7)?,
-                data: copy_bytes(blob)?,
-            });
+            out.push(StoredRow::from_sql(r, copy_bytes(blob)?)?.into_row()?);
         }
         let more = out.len() >= limit;
         Ok((out, more))

@@ -302,3 +302,18 @@ pub unsafe extern "C" fn nmq_outbox_import_stock(
         Ok(NMQ_OUTBOX_OK)
     })
 }
+
+/// PACKET IDS: whether `packet_id` is bound to a row of this outbox in flight. `bound`
+/// (borrowed) must not be NULL. Thread-safe.
+#[no_mangle]
+pub unsafe extern "C" fn nmq_outbox_packet_id_bound(
+    ob: *mut nmq_outbox,
+    packet_id: u16,
+    bound: *mut std::os::raw::c_int,
+) -> nmq_outbox_result {
+    with_handle("nmq_outbox_packet_id_bound", ob, |h| {
+        non_null(bound, "bound")?;
+        *bound = h.packet_id_bound(packet_id)? as std::os::raw::c_int;
+        Ok(NMQ_OUTBOX_OK)
+    })
+}

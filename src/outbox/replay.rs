@@ -115,41 +115,8 @@ impl Outbox {
 
     /// Binds the packet id the row was sent with.
     pub fn bind(&self, seq: i64, packet_id: u16) -> Result<()> {
-        if packet_id == 0 {
-            return Err(Error::Invalid("packet id 0".into()));
-        }
         let mut st = self.shared.lock_open()?;
-        if let Some(&other) = st.by_pid.get(&packet_id) {
-            if other != seq {
-                return Err(Error::Invalid(format!(
-                    "packet id {packet_id} is bound to row {other}, still in flight"
-                )));
-            }
-        }
-        let Some(f) = st.inflight.get_mut(&seq) else {
-            return Err(Error::Invalid(format!("row {seq} is not in flight")));
-        };
-        if f.qos == 0 {
-            return Err(Error::Invalid(format!(
-                "row {seq} is QoS 0: it has no packet id (call sent() once it is written)"
-            )));
-        }
-        let old = std::mem::replace(&mut f.packet_id, packet_id);
-        let sent_no = st.next_send_no();
-        if let Some(f) = st.inflight.get_mut(&seq) {
-            f.sent_no = sent_no;
-        }
-        if old != 0 && old != packet_id {
-            st.by_pid.remove(&old);
-        }
-        st.by_pid.insert(packet_id, seq);
-        st.last_send = Some(Instant::now());
-        match st.pending.inserts.iter_mut().find(|r| r.seq == seq) {
-            Some(r) => r.packet_id = packet_id,
-            None => st.pending.binds.push((seq, packet_id)),
-        }
-        st.pending_since.get_or_insert_with(Instant::now);
-        let wake = st.writer_due(&self.shared.cfg);
+        let wake = st.bind_id(&self.shared.cfg, seq, packet_id)?;
         drop(st);
         if wake {
             self.shared.wake.notify_one();
@@ -216,16 +183,43 @@ impl Outbox {
 
     /// An acknowledgement from the remote.
     pub fn ack(&self, packet_id: u16, kind: AckKind, reason: u8) -> Result<AckOutcome> {
+        Ok(self
+            .ack_inner(packet_id, kind, reason, true)?
+            .unwrap_or(AckOutcome::NotOurs))
+    }
+
+    /// An acknowledgement from the remote, when `packet_id` is bound to a row of this outbox
+    /// in flight; None (nothing done, nothing counted) when it is not: the host's own send's.
+    pub fn ack_bound(
+        &self,
+        packet_id: u16,
+        kind: AckKind,
+        reason: u8,
+    ) -> Result<Option<AckOutcome>> {
+        self.ack_inner(packet_id, kind, reason, false)
+    }
+
+    fn ack_inner(
+        &self,
+        packet_id: u16,
+        kind: AckKind,
+        reason: u8,
+        count_unbound: bool,
+    ) -> Result<Option<AckOutcome>> {
         let sh = &self.shared;
         let mut st = sh.lock_open()?;
+        let unbound = |st: &mut State| {
+            if count_unbound {
+                st.acks_ignored = st.acks_ignored.saturating_add(1);
+            }
+            Ok(None)
+        };
         let Some(&seq) = st.by_pid.get(&packet_id) else {
-            st.acks_ignored = st.acks_ignored.saturating_add(1);
-            return Ok(AckOutcome::NotOurs);
+            return unbound(&mut st);
         };
         let Some((qos, sent_no)) = st.inflight.get(&seq).map(|f| (f.qos, f.sent_no)) else {
             st.by_pid.remove(&packet_id);
-            st.acks_ignored = st.acks_ignored.saturating_add(1);
-            return Ok(AckOutcome::NotOurs);
+            return unbound(&mut st);
         };
         let fits = matches!(
             (qos, kind),
@@ -238,7 +232,7 @@ impl Outbox {
                 "bridge {:?}: {kind:?} for packet id {packet_id} of a QoS {qos} row, ignored",
                 sh.cfg.bridge
             ));
-            return Ok(AckOutcome::NotOurs);
+            return Ok(Some(AckOutcome::NotOurs));
         }
         // The remote read this row's packet: so it read every QoS 0 row written before it.
         st.confirm_qos0(sent_no.saturating_sub(1));
@@ -275,6 +269,6 @@ impl Outbox {
                 sh.cfg.bridge
             ));
         }
-        Ok(outcome)
+        Ok(Some(outcome))
     }
 }

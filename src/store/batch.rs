@@ -45,6 +45,108 @@ impl Row {
     }
 }
 
+/// The SELECT of one bridge's rows (`?1` bridge id) with seq >= `?2`, at most `?3` (negative:
+/// all), in FIFO order, in the column order [`StoredRow::from_sql`] reads. The one read of a
+/// row, shared by the store and the `nmq-outbox` tool.
+pub const SELECT_ROWS: &str = concat!(
+    "SELECT seq, qos, expires_at, enqueued_at, packet_id, released, attempts, data ",
+    "FROM msg WHERE bridge_id = ?1 AND seq >= ?2 ORDER BY seq LIMIT ?3"
+);
+/// [`SELECT_ROWS`] for a file of schema 1 (before `msg.attempts`: every row has 0), which the
+/// tool reads without migrating it.
+pub const SELECT_ROWS_SCHEMA1: &str = concat!(
+    "SELECT seq, qos, expires_at, enqueued_at, packet_id, released, 0, data ",
+    "FROM msg WHERE bridge_id = ?1 AND seq >= ?2 ORDER BY seq LIMIT ?3"
+);
+/// The column of `data` in [`SELECT_ROWS`].
+pub const DATA_COLUMN: usize = 7;
+/// The INSERT of one row ([`insert_row`]).
+pub const INSERT_ROW: &str = concat!(
+    "INSERT INTO msg(bridge_id, seq, qos, expires_at, enqueued_at, packet_id, released, ",
+    "data, attempts) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+);
+
+/// Writes `row` of bridge `bridge_id` with `stmt`, a statement prepared from [`INSERT_ROW`].
+pub fn insert_row(
+    stmt: &mut rusqlite::Statement<'_>,
+    bridge_id: i64,
+    row: &Row,
+) -> rusqlite::Result<usize> {
+    stmt.execute(rusqlite::params![
+        bridge_id,
+        row.seq,
+        row.qos,
+        row.expires_at,
+        row.enqueued_at,
+        row.packet_id,
+        row.released,
+        row.data,
+        row.attempts
+    ])
+}
+
+/// One row as the file holds it, its integers unchecked (a damaged or hand-edited file may
+/// hold any value; `nmq-outbox check` reports them). [`StoredRow::into_row`] checks them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredRow {
+    pub seq: i64,
+    pub qos: i64,
+    pub expires_at: i64,
+    pub enqueued_at: i64,
+    pub packet_id: i64,
+    pub released: i64,
+    pub attempts: i64,
+    pub data: Vec<u8>,
+}
+
+impl StoredRow {
+    /// The row of a result of [`SELECT_ROWS`]; `data` is the blob of column [`DATA_COLUMN`],
+    /// copied by the caller (who decides how: fallibly, or not at all beyond a limit).
+    pub fn from_sql(r: &rusqlite::Row<'_>, data: Vec<u8>) -> rusqlite::Result<StoredRow> {
+        Ok(StoredRow {
+            seq: r.get(0)?,
+            qos: r.get(1)?,
+            expires_at: r.get(2)?,
+            enqueued_at: r.get(3)?,
+            packet_id: r.get(4)?,
+            released: r.get(5)?,
+            attempts: r.get(6)?,
+            data,
+        })
+    }
+
+    /// The row, its integers converted as SQLite's own conversion does (a value out of range
+    /// of the field is [`rusqlite::Error::IntegralValueOutOfRange`]; released is "not 0").
+    pub fn into_row(self) -> rusqlite::Result<Row> {
+        let bad = |col: usize, v: i64| rusqlite::Error::IntegralValueOutOfRange(col, v);
+        Ok(Row {
+            seq: self.seq,
+            qos: u8::try_from(self.qos).map_err(|_| bad(1, self.qos))?,
+            expires_at: self.expires_at,
+            enqueued_at: self.enqueued_at,
+            packet_id: u16::try_from(self.packet_id).map_err(|_| bad(4, self.packet_id))?,
+            released: self.released != 0,
+            attempts: u32::try_from(self.attempts).map_err(|_| bad(6, self.attempts))?,
+            data: self.data,
+        })
+    }
+}
+
+impl From<&Row> for StoredRow {
+    fn from(r: &Row) -> StoredRow {
+        StoredRow {
+            seq: r.seq,
+            qos: r.qos as i64,
+            expires_at: r.expires_at,
+            enqueued_at: r.enqueued_at,
+            packet_id: r.packet_id as i64,
+            released: r.released as i64,
+            attempts: r.attempts as i64,
+            data: r.data.clone(),
+        }
+    }
+}
+
 /// Writes collected for one group commit.
 #[derive(Debug, Default)]
 pub struct Batch {

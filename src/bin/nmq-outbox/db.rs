@@ -36,6 +36,16 @@ pub struct Ident {
     pub user_version: i32,
 }
 
+/// Whether `msg` has the `attempts` column (schema 2; a file of schema 1 has not, and is read
+/// as it is).
+fn has_attempts(conn: &Connection) -> rusqlite::Result<bool> {
+    conn.query_row(
+        "SELECT count(*) FROM pragma_table_info('msg') WHERE name = 'attempts'",
+        [],
+        |r| r.get::<_, i64>(0).map(|n| n > 0),
+    )
+}
+
 pub struct Db {
     pub conn: Connection,
     pub ident: Ident,
@@ -54,17 +64,9 @@ pub struct Bridge {
     pub name: String,
 }
 
-/// One row as stored. Integers are read as i64 so that `check` can report bad values.
-#[derive(Debug, Clone)]
-pub struct Row {
-    pub seq: i64,
-    pub qos: i64,
-    pub expires_at: i64,
-    pub enqueued_at: i64,
-    pub packet_id: i64,
-    pub released: i64,
-    pub data: Vec<u8>,
-}
+/// One row as stored (the library's row mapping). Integers are read as i64 so that `check` can
+/// report bad values.
+pub use nmq_outbox::store::StoredRow as Row;
 
 /// `<name>.corrupt-<secs>` or `<name>.corrupt-<secs>-<n>`: the library renamed a corrupt file
 /// aside so. Returns the seconds.
@@ -395,36 +397,28 @@ pub fn each_row(
     limit: u64,
     mut f: impl FnMut(Row) -> Res<bool>,
 ) -> Res<()> {
-    let mut st = conn
-        .prepare(
-            "SELECT seq, qos, expires_at, enqueued_at, packet_id, released, data
-             FROM msg WHERE bridge_id = ?1 ORDER BY seq LIMIT ?2",
-        )
-        .map_err(|e| sql("rows", e))?;
+    let select = if has_attempts(conn).map_err(|e| sql("rows", e))? {
+        nmq_outbox::store::SELECT_ROWS
+    } else {
+        nmq_outbox::store::SELECT_ROWS_SCHEMA1
+    };
+    let mut st = conn.prepare(select).map_err(|e| sql("rows", e))?;
     let limit = if limit == 0 { -1 } else { limit as i64 };
     let mut rows = st
-        .query(params![bridge_id, limit])
+        .query(params![bridge_id, i64::MIN, limit])
         .map_err(|e| sql("rows", e))?;
     while let Some(r) = rows.next().map_err(|e| sql("rows", e))? {
-        let row = (|| {
-            Ok::<_, rusqlite::Error>(Row {
-                seq: r.get(0)?,
-                qos: r.get(1)?,
-                expires_at: r.get(2)?,
-                enqueued_at: r.get(3)?,
-                packet_id: r.get(4)?,
-                released: r.get(5)?,
-                data: r.get(6)?,
-            })
-        })()
-        .map_err(|e| match e {
-            rusqlite::Error::InvalidColumnType(..)
-            | rusqlite::Error::FromSqlConversionFailure(..) => Fail::new(
-                Code::Corrupt,
-                format!("a row of unexpected type ({e}); run `nmq-outbox check`"),
-            ),
-            e => sql("rows", e),
-        })?;
+        let row = r
+            .get::<_, Vec<u8>>(nmq_outbox::store::DATA_COLUMN)
+            .and_then(|data| Row::from_sql(r, data))
+            .map_err(|e| match e {
+                rusqlite::Error::InvalidColumnType(..)
+                | rusqlite::Error::FromSqlConversionFailure(..) => Fail::new(
+                    Code::Corrupt,
+                    format!("a row of unexpected type ({e}); run `nmq-outbox check`"),
+                ),
+                e => sql("rows", e),
+            })?;
         if !f(row)? {
             break;
         }

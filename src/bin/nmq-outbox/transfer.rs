@@ -261,16 +261,22 @@ pub fn import(
         .conn
         .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
         .map_err(|e| sql("import", e))?;
+    // The library's INSERT writes `attempts`: a file of schema 1 gets the column (and the dead
+    // letters' table) as the library's open would add them.
+    nmq_outbox::store::migrate(&tx).map_err(|e| {
+        Fail::new(
+            Code::CannotOpen,
+            format!("import: cannot bring {} to schema 2: {e}", path.display()),
+        )
+    })?;
     let mut next = std::collections::HashMap::<String, (i64, i64, u64)>::new();
     let pb = db::progress(rows.len() as u64, "import");
+    let imported = rows.len();
     {
         let mut ins = tx
-            .prepare(
-                "INSERT INTO msg(bridge_id, seq, qos, expires_at, enqueued_at, packet_id,
-                 released, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            )
+            .prepare(nmq_outbox::store::INSERT_ROW)
             .map_err(|e| sql("import", e))?;
-        for r in &rows {
+        for r in rows {
             if !next.contains_key(&r.bridge) {
                 let id = db::bridge_id_or_create(&tx, &r.bridge)?;
                 let max: Option<i64> = tx
@@ -283,17 +289,17 @@ pub fn import(
                 next.insert(r.bridge.clone(), (id, max.map_or(1, |m| m.max(0) + 1), 0));
             }
             let e = next.get_mut(&r.bridge).expect("inserted");
-            ins.execute(params![
-                e.0,
-                e.1,
-                r.qos,
-                r.expires_at,
-                r.enqueued_at,
-                r.packet_id,
-                r.released,
-                r.data
-            ])
-            .map_err(|e| sql("import", e))?;
+            let row = nmq_outbox::store::Row {
+                seq: e.1,
+                qos: r.qos,
+                expires_at: r.expires_at,
+                enqueued_at: r.enqueued_at,
+                packet_id: r.packet_id,
+                released: r.released,
+                attempts: 0,
+                data: r.data,
+            };
+            nmq_outbox::store::insert_row(&mut ins, e.0, &row).map_err(|e| sql("import", e))?;
             e.1 += 1;
             e.2 += 1;
             pb.inc(1);
@@ -315,7 +321,7 @@ pub fn import(
         )
         .map_err(out)?;
     }
-    if rows.is_empty() {
+    if imported == 0 {
         writeln!(w, "imported 0 messages (empty input)").map_err(out)?;
     }
     Ok(())
