@@ -616,6 +616,13 @@ uint8_t nmq_outbox_mqtt_reason(nmq_outbox_result result);
 nmq_outbox_result nmq_outbox_parse_duration_ms(const char *text, uint64_t max_ms,
                                                uint64_t *out_ms);
 
+/* The connect timeout of a bridge's dialer in ms, for NNG_OPT_MQTT_CONNECT_TIMEOUT: from the
+ * configured value (bridges.mqtt.<name>.connect_timeout, in ms) and the bridge's keepalive in
+ * seconds. configured_ms < 0 (the key absent): 1.5 x keepalive, at least 5000 and at most
+ * 30000; 0: none (the kernel's SYN retries, as stock); > 0: taken as it is, capped at
+ * INT32_MAX (nng_duration). Never negative. Pure: no handle, no log. Thread-safe. */
+int32_t nmq_outbox_connect_timeout_ms(int64_t configured_ms, uint32_t keepalive_s);
+
 /* ACK ORDER (issue 13): MQTT (3.1.1 and 5, section 4.6) wants a client's PUBACKs/PUBRECs in
  * the order of its PUBLISHes, but deferred acks become ready in any order (two outboxes commit
  * independently, a message no bridge forwards is ready at once, worker threads finish one

@@ -79,8 +79,35 @@ fn show(text: &[u8]) -> String {
     String::from_utf8_lossy(text).into_owned()
 }
 
+/// The connect timeout of a bridge's dialer, in ms, from its configured value
+/// (`bridges.mqtt.<name>.connect_timeout`) and its keepalive in seconds: a negative value (the
+/// key absent) means 1.5 x keepalive, at least 5 s and at most 30 s; 0 means none (the kernel's
+/// SYN retries, stock behaviour); a positive value is taken as it is, up to `i32::MAX` (nng's
+/// `nng_duration` is an `int32_t`). Never negative, never overflows.
+pub fn connect_timeout_ms(configured_ms: i64, keepalive_s: u32) -> i32 {
+    let ms = if configured_ms < 0 {
+        (keepalive_s as i64 * 1500).clamp(5_000, 30_000)
+    } else {
+        configured_ms
+    };
+    ms.min(i32::MAX as i64) as i32
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn connect_timeout_follows_keepalive_within_5_and_30_s_unless_set() {
+        assert_eq!(connect_timeout_ms(-1, 0), 5_000);
+        assert_eq!(connect_timeout_ms(-1, 3), 5_000);
+        assert_eq!(connect_timeout_ms(-1, 10), 15_000);
+        assert_eq!(connect_timeout_ms(-1, 60), 30_000);
+        assert_eq!(connect_timeout_ms(-1, u32::MAX), 30_000);
+        assert_eq!(connect_timeout_ms(i64::MIN, 10), 15_000);
+        assert_eq!(connect_timeout_ms(0, 60), 0);
+        assert_eq!(connect_timeout_ms(2_500, 60), 2_500);
+        assert_eq!(connect_timeout_ms(i64::MAX, 60), i32::MAX);
+    }
+
     use super::*;
 
     const HOUR: u64 = 3_600_000;

@@ -41,6 +41,12 @@ pub unsafe extern "C" fn nmq_outbox_parse_duration_ms(
     })
 }
 
+/// The connect timeout of a bridge's dialer, in ms (see the header). Pure; thread-safe.
+#[no_mangle]
+pub extern "C" fn nmq_outbox_connect_timeout_ms(configured_ms: i64, keepalive_s: u32) -> i32 {
+    crate::duration::connect_timeout_ms(configured_ms, keepalive_s)
+}
+
 /// A static string for any code. Never NULL; the caller must not free it. Thread-safe.
 #[no_mangle]
 pub extern "C" fn nmq_outbox_strerror(result: nmq_outbox_result) -> *const c_char {
