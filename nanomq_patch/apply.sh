@@ -3,6 +3,10 @@
 # the NanoNNG sources (git clone with its submodule, or a release tarball), and copies the
 # CMake glue and the C glue. It patches sources only; nanomq_patch/build.sh does the whole build.
 #
+# Per NanoMQ line three patches: nanomq-<v>.patch (NanoMQ), nanonng-<v>.patch (NanoNNG) and
+# nanonng-<v>-receive-quota.patch, an upstream bug fix of NanoNNG kept apart from the hooks
+# (MQTT 5 publishers' receive quota, README "N11"); each applies on its own.
+#
 # The C glue (nanomq_patch/glue/) is the hooks' code that is the same on every NanoMQ line,
 # written once: each file is copied to the same path in the tree (glue/nanomq/x.c ->
 # <tree>/nanomq/x.c, glue/nng/... -> <tree>/nng/...), where the patched file includes it. The
@@ -78,10 +82,15 @@ diagnose() { # <dir> <patch> <label>
 for v in $versions; do
 	mq=$here/nanomq-$v.patch
 	nn=$here/nanonng-$v.patch
+	nq=$here/nanonng-$v-receive-quota.patch
 	s_mq=$(state "$tree" "$tree_up" "$mq")
 	s_nn=$(state "$tree/nng" "$tree" "$nn")
-	[ "$s_mq" != misfit ] && [ "$s_nn" != misfit ] || continue
-	for p in "nanomq:$tree:$tree_up:$mq:$s_mq" "nanonng:$tree/nng:$tree:$nn:$s_nn"; do
+	s_nq=applied
+	[ -f "$nq" ] && s_nq=$(state "$tree/nng" "$tree" "$nq")
+	[ "$s_mq" != misfit ] && [ "$s_nn" != misfit ] && [ "$s_nq" != misfit ] || continue
+	set -- "nanomq:$tree:$tree_up:$mq:$s_mq" "nanonng:$tree/nng:$tree:$nn:$s_nn"
+	[ -f "$nq" ] && set -- "$@" "receive-quota:$tree/nng:$tree:$nq:$s_nq"
+	for p in "$@"; do
 		IFS=: read -r what dir ceil patch st <<EOF
 $p
 EOF
@@ -125,10 +134,12 @@ done
 
 echo "apply.sh: no patch pair fits $tree" >&2
 for v in $versions; do
-	for p in "nanomq-$v.patch:$tree:$tree_up" "nanonng-$v.patch:$tree/nng:$tree"; do
+	for p in "nanomq-$v.patch:$tree:$tree_up" "nanonng-$v.patch:$tree/nng:$tree" \
+		"nanonng-$v-receive-quota.patch:$tree/nng:$tree"; do
 		IFS=: read -r name dir ceil <<EOF
 $p
 EOF
+		[ -f "$here/$name" ] || continue
 		st=$(state "$dir" "$ceil" "$here/$name")
 		case $st in
 		fits) echo "apply.sh:   $name: fits $dir" >&2 ;;

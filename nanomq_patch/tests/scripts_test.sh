@@ -65,6 +65,9 @@ for v in 0.25.6 0.24.6; do
 	f=src/mqtt/protocol/mqtt/mqtt_client.c
 	sed 's/ 3$/ 3 hooked/' "$src/nng/$f" >"$tmp/c.new"
 	mk_patch "$pd/nanonng-$v.patch" "$f" "$src/nng/$f" "$tmp/c.new"
+	# the upstream fix kept apart (receive quota): its own patch of another line
+	sed 's/ 8$/ 8 fixed/' "$src/nng/$f" >"$tmp/q.new"
+	mk_patch "$pd/nanonng-$v-receive-quota.patch" "$f" "$src/nng/$f" "$tmp/q.new"
 done
 sums() { find "$1" -type f ! -path '*/.git/*' | sort | xargs md5sum; }
 
@@ -76,6 +79,7 @@ out=$("$pd/apply.sh" "$tmp/outer/t" 2>&1); rc=$?
 check "inside another work tree: exit 0" [ $rc -eq 0 ]
 check "inside another work tree: bridge.c hunks applied" [ "$(grep -c hooked "$tmp/outer/t/nanomq/bridge.c")" = 2 ]
 check "inside another work tree: mqtt_client.c applied" grep -q '3 hooked' "$tmp/outer/t/nng/src/mqtt/protocol/mqtt/mqtt_client.c"
+check "inside another work tree: the receive-quota fix applied" grep -q '8 fixed' "$tmp/outer/t/nng/src/mqtt/protocol/mqtt/mqtt_client.c"
 check "inside another work tree: glue copied" cmp -s "$pd/cmake/NmqOutbox.cmake" "$tmp/outer/t/cmake/NmqOutbox.cmake"
 check "inside another work tree: names the version" grep -q 'hooks for NanoMQ 0.25.6' <<<"$out"
 check "inside another work tree: C glue copied (nanomq)" cmp -s "$pd/glue/nanomq/nmq_outbox_glue_bridge.c" "$tmp/outer/t/nanomq/nmq_outbox_glue_bridge.c"
@@ -85,6 +89,7 @@ before=$(sums "$tmp/outer/t")
 out=$("$pd/apply.sh" "$tmp/outer/t" 2>&1); rc=$?
 check "already patched: exit 0" [ $rc -eq 0 ]
 check "already patched: says so" grep -q 'nanomq-0.25.6.patch: already applied' <<<"$out"
+check "already patched: the fix too" grep -q 'nanonng-0.25.6-receive-quota.patch: already applied' <<<"$out"
 check "already patched: tree unchanged" [ "$before" = "$(sums "$tmp/outer/t")" ]
 # 3. --check changes nothing
 cp -a "$tmp/proto" "$tmp/outer/c"
