@@ -26,8 +26,9 @@ The certificate is self-signed, made at start (the bridge does not verify it by 
 Every loop is bounded: --duration ends the relay (default 3600 s); SIGTERM/SIGINT end it at
 once, closing every connection. Its log (--log, else stderr) has one line per connection
 event and, at the end, "relay: N connections, M packets up, K bytes down".
---trace FILE logs every packet up ("time conn stream type [topic packet-id]") and every
-read from the broker ("time conn down bytes"): which stream carried which PUBLISH.
+--trace FILE logs every packet up ("time conn stream type [topic packet-id [seq N]]", seq: the
+scenarios' payload "topic|seq|time") and down ("time conn down type [packet-id]"): which
+stream carried which PUBLISH, in which order they reached the broker.
 Needs aioquic (pip install aioquic).
 """
 import argparse
@@ -35,6 +36,7 @@ import asyncio
 import datetime
 import ipaddress
 import os
+import re
 import signal
 import sys
 import tempfile
@@ -161,7 +163,8 @@ def describe(p):
     n = int.from_bytes(p[i:i + 2], "big")
     topic = p[i + 2:i + 2 + n].decode(errors="replace")
     pid = int.from_bytes(p[i + 2 + n:i + 4 + n], "big") if (p[0] >> 1) & 3 else 0
-    return f"{name} {topic} {pid}"
+    m = re.search(rb"\|(\d+)\|", p[i + 2 + n:])  # the scenarios' payload "topic|seq|time"
+    return f"{name} {topic} {pid}" + (f" seq {int(m.group(1))}" if m else "")
 
 
 class Relay(QuicConnectionProtocol):
