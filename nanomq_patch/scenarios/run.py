@@ -1409,6 +1409,15 @@ def analyse(out, label, scenario):
                 tot["remote_disconnects"][why] = tot["remote_disconnects"].get(why, 0) + 1
     except OSError:
         pass
+    # the subscriptions mosquitto logged (--mosquitto 'log_type subscribe'): client id: topics
+    tot["remote_subscriptions"] = {}
+    try:
+        for line in open(os.path.join(out, "mosquitto.log"), errors="replace"):
+            m = re.match(r"\d+: (bridge_client_\d+) \d (\S+)$", line.rstrip("\n"))
+            if m:
+                tot["remote_subscriptions"].setdefault(m.group(1), []).append(m.group(2))
+    except OSError:
+        pass
     tot["held_pubcomps"] = len(read_lines(os.path.join(out, "proxy.log"), "H"))
     tot["dropped_pubrels"] = len(read_lines(os.path.join(out, "proxy.log"), "D"))
     # the Session Present flag of each CONNACK through the proxy (--trace), in order
