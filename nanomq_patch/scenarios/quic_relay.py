@@ -17,7 +17,8 @@ sends goes back packet by packet (one QUIC send each) on the stream that carried
 it answers (PUBACK and PUBREC on the PUBLISH's, PUBCOMP on the PUBREL's, SUBACK on the
 SUBSCRIBE's) and the rest on the CONNECT's. Either way NanoNNG 0.25.5's QUIC client now and
 then sends no PUBREL for a PUBREC (its QoS 2 message then waits for cancel_timeout and is
-dropped: stock behaviour, seen on a healthy link; "same" makes it much more frequent).
+dropped: stock behaviour, seen on a healthy link with either; with quic_qos_priority = true,
+QoS 1/2 PUBLISH packets on the main stream, it was not seen).
 Either side closing closes the other.
 The order of packets from different streams is the order in which their last byte reached the
 relay (QUIC orders bytes within a stream only).
