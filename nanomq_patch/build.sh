@@ -23,6 +23,12 @@
 #                        whose apps/broker.c calls nng_sub0_msg_adapter() with 2 arguments
 #                        where nng declares 3: passes NULL (no default topic) as the third.
 #                        Without it, that mismatch is reported and the build stops.
+#   --quic               also MQTT over QUIC bridges (-DNNG_ENABLE_QUIC=ON): NanoNNG builds msquic
+#                        and its quictls from <tree>/nng/extern/msquic (about 2 1/4 minutes of one
+#                        core the first time). A tree without it gets it unpacked from
+#                        msquic-2.5.9.tar.gz: NMQ_MSQUIC_TARBALL, else the one in NMQ_UPSTREAM_DIR
+#                        (default ../shared/upstream beside this checkout), checked against the
+#                        SHA256SUMS beside it. Only the 0.25.5 line is known to build with it.
 #   --no-verify-start    skip verification 2 (e.g. where no process may be started)
 #   --keep-debug         keep the debug sections in <out-dir>'s copies (by default they get
 #                        strip --strip-debug: the Rust code brings line tables, NanoMQ's
@@ -30,7 +36,8 @@
 # Environment: CARGO_TARGET_DIR (where cargo builds the library; default <repo>/target),
 #   LIBSQLITE3_FLAGS (the bundled SQLite's options; default: build.sh's NMQ_SQLITE_FLAGS),
 #   CARGO (default cargo), CMAKE_GENERATOR (default Ninja when ninja exists, else make),
-#   JOBS, NMQ_CARGO_OFFLINE=1 (cargo --offline, e.g. with vendored crates).
+#   JOBS, NMQ_CARGO_OFFLINE=1 (cargo --offline, e.g. with vendored crates), NMQ_UPSTREAM_DIR and
+#   NMQ_MSQUIC_TARBALL (--quic).
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -41,7 +48,7 @@ step() { echo "== $me: $*"; }
 
 usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; exit 2; }
 
-build_dir= jobs=${JOBS:-} fix_sub0= verify_start=1 keep_debug=
+build_dir= jobs=${JOBS:-} fix_sub0= verify_start=1 keep_debug= quic=
 args=() extra=()
 while [ $# -gt 0 ]; do
 	case $1 in
@@ -50,6 +57,7 @@ while [ $# -gt 0 ]; do
 	--jobs|-j) jobs=${2:?--jobs needs a number}; shift 2 ;;
 	--fix-sub0-adapter) fix_sub0=1; shift ;;
 	--no-verify-start) verify_start=; shift ;;
+	--quic) quic=1; shift ;;
 	--keep-debug) keep_debug=1; shift ;;
 	-h|--help) usage ;;
 	--) shift; extra=("$@"); break ;;
@@ -105,6 +113,30 @@ if [ -f "$hdr" ] && [ -f "$brk" ] &&
 	fi
 	sed -i -E 's/nng_sub0_msg_adapter\(([^,()]+),([^,()]+)\);/nng_sub0_msg_adapter(\1,\2, NULL);/' "$brk"
 	say "--fix-sub0-adapter: $brk now passes NULL as nng_sub0_msg_adapter()'s third argument"
+fi
+
+# --quic: msquic (with quictls) in nng/extern/msquic, where NanoNNG's CMake looks for it
+if [ -n "$quic" ] && [ ! -f "$tree/nng/extern/msquic/CMakeLists.txt" ]; then
+	up=${NMQ_UPSTREAM_DIR:-$repo/../shared/upstream}
+	mtb=${NMQ_MSQUIC_TARBALL:-$up/msquic-2.5.9.tar.gz}
+	[ -f "$mtb" ] || die "--quic: $tree/nng/extern/msquic is empty and there is no $mtb (set NMQ_MSQUIC_TARBALL or NMQ_UPSTREAM_DIR)"
+	sums=$(dirname "$mtb")/SHA256SUMS
+	if [ -f "$sums" ] && grep -q " $(basename "$mtb")\$" "$sums"; then
+		(cd "$(dirname "$mtb")" && grep " $(basename "$mtb")\$" SHA256SUMS | sha256sum --quiet -c -) ||
+			die "--quic: $mtb does not match $sums"
+		say "--quic: $mtb (checksum in $sums checked)"
+	else
+		say "--quic: $mtb (no checksum for it in $sums: not checked)"
+	fi
+	mt=$(mktemp -d "$tree/nng/extern/.msquic.XXXXXX")
+	tar xzf "$mtb" -C "$mt" || die "--quic: $mtb did not unpack"
+	top=$(ls "$mt")
+	[ "$(echo "$top" | wc -l)" -eq 1 ] && [ -f "$mt/$top/CMakeLists.txt" ] ||
+		die "--quic: $mtb does not hold one msquic source directory"
+	rm -rf "$tree/nng/extern/msquic"
+	mv "$mt/$top" "$tree/nng/extern/msquic"
+	rmdir "$mt"
+	say "--quic: msquic unpacked into $tree/nng/extern/msquic"
 fi
 
 # --------------------------------------------------------------------------------------------
@@ -192,7 +224,8 @@ cmake -S "$tree" -B "$build_dir" -G "$gen" \
 	-DCMAKE_BUILD_TYPE=Release \
 	-DNNG_TESTS=OFF -DNANOMQ_TESTS=OFF -DNNG_ENABLE_SQLITE=ON -DNNG_ENABLE_TLS=ON \
 	-DNMQ_OUTBOX=ON -DNMQ_OUTBOX_DIR="$repo" -DNMQ_OUTBOX_INCLUDE_DIR="$repo/include" \
-	-DNMQ_OUTBOX_LIBRARY="$archive" "${extra[@]}" >"$build_dir/nmq-configure.log" 2>&1 || {
+	-DNMQ_OUTBOX_LIBRARY="$archive" ${quic:+-DNNG_ENABLE_QUIC=ON} "${extra[@]}" \
+	>"$build_dir/nmq-configure.log" 2>&1 || {
 	tail -n 40 "$build_dir/nmq-configure.log" >&2
 	die "cmake configure failed (full log: $build_dir/nmq-configure.log)"
 }
@@ -294,7 +327,7 @@ EOF
 	rm -rf "$vt"
 fi
 
-say "OK: $out/nanomq is NanoMQ ${ver:-?} with nmq-outbox $libver (verified)"
+say "OK: $out/nanomq is NanoMQ ${ver:-?}${quic:+ (QUIC)} with nmq-outbox $libver (verified)"
 files=()
 for f in $got; do files+=("$out/$f"); done
 size "${files[@]}" | sed 's/^/    /'

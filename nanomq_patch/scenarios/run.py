@@ -91,6 +91,9 @@ Scenarios:
                (NanoMQ found dead without a SIGKILL of the schedule) and lost_detail (each lost
                message: QoS, publish and ack times, the fault nearest to its ack).
 
+    healthy    no fault at all: the publisher's timeline on a healthy link (with --quic
+               --two-bridges: both QUIC bridges forward; issue 22 item 4)
+
     session-lost  linkdown, the bridge going through the proxy of slow-pubcomp, which drops
                the PUBRELs of NanoMQ in the last 3 s (at most) before the cut: rows whose
                PUBREC came are released, their messages still unreleased at mosquitto. The
@@ -99,6 +102,13 @@ Scenarios:
                then finds nothing at mosquitto (which answers PUBCOMP all the same and delivers
                a QoS 2 message only on its PUBREL): only a new PUBLISH delivers it (issue 20).
                result.json: dropped_pubrels, connack_session_present (one flag per CONNACK).
+
+--quic: the bridge speaks MQTT over QUIC (server = "mqtt-quic://10.99.1.2:14567"; a nanomq built
+with -DNNG_ENABLE_QUIC=ON, build.sh --quic) to quic_relay.py (aioquic) in mosquitto's
+namespace, which relays each QUIC connection to mosquitto over one TCP connection (its log:
+relay.log). The cuts (linkdown, blackhole) then hit the QUIC path. The bridge keeps NanoMQ's
+QUIC defaults (conf.c: quic_keepalive 120 s, quic_idle_timeout 120 s, quic_discon_timeout
+20 s); its MQTT keepalive (3 s) is the one that notices a cut.
 
 The remote's limits (issue 20), options that go with any scenario (e.g. linkdown):
     --mosquitto 'max_qos 1'      CONNACK Maximum QoS 1 (mosquitto disconnects, 0x9B, a client
@@ -149,10 +159,11 @@ if os.environ.get("NMQSC_QOS0") == "1":  # run --qos0 (the roles inherit it)
 A_ADDR, B_ADDR = "10.99.1.1", "10.99.1.2"
 SCENARIOS = ("linkdown", "blackhole", "drain-cut", "kill", "slow-pubcomp", "reload", "disk-full",
              "wrong-ack", "drain-reload", "reload-slow", "kill-released", "takeover",
-             "slow-link", "reload-disk-full", "chaos", "session-lost", "reload-fail")
+             "slow-link", "reload-disk-full", "chaos", "session-lost", "reload-fail", "healthy")
 CHAOS_KINDS = ("linkdown", "blackhole", "flap", "kill", "remote-restart")
 INFLIGHT = 32  # the bridge's max_parallel_processes: the in-flight limit (chaos: dup_bound)
 PROXY_PORT = 1884  # slow-pubcomp: the proxy's port on NanoMQ's namespace loopback
+QUIC_PORT = 14567  # --quic: quic_relay.py's UDP port on mosquitto's side (B_ADDR)
 
 NANOMQ_CONF = """\
 mqtt {{
@@ -929,6 +940,12 @@ def cmd_run(args):
         args.mosquitto += [f"acl_file {acl}"]
         args.bridge += ['username = "nmqbridge"']
     remote = f"127.0.0.1:{PROXY_PORT}" if proxied else f"{B_ADDR}:1883"
+    scheme = "tls+mqtt-tcp" if args.tls else "mqtt-tcp"
+    if args.quic:  # MQTT over QUIC to quic_relay.py beside mosquitto
+        if proxied or args.tls or "reload" in args.scenario or args.image:
+            sys.exit("--quic goes with neither the proxied nor the reload scenarios, --tls "
+                     "or --image")
+        remote, scheme = f"{B_ADDR}:{QUIC_PORT}", "mqtt-quic"
     if args.tls:  # mosquitto gets a TLS listener on 8883 with a self-signed certificate
         if proxied:
             sys.exit("--tls does not go with the proxied scenarios")
@@ -941,7 +958,7 @@ def cmd_run(args):
     with open(os.path.join(out, "nanomq.conf"), "w") as f:
         f.write(NANOMQ_CONF.format(dir=out, remote=remote, log_level=args.log_level,
                                    proto_ver=args.proto_ver,
-                                   scheme="tls+mqtt-tcp" if args.tls else "mqtt-tcp",
+                                   scheme=scheme,
                                    http=HTTP_CONF if "reload" in args.scenario or args.http or args.probe_rest
                                    else "",
                                    retry_qos_0=args.retry_qos_0,
@@ -1031,6 +1048,15 @@ def cmd_run(args):
     mosq_cmd = [args.remote_bin, "-c", os.path.join(out, "mosquitto.conf")]
     lab.start("mosquitto", lab.b, mosq_cmd)
     time.sleep(0.5)
+    if args.quic:
+        lab.start("relay", lab.b, [py, os.path.join(os.path.dirname(me), "quic_relay.py"),
+                                   "--listen", f"{B_ADDR}:{QUIC_PORT}", "--to", "127.0.0.1:1883",
+                                   "--duration", str(total + 60),
+                                   "--log", os.path.join(out, "relay.log"),
+                                   "--trace", os.path.join(out, "relay-trace.log")])
+        if not wait_for(lambda: os.path.exists(os.path.join(out, "relay.log")) and
+                        "listening" in open(os.path.join(out, "relay.log")).read(), 15):
+            sys.exit("quic_relay.py did not start (relay.out)")
     lab.start("sub", lab.b, [py, me, "sub", "--host", "127.0.0.1", "--port", "1883",
                              "--out", os.path.join(out, "sub.log"), "--duration", str(total)]
               + (["--session-expiry", "3600"] if chaos else []))
@@ -1114,6 +1140,8 @@ def cmd_run(args):
             lab.event("nanomq restarted")
         until(normal + outage)
         lab.event("restore")
+    elif args.scenario == "healthy":
+        lab.event("no fault")
     elif args.scenario != "takeover":
         if args.scenario == "reload-fail":
             until(normal / 2)
@@ -1134,7 +1162,7 @@ def cmd_run(args):
         lab.start("nanomq", nmq_ns, restart_cmd, cwd=out, env=nmq_env)
         lab.event(f"nanomq restarted{' as ' + args.restart_nanomq if args.restart_nanomq else ''}")
     if args.scenario not in ("slow-pubcomp", "reload", "reload-slow", "kill-released",
-                             "slow-link", "reload-disk-full", "chaos"):
+                             "slow-link", "reload-disk-full", "chaos", "healthy"):
         if args.probe_rest:  # what an operator sees during the outage
             until(normal + outage * 0.8)
             probe_rest(lab, py, me, "outage")
@@ -1187,6 +1215,7 @@ def cmd_run(args):
     lab.stop("nanomq")
     lab.stop("mosquitto")
     lab.stop("proxy")
+    lab.stop("relay")
     lab.stop("burst")
     lab.down()
     res = analyse(out, args.label, args.scenario)
@@ -1380,6 +1409,15 @@ def analyse(out, label, scenario):
                 tot["remote_disconnects"][why] = tot["remote_disconnects"].get(why, 0) + 1
     except OSError:
         pass
+    # the subscriptions mosquitto logged (--mosquitto 'log_type subscribe'): client id: topics
+    tot["remote_subscriptions"] = {}
+    try:
+        for line in open(os.path.join(out, "mosquitto.log"), errors="replace"):
+            m = re.match(r"\d+: (bridge_client_\d+) \d (\S+)$", line.rstrip("\n"))
+            if m:
+                tot["remote_subscriptions"].setdefault(m.group(1), []).append(m.group(2))
+    except OSError:
+        pass
     tot["held_pubcomps"] = len(read_lines(os.path.join(out, "proxy.log"), "H"))
     tot["dropped_pubrels"] = len(read_lines(os.path.join(out, "proxy.log"), "D"))
     # the Session Present flag of each CONNACK through the proxy (--trace), in order
@@ -1491,6 +1529,9 @@ def main():
                    help="the bridge's retry_qos_0 (default true, the reported configuration)")
     r.add_argument("--tls", action="store_true",
                    help="the bridge connects over TLS (tls+mqtt-tcp://, mosquitto listener 8883)")
+    r.add_argument("--quic", action="store_true",
+                   help="the bridge speaks MQTT over QUIC (mqtt-quic://) to quic_relay.py in "
+                   "front of mosquitto (a nanomq built with -DNNG_ENABLE_QUIC=ON)")
     r.add_argument("--http", action="store_true",
                    help="enable NanoMQ's HTTP API on 127.0.0.1:8081 of its namespace")
     r.add_argument("--proto-ver", type=int, default=5, choices=(4, 5),

@@ -29,7 +29,16 @@ when it does not exceed the dead letters); the limit was applied (qos_downgraded
 retain_cleared > 0); mosquitto ended no connection of the bridge but for the keepalive
 timeout of the cut (remote_disconnects); the scenario made its case (a message refused or
 retained was acked; PUBRELs were dropped and a reconnect got Session Present 0).
-A failing scenario is not retried. The last line is "nanomq_suite: N passed, M failed".
+QUIC bridges (--quic: the lines are nanomq binaries built with -DNNG_ENABLE_QUIC=ON, build.sh
+--quic; the default set is then QUIC_DEFAULT): the bridge dials mqtt-quic:// to
+scenarios/quic_relay.py (aioquic) in front of mosquitto. A scenario whose extra has "xfail"
+(a reason) is a known failure: its failed assertions are printed, it counts as "xfailed", not
+as failed, and does not fail the suite (one passing is reported as passed, with a note to take
+it off the list). "outbox": False leaves out the outbox's log-line assertions (a bridge that
+has no outbox yet); "drain_bound" lowers --drain-bound for one scenario (a known loss is then
+not waited for 90 s).
+A failing scenario is not retried. The last line is "nanomq_suite: N passed, M failed", the
+one before it "nanomq_suite: K xfailed (known failures: ...)" when there were any.
 Exit status 0 only when every scenario passed.
 """
 import argparse
@@ -127,6 +136,32 @@ SCENARIOS = {
                     "retain_available false", "--retain-topic", "test4", "--retain-every", "5"],
                    {"probe": True, "retained": True, "remote_ok": True}),
 }
+# Issue 22: MQTT over QUIC bridges (suite.py --quic, a QUIC build of NanoMQ). The outbox has no
+# call sites in NanoNNG's QUIC client yet (mqtt_quic_client.c): a patched build's QUIC bridge
+# takes the stock path and loses what the outage catches. Known failures until then (xfail),
+# same assertions as TCP; take them off the xfail list when the call sites land.
+QUIC_XFAIL = "issue 22: no outbox on QUIC bridges yet (the stock path loses the outage's messages)"
+SCENARIOS.update({
+    # the reported outage through the QUIC relay: the link to it down
+    "quic-linkdown": (["--scenario", "linkdown", "--quic"],
+                      {"xfail": QUIC_XFAIL, "drain_bound": 30}),
+    # a silent drop (iptables DROP both ways, UDP included)
+    "quic-drop": (["--scenario", "blackhole", "--quic"],
+                  {"xfail": QUIC_XFAIL, "drain_bound": 30}),
+    # two QUIC bridges with a subscription each, healthy link: both subscribe at the remote
+    # and forward (issue 22 item 4: a global `execone` in bridge.c made the second one's
+    # CONNACK callback return at once: no subscription, and in 0.25 never marked connected, so
+    # it forwarded nothing). Only that is asserted: on a healthy link NanoNNG's QUIC client
+    # loses QoS 2 messages of both bridges
+    # (now and then no PUBREL for a PUBREC: the message waits cancel_timeout and is dropped)
+    # and reorders (PUBLISH packets on two streams at random), stock and patched alike
+    "quic-two-bridges": (["--scenario", "healthy", "--quic", "--two-bridges",
+                          "--mosquitto", "log_type subscribe"],
+                         {"forwards_only": "NanoNNG's QUIC client on a healthy link (QoS 2 "
+                          "exchanges that stall, two streams): issue 22",
+                          "drain_bound": 20}),
+})
+QUIC_DEFAULT = ["quic-linkdown", "quic-drop", "quic-two-bridges"]
 DEFAULT = ["linkdown", "blackhole", "drain-cut", "kill", "two-bridges", "mqtt311", "qos0",
            "reload", "reload-fail", "max-qos1", "mqtt311-qos1", "session-lost", "oversized",
            "refused-topic", "retain-off",
@@ -138,6 +173,25 @@ def check(res, extra, order):
     t = res["total"]
     bad, known = [], []
     topics = res["topics"]
+    if extra.get("forwards_only"):
+        # only that each bridge subscribed at the remote and forwarded; losses and order are
+        # reported
+        sb = t.get("second_bridge") or {}
+        if t["sent"] == 0:
+            bad.append("nothing was sent")
+        if not t.get("unique"):
+            bad.append("the first bridge forwarded nothing")
+        if not sb.get("unique"):
+            bad.append("the second bridge forwarded nothing")
+        subs = t.get("remote_subscriptions") or {}
+        for cid, topic in (("bridge_client_123", "test6"), ("bridge_client_456", "b/test6")):
+            if topic not in subs.get(cid, []):
+                bad.append(f"{cid} did not subscribe to {topic} at the remote (mosquitto "
+                           f"logged {subs or 'no subscription'})")
+        if t["lost"] or sb.get("lost") or t["out_of_order"]:
+            known.append(f"lost {t['lost']}, second bridge lost {sb.get('lost')}, out of "
+                         f"order {t['out_of_order']}: known, {extra['forwards_only']}")
+        return bad, known
     for name, d in topics.items():
         if d["lost"] and name in extra.get("known", {}):
             known.append(f"{name}: {d['lost']} of {d['sent']} lost: known, "
@@ -165,6 +219,8 @@ def check(res, extra, order):
             bad.append(f"second bridge: {sb['lost']} lost")
     if t["ctx_msgs_lost_lines"]:
         bad.append(f"{t['ctx_msgs_lost_lines']} 'ctx_msgs is lost' log lines")
+    if not extra.get("outbox", True):
+        return bad, known
     if not t.get("outbox_attached_lines"):
         bad.append("no 'durable outbox' log line")
     for want in extra.get("attached", []):
@@ -259,6 +315,8 @@ def main():
     ap.add_argument("--scale", type=float, default=0.25, help="run.py --scale")
     ap.add_argument("--drain-bound", type=float, default=90)
     ap.add_argument("--only", help="comma-separated scenarios (default: all of CI's)")
+    ap.add_argument("--quic", action="store_true",
+                    help="the lines are QUIC builds: the default set is QUIC_DEFAULT")
     ap.add_argument("--extra", action="append", default=[],
                     help="NAME=run.py options for an extra scenario (e.g. chaos)")
     ap.add_argument("--env", action="append", default=[],
@@ -271,7 +329,8 @@ def main():
     args = ap.parse_args()
 
     seed = args.seed if args.seed is not None else random.randrange(1, 1 << 31)
-    names = args.only.split(",") if args.only else list(DEFAULT)
+    names = (args.only.split(",") if args.only else
+             list(QUIC_DEFAULT) if args.quic else list(DEFAULT))
     names = [n for n in names if n not in args.skip.split(",")]
     scen = dict(SCENARIOS)
     for e in args.extra:
@@ -282,7 +341,7 @@ def main():
         if n not in scen:
             sys.exit(f"suite.py: unknown scenario {n} (known: {', '.join(scen)})")
     lines = [l.split("=", 1) for l in args.line]
-    rows, passed, failed = [], 0, 0
+    rows, passed, failed, xfailed = [], 0, 0, []
     t_all = time.monotonic()
     for label, binary in lines:
         for name in names:
@@ -294,7 +353,8 @@ def main():
             out_root = os.path.join(os.path.abspath(args.out), label)
             cmd = [sys.executable, RUN, "run", "--nanomq", binary, "--label", name,
                    "--out", out_root, "--scale", str(args.scale), "--prefix", args.prefix,
-                   "--remote-bin", args.remote_bin, "--drain-bound", str(args.drain_bound),
+                   "--remote-bin", args.remote_bin, "--drain-bound",
+                   str(min(args.drain_bound, extra.get("drain_bound", args.drain_bound))),
                    "--log-level", "info"] + opts
             env = dict(os.environ)
             for e in args.env:
@@ -328,12 +388,20 @@ def main():
                 bad, known = check(res, extra, not args.no_order)
                 t = res["total"]
             ok = not bad
+            xf = bool(bad) and bool(extra.get("xfail"))
             n_dead = t.get("dead_lettered")
             n_dead = t.get("dead_letters") if n_dead is None else n_dead
             passed += ok
-            failed += not ok
+            failed += not ok and not xf
+            if xf:
+                xfailed.append(f"{label} {name}")
+                known.append(f"expected to fail: {extra['xfail']}")
+            elif ok and extra.get("xfail"):
+                known.append(f"passed although on the xfail list ({extra['xfail']}): take it "
+                             "off")
             rows.append((label, name, t, ok, bad, known, secs))
-            print(f"   {'PASS' if ok else 'FAIL'} in {secs:.0f} s: sent {t.get('sent')} "
+            word = "PASS" if ok else "XFAIL" if xf else "FAIL"
+            print(f"   {word} in {secs:.0f} s: sent {t.get('sent')} "
                   f"received {t.get('received')} lost {t.get('lost')} dup "
                   f"{t.get('duplicated')} out of order {t.get('out_of_order')}"
                   + (f" dead letters {n_dead} of "
@@ -341,7 +409,7 @@ def main():
                      if t.get("dead_expected") else "")
                   + "".join(f"\n   - {b}" for b in bad)
                   + "".join(f"\n   ~ {k}" for k in known), flush=True)
-            if not ok:
+            if not ok and not xf:
                 for tail in ("nanomq.out", "events.log"):
                     p = os.path.join(run_dir, tail)
                     if os.path.exists(p):
@@ -354,7 +422,9 @@ def main():
           "out of order | faults | result | seconds |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for label, name, t, ok, bad, known, secs in rows:
-        verdict = ("FAIL" if not ok else "pass, known: " + "; ".join(known) if known
+        xf = not ok and any(k.startswith("expected to fail") for k in known)
+        verdict = ("xfail: " + "; ".join(bad) if xf else
+                   "FAIL" if not ok else "pass, known: " + "; ".join(known) if known
                    else "pass")
         n_dead = t.get("dead_lettered")
         n_dead = t.get("dead_letters") if n_dead is None else n_dead
@@ -365,6 +435,8 @@ def main():
               f"{t.get('out_of_order', '-')} | {nfaults(t.get('faults', '-'))} | "
               f"{verdict} | {secs:.0f} |")
     print(f"(in {time.monotonic() - t_all:.0f} s)")
+    if xfailed:
+        print(f"nanomq_suite: {len(xfailed)} xfailed (known failures: {', '.join(xfailed)})")
     print(f"nanomq_suite: {passed} passed, {failed} failed")
     sys.exit(0 if failed == 0 else 1)
 
