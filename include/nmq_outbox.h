@@ -602,13 +602,14 @@ nmq_outbox_result nmq_outbox_ack_order_pop(nmq_outbox_ack_order *q, nmq_outbox_p
  *   nmq_outbox_gate_begin() when it handles it, then nmq_outbox_gate_took() for every outbox
  *                           that appended it (or nmq_outbox_nng_gate_append(), which appends
  *                           and notes it), nmq_outbox_gate_refused() for one that refused it;
- *   nmq_outbox_gate_end()   when it is done with it (outside its own locks): the gate commits
- *                           those outboxes on this thread (nmq_outbox_commit), and the ack
- *                           goes now, or once the outboxes' own commits reach its seqs.
- * Outboxes that take part are opened with group_commit_ms = 0 and caller_commits = 1 and
- * registered with nmq_outbox_gate_watch(): their commits (the writer thread's, after a
- * checkpoint or a failed commit, or any caller's) release the acks waiting on them. No thread
- * and no descriptor of the host's is needed.
+ *   nmq_outbox_gate_end()   when it is done with it (outside its own locks): the ack goes
+ *                           now, or once the outboxes' commits reach its seqs.
+ * Outboxes that take part are opened with group_commit_ms = 0 (the writer commits at once,
+ * batching what arrives while it commits) and registered with nmq_outbox_gate_watch(): their
+ * commits release the acks waiting on them, on the committing thread (the writer's, mostly).
+ * With caller_commits = 1 nmq_outbox_gate_end() commits them itself on its thread
+ * (nmq_outbox_commit) instead: no hand-over to the writer, but a commit per caller (more CPU
+ * per message under load). No thread and no descriptor of the host's is needed.
  *
  * Acks are sent by the host's callback `send`: PUBACK (qos 1) or PUBREC (qos 2) for packet_id
  * to the client `pipe`, with the MQTT 5 reason code `reason` (0: success). It runs on the
@@ -685,10 +686,10 @@ nmq_outbox_result nmq_outbox_gate_took(nmq_outbox_gate_ack *a, nmq_outbox *ob, i
  * own path with the message. EINVAL for NULL or a `why` that is not an error. */
 nmq_outbox_result nmq_outbox_gate_refused(nmq_outbox_gate_ack *a, nmq_outbox_result why);
 
-/* The host is done with the PUBLISH (takes a; NULL is a no-op): the gate commits the outboxes
- * that took it on this thread (nmq_outbox_commit: call it outside the host's own locks), then
- * its ack goes now (no outbox took it, one refused it, all committed it) or when their commits
- * reach its seqs. May call the callback (see above). */
+/* The host is done with the PUBLISH (takes a; NULL is a no-op): the outboxes that took it and
+ * have caller_commits = 1 are committed on this thread (nmq_outbox_commit: call it outside the
+ * host's own locks), then its ack goes now (no outbox took it, one refused it, all committed
+ * it) or when their commits reach its seqs. May call the callback (see above). */
 void nmq_outbox_gate_end(nmq_outbox_gate_ack *a);
 
 /* A static, human-readable string for any result code (unknown codes included). */

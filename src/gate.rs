@@ -6,10 +6,11 @@
 //! 1. [`Gate::owe`] when it arrives, in the connection's receive path (the wire's order);
 //! 2. [`Gate::begin`] when it handles it, then [`Pending::took`] for every outbox that
 //!    appended it (with the seq it got), or [`Pending::refused`] for one that refused it;
-//! 3. [`Gate::end`]: commits those outboxes on the calling thread, and the ack goes now (no
-//!    outbox took it, one refused it, or all have committed it) or once the outboxes' own
-//!    commits reach its seqs ([`Gate::watch`] sets their commit hook: the commit that writes
-//!    it releases it, on the thread that committed, usually the outbox's writer thread).
+//! 3. [`Gate::end`]: the ack goes now (no outbox took it, one refused it, or all have
+//!    committed it) or once the outboxes' commits reach its seqs ([`Gate::watch`] sets their
+//!    commit hook: the commit that writes it releases it, on the thread that committed, the
+//!    outbox's writer thread with `group_commit_ms` 0). Outboxes with `caller_commits` are
+//!    committed by `end` on its own thread first.
 //!
 //! Acks are sent by the host's callback, never with a lock of the gate (or of an outbox)
 //! held, and one at a time: one thread sends what is ready, in order, while the others only
@@ -294,8 +295,8 @@ impl Gate {
         self.inner.deliver(st);
     }
 
-    /// Handled: commits the outboxes that took the message (on this thread), then the ack goes
-    /// now or waits for their commits (see the module's rules).
+    /// Handled: commits the outboxes that took the message and have `caller_commits` (on this
+    /// thread), then the ack goes now or waits for their commits (see the module's rules).
     pub fn end(&self, p: Pending) {
         if p.waits.is_empty() || p.ack.reason != 0 {
             return self.ack_now(p.ack);
@@ -304,7 +305,11 @@ impl Gate {
         for (c, _) in &p.waits {
             // Ok(true): committed; Ok(false): the writer commits it after its checkpoint;
             // an error: kept, the writer retries (logged by the outbox). The hook tells.
-            let _ = c.commit();
+            // An outbox without caller_commits: its writer commits (a group commit on its
+            // thread), and its hook releases the ack.
+            if c.caller_commits() {
+                let _ = c.commit();
+            }
             seen.push((c.key(), c.committed()));
         }
         let mut st = lock(&self.inner.st);

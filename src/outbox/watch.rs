@@ -21,6 +21,12 @@ impl Committer {
         self.0.commit()
     }
 
+    /// Whether the host commits its appends itself (`caller_commits`); otherwise the writer
+    /// thread does, and its commit tells the hook.
+    pub fn caller_commits(&self) -> bool {
+        self.0.cfg.caller_commits
+    }
+
     /// The committed seq and whether the outbox is closed (then that seq is final).
     pub fn committed(&self) -> (i64, bool) {
         let st = lock(&self.0.state);
