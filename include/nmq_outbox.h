@@ -615,8 +615,10 @@ nmq_outbox_result nmq_outbox_ack_order_pop(nmq_outbox_ack_order *q, nmq_outbox_p
  * to the client `pipe`, with the MQTT 5 reason code `reason` (0: success). It runs on the
  * thread of nmq_outbox_gate_end() / nmq_outbox_gate_ack_now(), or on the thread of a commit
  * that released it (an outbox's writer thread, or a host thread inside nmq_outbox_commit(),
- * nmq_outbox_flush(), nmq_outbox_close() or nmq_outbox_free()), never with a lock of the
- * library held, and one call at a time per gate (one thread sends what is ready, in order,
+ * nmq_outbox_flush(), nmq_outbox_close(), nmq_outbox_free(), or an append that commits itself
+ * because the writer fell far behind or a commit failed: then under whatever lock the host
+ * holds around its append, so the callback must not take a lock the host holds there), never
+ * with a lock of the library held, and one call at a time per gate (one thread sends what is ready, in order,
  * while the others only queue it: each ack is passed exactly once). It may call any function
  * of the library; it must not block for long (other acks wait behind it). A panic-free Rust
  * or C function with `ctx` usable from any thread.
