@@ -522,6 +522,148 @@ static void test_ack_order(void)
     nmq_outbox_ack_order_free(NULL);
 }
 
+/* The ack gate through the C ABI: the callback gets each ack once, after the commit, in the
+ * client's order; a refusal answers an MQTT 5 publisher and leaves a 3.1.1 one to the host; a
+ * closed outbox answers what it did not commit. */
+static pthread_mutex_t gate_mtx = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t gate_cv = PTHREAD_COND_INITIALIZER;
+static uint32_t gate_got[16][3];
+static int gate_n;
+
+static void gate_send(void *ctx, uint32_t pipe, uint8_t qos, uint16_t packet_id, uint8_t reason)
+{
+    CHECK(ctx == (void *) &gate_n);
+    CHECK(qos == 1 || qos == 2);
+    pthread_mutex_lock(&gate_mtx);
+    if (gate_n < 16) {
+        gate_got[gate_n][0] = pipe;
+        gate_got[gate_n][1] = packet_id;
+        gate_got[gate_n][2] = reason;
+    }
+    gate_n++;
+    pthread_cond_broadcast(&gate_cv);
+    pthread_mutex_unlock(&gate_mtx);
+}
+
+static int gate_count(void)
+{
+    pthread_mutex_lock(&gate_mtx);
+    int n = gate_n;
+    pthread_mutex_unlock(&gate_mtx);
+    return n;
+}
+
+/* Waits (bounded: a broken build must not hang) until the callback had n acks. */
+static int gate_wait(int n)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_REALTIME, &t);
+    t.tv_sec += 30;
+    pthread_mutex_lock(&gate_mtx);
+    while (gate_n < n && pthread_cond_timedwait(&gate_cv, &gate_mtx, &t) == 0)
+        ;
+    int got = gate_n;
+    pthread_mutex_unlock(&gate_mtx);
+    return got >= n;
+}
+
+static int gate_is(int i, uint32_t pipe, uint32_t packet_id, uint32_t reason)
+{
+    return gate_got[i][0] == pipe && gate_got[i][1] == packet_id && gate_got[i][2] == reason;
+}
+
+static void test_ack_gate(void)
+{
+    char p[300];
+    path_in(p, sizeof p, "gate.db");
+    nmq_outbox_config c = config(p, "b");
+    c.group_commit_ms = 0;
+    c.caller_commits = 1;
+    nmq_outbox *ob = NULL, *other = NULL;
+    CHECK_RC(nmq_outbox_open(&c, &ob), NMQ_OUTBOX_OK);
+    nmq_outbox_gate *g = NULL, *h = NULL;
+    CHECK_RC(nmq_outbox_gate_new(NULL, NULL, &g), NMQ_OUTBOX_EINVAL);
+    CHECK(g == NULL);
+    CHECK_RC(nmq_outbox_gate_new(gate_send, &gate_n, NULL), NMQ_OUTBOX_EINVAL);
+    CHECK_RC(nmq_outbox_gate_new(gate_send, &gate_n, &g), NMQ_OUTBOX_OK);
+    CHECK_RC(nmq_outbox_gate_new(gate_send, &gate_n, &h), NMQ_OUTBOX_OK);
+    CHECK_RC(nmq_outbox_gate_watch(g, ob), NMQ_OUTBOX_OK);
+    CHECK_RC(nmq_outbox_gate_watch(g, ob), NMQ_OUTBOX_OK);
+    CHECK_RC(nmq_outbox_gate_watch(h, ob), NMQ_OUTBOX_EBUSY);
+    CHECK_RC(nmq_outbox_gate_watch(NULL, ob), NMQ_OUTBOX_EINVAL);
+    CHECK_RC(nmq_outbox_gate_watch(g, NULL), NMQ_OUTBOX_EINVAL);
+    CHECK_RC(nmq_outbox_gate_owe(g, 1, 1, 0), NMQ_OUTBOX_EINVAL);
+    CHECK_RC(nmq_outbox_gate_owe(NULL, 1, 1, 1), NMQ_OUTBOX_EINVAL);
+    CHECK(nmq_outbox_gate_begin(g, 1, 1, 3, 1) == NULL);
+    CHECK(nmq_outbox_gate_begin(NULL, 1, 1, 1, 1) == NULL);
+    nmq_outbox_gate_end(NULL);
+    nmq_outbox_gate_pipe_gone(NULL, 1);
+
+    /* client 1 sends 1, 2, 3, 4; they are handled 2, 1, 3, 4 */
+    for (uint16_t pid = 1; pid <= 4; pid++)
+        CHECK_RC(nmq_outbox_gate_owe(g, 1, pid, pid == 3 ? 2 : 1), NMQ_OUTBOX_OK);
+    int64_t seq = 0;
+    nmq_outbox_gate_ack *a = nmq_outbox_gate_begin(g, 1, 2, 1, 0);
+    CHECK(a != NULL);
+    CHECK_RC(nmq_outbox_append(ob, 1, 0, u8("m2"), 2, &seq), NMQ_OUTBOX_OK);
+    CHECK_RC(nmq_outbox_gate_took(a, ob, seq), NMQ_OUTBOX_OK);
+    CHECK_RC(nmq_outbox_gate_took(NULL, ob, seq), NMQ_OUTBOX_EINVAL);
+    nmq_outbox_gate_end(a); /* committed, but 1 is owed first */
+    CHECK(gate_count() == 0);
+    a = nmq_outbox_gate_begin(g, 1, 1, 1, 1); /* MQTT 5, refused: 0x97 */
+    CHECK_RC(nmq_outbox_gate_refused(a, NMQ_OUTBOX_ENOSPC), NMQ_OUTBOX_OK);
+    CHECK_RC(nmq_outbox_gate_refused(a, NMQ_OUTBOX_OK), NMQ_OUTBOX_EINVAL);
+    nmq_outbox_gate_end(a);
+    CHECK(gate_count() == 2);
+    CHECK(gate_is(0, 1, 1, 0x97) && gate_is(1, 1, 2, 0));
+    a = nmq_outbox_gate_begin(g, 1, 3, 2, 0); /* MQTT 3.1.1, refused: the host's path */
+    CHECK_RC(nmq_outbox_gate_refused(a, NMQ_OUTBOX_EIO), NMQ_OUTBOX_EIO);
+    nmq_outbox_gate_end(a);
+    CHECK(gate_count() == 3 && gate_is(2, 1, 3, 0));
+
+    /* 4 waits for a seq the outbox never commits; client 2 (MQTT 5) too; closing answers */
+    CHECK_RC(nmq_outbox_gate_owe(g, 2, 9, 1), NMQ_OUTBOX_OK);
+    a = nmq_outbox_gate_begin(g, 1, 4, 1, 0);
+    CHECK_RC(nmq_outbox_gate_took(a, ob, seq + 1), NMQ_OUTBOX_OK);
+    nmq_outbox_gate_end(a);
+    a = nmq_outbox_gate_begin(g, 2, 9, 1, 1);
+    CHECK_RC(nmq_outbox_gate_took(a, ob, seq + 1), NMQ_OUTBOX_OK);
+    nmq_outbox_gate_end(a);
+    CHECK(gate_count() == 3);
+    CHECK_RC(nmq_outbox_close(ob), NMQ_OUTBOX_OK);
+    CHECK(gate_wait(4));
+    CHECK(gate_count() == 4 && gate_is(3, 2, 9, 0x80)); /* 3.1.1: nothing, it resends */
+    CHECK_RC(nmq_outbox_gate_watch(g, ob), NMQ_OUTBOX_ECLOSED);
+
+    /* an owed ack the host will not handle goes now, in order */
+    CHECK_RC(nmq_outbox_gate_owe(g, 3, 1, 1), NMQ_OUTBOX_OK);
+    CHECK_RC(nmq_outbox_gate_ack_now(g, 3, 1, 1, 0), NMQ_OUTBOX_OK);
+    CHECK_RC(nmq_outbox_gate_ack_now(g, 3, 1, 0, 0), NMQ_OUTBOX_EINVAL);
+    CHECK(gate_count() == 5 && gate_is(4, 3, 1, 0));
+
+    /* the writer thread's commit releases an ack end could not (another outbox) */
+    path_in(p, sizeof p, "gate2.db");
+    c = config(p, "b2");
+    c.group_commit_ms = 2;
+    CHECK_RC(nmq_outbox_open(&c, &other), NMQ_OUTBOX_OK);
+    CHECK_RC(nmq_outbox_gate_watch(g, other), NMQ_OUTBOX_OK);
+    CHECK_RC(nmq_outbox_append(other, 1, 0, u8("x"), 1, &seq), NMQ_OUTBOX_OK);
+    a = nmq_outbox_gate_begin(g, 4, 1, 1, 0);
+    CHECK_RC(nmq_outbox_gate_took(a, other, seq + 1), NMQ_OUTBOX_OK);
+    nmq_outbox_gate_end(a);
+    CHECK(gate_count() == 5);
+    CHECK_RC(nmq_outbox_append(other, 1, 0, u8("y"), 1, &seq), NMQ_OUTBOX_OK);
+    CHECK(gate_wait(6));
+    CHECK(gate_count() == 6 && gate_is(5, 4, 1, 0));
+    nmq_outbox_gate_pipe_gone(g, 1);
+    nmq_outbox_gate_pipe_gone(g, 3);
+    nmq_outbox_free(other);
+    nmq_outbox_free(ob);
+    nmq_outbox_gate_free(g);
+    nmq_outbox_gate_free(h);
+    nmq_outbox_gate_free(NULL);
+}
+
 static void test_corrupt_file(void)
 {
     char p[300];
@@ -1059,6 +1201,7 @@ int main(int argc, char **argv)
     test_reject_new();
     test_ack_after_commit();
     test_ack_order();
+    test_ack_gate();
     test_corrupt_file();
     test_empty_message();
     test_bad_enums();

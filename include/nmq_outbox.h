@@ -566,7 +566,8 @@ nmq_outbox_result nmq_outbox_stats_prometheus(nmq_outbox *const *obs, size_t n, 
  * they were accepted, so one commit releases every message in it. Such a host opens the
  * outbox with group_commit_ms = 0 and caller_commits = 1, and after its appends (outside its
  * own locks) calls nmq_outbox_commit(): NMQ_OUTBOX_OK means they are committed and can be
- * acked at once; otherwise the descriptor tells when.
+ * acked at once; otherwise the descriptor tells when. ACK GATE below does all of this for the
+ * host (and keeps each client's order): a host using it needs none of the calls here.
  *
  * *fd gets a descriptor (an eventfd on Linux, the read end of a non-blocking pipe elsewhere)
  * that becomes readable after each commit that advanced the committed seq, and stays readable
@@ -662,6 +663,106 @@ nmq_outbox_result nmq_outbox_ack_order_ready(nmq_outbox_ack_order *q, uint16_t p
 /* OK: *out (caller-owned) gets the oldest ack, which was ready and leaves the queue; EMPTY:
  * the queue is empty or its oldest ack is not ready. EINVAL for NULL. */
 nmq_outbox_result nmq_outbox_ack_order_pop(nmq_outbox_ack_order *q, nmq_outbox_pub_ack *out);
+
+/* ACK GATE (issue 13, issue 21): the whole ack-after-commit decision for a host that
+ * acknowledges its local publishers' QoS 1/2 PUBLISHes only once every outbox that took the
+ * message has committed it, in each client's PUBLISH order (MQTT 4.6). The host keeps one gate
+ * (made once, shared by all threads) and calls, per QoS 1/2 PUBLISH of a local client:
+ *   nmq_outbox_gate_owe()   where the connection receives it (the wire's order);
+ *   nmq_outbox_gate_begin() when it handles it, then nmq_outbox_gate_took() for every outbox
+ *                           that appended it (or nmq_outbox_nng_gate_append(), which appends
+ *                           and notes it), nmq_outbox_gate_refused() for one that refused it;
+ *   nmq_outbox_gate_end()   when it is done with it (outside its own locks): the ack goes
+ *                           now, or once the outboxes' commits reach its seqs.
+ * Outboxes that take part are opened with group_commit_ms = 0 (the writer commits at once,
+ * batching what arrives while it commits) and registered with nmq_outbox_gate_watch(): their
+ * commits release the acks waiting on them, on the committing thread (the writer's, mostly).
+ * With caller_commits = 1 nmq_outbox_gate_end() commits them itself on its thread
+ * (nmq_outbox_commit) instead: no hand-over to the writer, but a commit per caller (more CPU
+ * per message under load). No thread and no descriptor of the host's is needed.
+ *
+ * Acks are sent by the host's callback `send`: PUBACK (qos 1) or PUBREC (qos 2) for packet_id
+ * to the client `pipe`, with the MQTT 5 reason code `reason` (0: success). It runs on the
+ * thread of nmq_outbox_gate_end() / nmq_outbox_gate_ack_now(), or on the thread of a commit
+ * that released it (an outbox's writer thread, or a host thread inside nmq_outbox_commit(),
+ * nmq_outbox_flush(), nmq_outbox_close(), nmq_outbox_free(), or an append that commits itself
+ * because the writer fell far behind or a commit failed: then under whatever lock the host
+ * holds around its append, so the callback must not take a lock the host holds there), never
+ * with a lock of the library held, and one call at a time per gate (one thread sends what is ready, in order,
+ * while the others only queue it: each ack is passed exactly once). It may call any function
+ * of the library; it must not block for long (other acks wait behind it). A panic-free Rust
+ * or C function with `ctx` usable from any thread.
+ *
+ * Rules: an ack is never sent before every outbox that took the message committed it; a
+ * refusal answers an MQTT 5 publisher with nmq_outbox_mqtt_reason() of it (the message is not
+ * forwarded), while an MQTT 3.1.1 publisher cannot be told: the host then takes its own path
+ * (its ack goes as without the gate); a failed commit keeps the ack waiting (the writer
+ * retries; the commit that succeeds releases it); an outbox closed without having committed
+ * the seq (its final commit failed: counted in stats.dropped_unwritten) answers an MQTT 5
+ * publisher with 0x80 and sends an MQTT 3.1.1 publisher nothing (it resends after a
+ * reconnect), and the acks behind it in that client's order go on; a client gone
+ * (nmq_outbox_gate_pipe_gone) forgets what it was owed. */
+typedef struct nmq_outbox_gate nmq_outbox_gate;
+typedef struct nmq_outbox_gate_ack nmq_outbox_gate_ack;
+typedef void (*nmq_outbox_gate_send_fn)(void *ctx, uint32_t pipe, uint8_t qos,
+                                        uint16_t packet_id, uint8_t reason);
+
+/* A new gate whose acks go to send(ctx, ...) (see above); *out gets it, owned by the caller
+ * (nmq_outbox_gate_free), or NULL on error (EINVAL for a NULL send or out). `ctx` is kept until
+ * the gate is freed. Thread-safe. */
+nmq_outbox_result nmq_outbox_gate_new(nmq_outbox_gate_send_fn send, void *ctx,
+                                      nmq_outbox_gate **out);
+
+/* Frees the gate (taken); acks still waiting are never sent. Outboxes it watches stay usable
+ * (their commits then release nothing). NULL is a no-op. Must be the last call on g, and no
+ * nmq_outbox_gate_ack of it may be live. */
+void nmq_outbox_gate_free(nmq_outbox_gate *g);
+
+/* ob's commits release g's acks (both borrowed). Idempotent; EBUSY when another gate watches
+ * ob, ECLOSED after its close. Thread-safe. */
+nmq_outbox_result nmq_outbox_gate_watch(nmq_outbox_gate *g, nmq_outbox *ob);
+
+/* A QoS 1/2 PUBLISH packet_id of client `pipe` arrived: its ack is owed, in this order. Call
+ * it where the connection receives (the wire's order); it may run under the host's
+ * connection lock (it never calls the host). EINVAL for a NULL g or a QoS other than 1/2;
+ * EFULL when the client already has 65535 owed (nothing noted: its ack goes when ready,
+ * unordered). Thread-safe. */
+nmq_outbox_result nmq_outbox_gate_owe(nmq_outbox_gate *g, uint32_t pipe, uint16_t packet_id,
+                                      uint8_t qos);
+
+/* Client `pipe` is gone: what it was owed is forgotten. NULL g is a no-op. May run under the
+ * host's connection lock. Thread-safe. */
+void nmq_outbox_gate_pipe_gone(nmq_outbox_gate *g, uint32_t pipe);
+
+/* The ack of a PUBLISH that was owed (nmq_outbox_gate_owe) may go now, with reason, in its
+ * client's order (for one the host will not hand to nmq_outbox_gate_begin). Sends with the
+ * callback: call it with no lock of the host's that the callback takes. EINVAL for a NULL g
+ * or a QoS other than 1/2. Thread-safe. */
+nmq_outbox_result nmq_outbox_gate_ack_now(nmq_outbox_gate *g, uint32_t pipe,
+                                          uint16_t packet_id, uint8_t qos, uint8_t reason);
+
+/* The host handles the PUBLISH: the ack it is owed, owned by the caller until
+ * nmq_outbox_gate_end() (which takes it). mqtt5: the publisher speaks MQTT 5 (a refusal is
+ * answered with a reason code). NULL for a NULL g or a QoS other than 1/2 (then ack as without
+ * the gate). Thread-safe; the ack itself is used by one thread at a time. */
+nmq_outbox_gate_ack *nmq_outbox_gate_begin(nmq_outbox_gate *g, uint32_t pipe,
+                                           uint16_t packet_id, uint8_t qos, int mqtt5);
+
+/* ob (borrowed) appended the message as seq (nmq_outbox_append / nmq_outbox_nng_append): the
+ * ack waits until ob committed it. EINVAL for NULL. */
+nmq_outbox_result nmq_outbox_gate_took(nmq_outbox_gate_ack *a, nmq_outbox *ob, int64_t seq);
+
+/* An outbox refused the message with `why` (an error result of its append). OK: the publisher
+ * (MQTT 5) is answered with nmq_outbox_mqtt_reason(why) and the message is not to be forwarded
+ * (the host frees it); `why` back: the publisher (MQTT 3.1.1) cannot be told, the host takes its
+ * own path with the message. EINVAL for NULL or a `why` that is not an error. */
+nmq_outbox_result nmq_outbox_gate_refused(nmq_outbox_gate_ack *a, nmq_outbox_result why);
+
+/* The host is done with the PUBLISH (takes a; NULL is a no-op): the outboxes that took it and
+ * have caller_commits = 1 are committed on this thread (nmq_outbox_commit: call it outside the
+ * host's own locks), then its ack goes now (no outbox took it, one refused it, all committed
+ * it) or when their commits reach its seqs. May call the callback (see above). */
+void nmq_outbox_gate_end(nmq_outbox_gate_ack *a);
 
 /* A static, human-readable string for any result code (unknown codes included). */
 const char *nmq_outbox_strerror(nmq_outbox_result result);

@@ -49,6 +49,15 @@ nmq_outbox_result nmq_outbox_nng_publish(nmq_outbox *ob, nng_aio *lane, int lane
 nmq_outbox_result nmq_outbox_nng_append(nmq_outbox *ob, uint8_t proto_ver, nng_msg *msg,
                                         int64_t *seq);
 
+/* Hook B2 with the ACK GATE (nmq_outbox.h): stores a copy of the encoded PUBLISH at the tail
+ * of ob (never sent directly: the replay sends it), frees it and notes ob and its seq in a
+ * (nmq_outbox_gate_took). A refusal answers an MQTT 5 publisher (nmq_outbox_gate_refused:
+ * logged, the message freed, not forwarded) and OK is returned: the message is consumed either
+ * way. Another result (the refusal, for an MQTT 3.1.1 publisher; EINVAL for NULL): the message
+ * stays with the caller, for its own path. Thread-safe; the ack used by one thread at a time. */
+nmq_outbox_result nmq_outbox_nng_gate_append(nmq_outbox_gate_ack *a, nmq_outbox *ob,
+                                             uint8_t proto_ver, nng_msg *msg);
+
 /* Hook N1 (mqtt_ctx_send with no pipe): stores the aio's message in the outbox, frees it,
  * clears the aio's message and finishes the aio with 0, so the lane is never left busy.
  * On error nothing is changed: the caller finishes the aio with an error as before. */

@@ -74,6 +74,23 @@ impl AckOrder {
         }
     }
 
+    /// The ack of `packet_id` will never be sent: the oldest not yet ready entry of that
+    /// packet id leaves the queue (the acks behind it no longer wait for it). False when there
+    /// is none.
+    pub fn forget(&mut self, packet_id: u16) -> bool {
+        match self
+            .q
+            .iter()
+            .position(|e| e.reason.is_none() && e.packet_id == packet_id)
+        {
+            Some(i) => {
+                self.q.remove(i);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// The oldest ack, when it is ready (then it leaves the queue).
     pub fn pop(&mut self) -> Option<Ack> {
         let reason = self.q.front()?.reason?;
@@ -171,6 +188,20 @@ mod tests {
         assert_eq!(o.pop(), None); // 6 waits
         assert!(o.ready(6, 0));
         assert_eq!(drain(&mut o), vec![6, 5]);
+    }
+
+    #[test]
+    fn a_forgotten_ack_no_longer_holds_the_later_ones() {
+        let mut o = AckOrder::new();
+        for id in 1..=3 {
+            assert!(o.push(id, 1));
+        }
+        assert!(o.ready(2, 0));
+        assert!(o.forget(1));
+        assert!(!o.forget(1));
+        assert_eq!(drain(&mut o), vec![2]);
+        assert!(o.ready(3, 0));
+        assert_eq!(drain(&mut o), vec![3]);
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod duration;
 pub mod error;
 pub mod ffi;
 pub mod files;
+pub mod gate;
 pub mod log;
 pub mod metrics;
 pub mod mqtt;

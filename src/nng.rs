@@ -478,10 +478,10 @@ pub unsafe fn ack(
 use crate::ffi::guard::{non_null, with_handle};
 use crate::ffi::sys::{
     nmq_outbox, nmq_outbox_ack_outcome, nmq_outbox_bound_row, nmq_outbox_connack,
-    nmq_outbox_decision, nmq_outbox_pid_busy_fn, nmq_outbox_result, NMQ_OUTBOX_ACK_DONE,
-    NMQ_OUTBOX_ACK_PROGRESS, NMQ_OUTBOX_ACK_REJECTED, NMQ_OUTBOX_ACK_RETRY, NMQ_OUTBOX_EMPTY,
-    NMQ_OUTBOX_NOT_OURS, NMQ_OUTBOX_OK, NMQ_OUTBOX_ROW_PUBLISH, NMQ_OUTBOX_ROW_PUBREL,
-    NMQ_OUTBOX_ROW_QOS0, NMQ_OUTBOX_SEND_NOW, NMQ_OUTBOX_STORE,
+    nmq_outbox_decision, nmq_outbox_gate_ack, nmq_outbox_pid_busy_fn, nmq_outbox_result,
+    NMQ_OUTBOX_ACK_DONE, NMQ_OUTBOX_ACK_PROGRESS, NMQ_OUTBOX_ACK_REJECTED, NMQ_OUTBOX_ACK_RETRY,
+    NMQ_OUTBOX_EMPTY, NMQ_OUTBOX_NOT_OURS, NMQ_OUTBOX_OK, NMQ_OUTBOX_ROW_PUBLISH,
+    NMQ_OUTBOX_ROW_PUBREL, NMQ_OUTBOX_ROW_QOS0, NMQ_OUTBOX_SEND_NOW, NMQ_OUTBOX_STORE,
 };
 #[allow(unused_imports)]
 use sys::nng_duration;
@@ -532,6 +532,32 @@ pub unsafe extern "C" fn nmq_outbox_nng_append(
             *seq = s;
         }
         Ok(NMQ_OUTBOX_OK)
+    })
+}
+
+/// Ack gate, hook B2: appends like `nmq_outbox_nng_append` and notes it in `a`. OK: the
+/// message is consumed (stored, or refused with its MQTT 5 publisher answered, then freed);
+/// another result: it stays with the caller. Thread-safe; `a` used by one thread at a time.
+#[no_mangle]
+pub unsafe extern "C" fn nmq_outbox_nng_gate_append(
+    a: *mut nmq_outbox_gate_ack,
+    ob: *mut nmq_outbox,
+    proto_ver: u8,
+    msg: *mut nng_msg,
+) -> nmq_outbox_result {
+    with_handle("nmq_outbox_nng_gate_append", ob, |h| {
+        non_null(msg, "msg")?;
+        non_null(a, "a")?;
+        let res = append(h, proto_ver, msg);
+        if crate::ffi::gate::note_append(a, h, &res)? {
+            if res.is_err() {
+                sys::nng_msg_free(msg);
+            }
+            return Ok(NMQ_OUTBOX_OK);
+        }
+        // refused, the host's path takes it: the result says why (not logged here: the host
+        // logs and counts its fallback)
+        Ok(res.map_or_else(|e| crate::ffi::code(&e), |_| NMQ_OUTBOX_OK))
     })
 }
 

@@ -29,6 +29,7 @@ mod remote;
 mod replay;
 mod trim;
 mod types;
+mod watch;
 mod writer;
 #[cfg(test)]
 mod writer_tests;
@@ -36,6 +37,7 @@ mod writer_tests;
 pub use packet_ids::RowKind;
 pub use registry::{close_all, stats_all};
 pub use types::*;
+pub use watch::{CommitHook, Committer};
 use writer::ACKS_DUE;
 
 /// Pending appends beyond `group_commit_count * BACKPRESSURE` (or pending acks beyond
@@ -279,6 +281,9 @@ struct Shared {
     notify_init: Mutex<()>,
     /// The writer thread, until `close` joins it.
     writer: Mutex<Option<JoinHandle<()>>>,
+    /// Told of every commit that advanced `committed_seq`, and of the close (`watch.rs`):
+    /// an ack gate's, set once (with its owner's id).
+    hook: OnceLock<(usize, CommitHook)>,
 }
 
 /// One bridge's durable outbox.
@@ -427,6 +432,7 @@ impl Outbox {
             notify: OnceLock::new(),
             notify_init: Mutex::new(()),
             writer: Mutex::new(None),
+            hook: OnceLock::new(),
         });
         let worker = Arc::clone(&shared);
         let writer = std::thread::Builder::new()
@@ -639,40 +645,7 @@ impl Outbox {
     /// pending and the writer retries them. For a host with `caller_commits` (its appends do
     /// not wake the writer); any host may call it.
     pub fn commit(&self) -> Result<bool> {
-        let sh = &self.shared;
-        let checkpointing = {
-            let st = sh.lock_open()?;
-            if st.pending.messages() == 0 && !st.writing {
-                // nothing of ours to commit (acks are the writer's)
-                return Ok(true);
-            }
-            st.checkpointing
-        };
-        // Group commit without a hand-over: behind a running commit (a caller's, or the
-        // writer's acks) this waits for it, then commits what came meanwhile, or finds it
-        // committed by the commit it waited for. Never behind a checkpoint (an fsync).
-        let res = if checkpointing {
-            sh.try_flush()
-        } else {
-            Some(sh.flush_locked(lock(&sh.db), true))
-        };
-        match res {
-            Some(Ok(())) => Ok(true),
-            Some(Err(e)) => {
-                sh.wake.notify_one();
-                Err(e)
-            }
-            None => {
-                let mut st = lock(&sh.state);
-                let wake = !st.kicked && !st.pending.is_empty();
-                st.kicked |= wake;
-                drop(st);
-                if wake {
-                    sh.wake.notify_one();
-                }
-                Ok(false)
-            }
-        }
+        self.shared.commit()
     }
 
     /// Ack after commit (issue 13): a descriptor that becomes readable when a commit advanced
@@ -748,6 +721,9 @@ impl Shared {
         }
         // The connection closes before the file's claim is released (Store's field order).
         lock(&sh.db).take();
+        // An ack gate answers what still waits on this outbox (no lock of ours held).
+        let last = lock(&sh.state).committed_seq;
+        sh.tell_hook(last, true);
         res
     }
 
@@ -811,10 +787,50 @@ impl Shared {
         self.lock_open().map(drop)
     }
 
-    /// Makes the commit descriptor readable, when a host asked for it.
-    fn signal_commit(&self) {
+    /// After a commit advanced the committed seq to `seq` (no lock of ours held): makes the
+    /// commit descriptor readable, when a host asked for it, and tells the hook.
+    fn signal_commit(&self, seq: i64) {
         if let Some(n) = self.notify.get() {
             n.signal();
+        }
+        self.tell_hook(seq, false);
+    }
+
+    /// Commits the pending appends on the calling thread (`Outbox::commit`).
+    pub(super) fn commit(&self) -> Result<bool> {
+        let sh = self;
+        let checkpointing = {
+            let st = sh.lock_open()?;
+            if st.pending.messages() == 0 && !st.writing {
+                // nothing of ours to commit (acks are the writer's)
+                return Ok(true);
+            }
+            st.checkpointing
+        };
+        // Group commit without a hand-over: behind a running commit (a caller's, or the
+        // writer's acks) this waits for it, then commits what came meanwhile, or finds it
+        // committed by the commit it waited for. Never behind a checkpoint (an fsync).
+        let res = if checkpointing {
+            sh.try_flush()
+        } else {
+            Some(sh.flush_locked(lock(&sh.db), true))
+        };
+        match res {
+            Some(Ok(())) => Ok(true),
+            Some(Err(e)) => {
+                sh.wake.notify_one();
+                Err(e)
+            }
+            None => {
+                let mut st = lock(&sh.state);
+                let wake = !st.kicked && !st.pending.is_empty();
+                st.kicked |= wake;
+                drop(st);
+                if wake {
+                    sh.wake.notify_one();
+                }
+                Ok(false)
+            }
         }
     }
 

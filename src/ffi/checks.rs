@@ -5,6 +5,7 @@
 
 use super::ack_order::*;
 use super::commit::*;
+use super::gate::*;
 use super::handle::*;
 use super::link::*;
 use super::queue::*;

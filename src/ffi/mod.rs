@@ -9,7 +9,8 @@
 //!
 //! One concern per file: [`guard`] (what every export shares), `handle` (config, open,
 //! close), `link`, `queue` (routing, the replay, acks, QoS 0), `stats`, `commit`, `text`,
-//! `ack_order`; `checks` holds every signature of the header against them. No file imports
+//! `ack_order`, `gate` (the ack-after-commit gate); `checks` holds every signature of the
+//! header against them. No file imports
 //! one that imports it back: each takes what it needs from `guard` and `sys`.
 
 #![allow(clippy::missing_safety_doc)]
@@ -32,6 +33,7 @@ pub mod sys {
 pub mod ack_order;
 mod checks;
 pub mod commit;
+pub mod gate;
 pub mod guard;
 pub mod handle;
 pub mod link;
@@ -44,6 +46,7 @@ pub mod text;
 // Every export, as `nmq_outbox::ffi::<name>` (Rust callers and tests).
 pub use ack_order::*;
 pub use commit::*;
+pub use gate::*;
 pub use guard::code;
 pub use handle::*;
 pub use link::*;

@@ -159,10 +159,11 @@ impl Shared {
                 }
                 let advanced = high > st.committed_seq;
                 st.committed_seq = st.committed_seq.max(high);
+                let committed = st.committed_seq;
                 drop(st);
                 drop(db);
                 if advanced {
-                    self.signal_commit();
+                    self.signal_commit(committed);
                 }
                 self.log_trim(trimmed);
                 self.log_notes(notes);
@@ -197,6 +198,7 @@ impl Shared {
         let mut st = lock(&self.state);
         st.writing = false;
         let mut advanced = false;
+        let mut committed = st.committed_seq;
         let mut wake_writer = false;
         let out = match res {
             Commit::Done(written) => {
@@ -214,6 +216,7 @@ impl Shared {
                 // (counted in dropped_malformed) are resolved too.
                 st.committed_seq = st.committed_seq.max(high);
                 advanced = st.committed_seq > before;
+                committed = st.committed_seq;
                 self.take_refused(&mut st, written, &mut notes);
                 if st.space_low
                     && st
@@ -252,7 +255,7 @@ impl Shared {
         drop(st);
         drop(db);
         if advanced {
-            self.signal_commit();
+            self.signal_commit(committed);
         }
         if wake_writer || arm_writer {
             self.wake.notify_one();
