@@ -268,21 +268,27 @@ out=$(python3 "$here/tests/hook_warnings.py" "$hw/pristine" "$hw/patched" "$hw/b
 if [ $rc -ne 0 ] && grep -q "nanomq/b.c:3: unused variable .unused_ours" <<<"$out" && ! grep -q unused_theirs <<<"$out"; then ok "hook_warnings.py: a warning on an added line fails"; else bad "hook_warnings.py: a warning on an added line fails"; fi
 
 # --- the bridge keys of the hooks: both lines read and pass each one, README documents it -----
+# The hooks' code of a line: its patches' added lines and the C glue (written once, every line).
+for v in 0.25.6 0.24.6; do
+	{ cat "$here/nanomq-$v.patch" "$here/nanonng-$v.patch"
+	  [ -d "$here/glue" ] && find "$here/glue" -type f -name '*.c' -exec sed 's/^/+/' {} +
+	} >"$tmp/hooks-$v"
+done
 for key in connect_timeout outbox_window outbox_dead_letter_limit outbox_max_attempts outbox_backoff; do
 	for v in 0.25.6 0.24.6; do
-		check "nanonng-$v.patch reads $key" grep -q "^+.*\"$key\"" "$here/nanonng-$v.patch"
+		check "the $v hooks read $key" grep -q "^+.*\"$key\"" "$tmp/hooks-$v"
 	done
 	check "README documents bridges.mqtt.<name>.$key" grep -q "^| \`bridges.mqtt.<name>.$key\`" "$here/README.md"
 done
 for field in dead_letter_limit max_attempts backoff_ms; do
 	for v in 0.25.6 0.24.6; do
-		check "nanomq-$v.patch passes $field to the outbox" grep -q "^+.*cfg\.$field *= node->outbox_$field;" "$here/nanomq-$v.patch"
+		check "the $v hooks pass $field to the outbox" grep -q "^+.*cfg\.$field *= node->outbox_$field;" "$tmp/hooks-$v"
 	done
 done
 # durations are parsed by the library (checked arithmetic), not by a strtoull of the hooks
 for v in 0.25.6 0.24.6; do
-	check "nanonng-$v.patch parses durations with nmq_outbox_parse_duration_ms" grep -q '^+.*nmq_outbox_parse_duration_ms(' "$here/nanonng-$v.patch"
-	check "nanonng-$v.patch has no strtoull of its own" bash -c '! grep -q "^+.*strtoull" "$1"' _ "$here/nanonng-$v.patch"
+	check "the $v hooks parse durations with nmq_outbox_parse_duration_ms" grep -q '^+.*nmq_outbox_parse_duration_ms(' "$tmp/hooks-$v"
+	check "the $v hooks have no strtoull of their own" bash -c '! grep -q "^+.*strtoull" "$1"' _ "$tmp/hooks-$v"
 done
 
 echo "nanomq_patch_scripts: $pass passed, $fail failed"
