@@ -24,6 +24,7 @@ fn main() {
     println!("cargo:rerun-if-changed=include/nmq_outbox_nng.h");
     println!("cargo:rerun-if-changed=src/ffi");
     println!("cargo:rerun-if-changed=src/nng.rs");
+    println!("cargo:rerun-if-changed=src/nng");
     println!("cargo:rerun-if-env-changed=NMQ_OUTBOX_NNG_INCLUDE");
 
     let header = "include/nmq_outbox.h";
@@ -102,6 +103,10 @@ fn main() {
     }
     if nng {
         exported.extend(no_mangle_fns("src/nng.rs"));
+        for e in fs::read_dir("src/nng").expect("src/nng") {
+            let p = e.expect("src/nng entry").path();
+            exported.extend(no_mangle_fns(p.to_str().expect("UTF-8 path")));
+        }
     }
     let names: BTreeSet<String> = declared.iter().map(|f| f.sig.ident.to_string()).collect();
     let undeclared: Vec<_> = exported.difference(&names).collect();

@@ -20,33 +20,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 mod batch;
+mod schema;
 pub use batch::*;
-
-/// `PRAGMA application_id` of an outbox file ("nmqo").
-pub const APPLICATION_ID: i32 = 0x6e6d_716f;
-/// `PRAGMA user_version`: the schema below. A file of a newer schema is refused; an older one
-/// is migrated at open (1 to 2: `msg.attempts` and the `dead` table of dead letters).
-pub const SCHEMA_VERSION: i32 = 2;
-
-/// The schema (also used by the benchmarks' raw-SQLite baselines, so they insert the same rows).
-pub const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS bridge(
-    id   INTEGER PRIMARY KEY,
-    name TEXT NOT NULL UNIQUE
-);
-CREATE TABLE IF NOT EXISTS msg(
-    bridge_id   INTEGER NOT NULL,
-    seq         INTEGER NOT NULL,
-    qos         INTEGER NOT NULL,
-    expires_at  INTEGER NOT NULL,
-    enqueued_at INTEGER NOT NULL,
-    packet_id   INTEGER NOT NULL DEFAULT 0,
-    released    INTEGER NOT NULL DEFAULT 0,
-    data        BLOB NOT NULL,
-    attempts    INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY(bridge_id, seq)
-) WITHOUT ROWID;
-";
+use schema::query_resume;
+pub use schema::{migrate, APPLICATION_ID, SCHEMA, SCHEMA_VERSION};
 
 /// What a bridge holds at open.
 #[derive(Debug, Default, Clone, Copy)]
@@ -556,92 +533,6 @@ impl Store {
     }
 }
 
-impl Store {
-    /// Checks that the file is ours (or empty) and of a schema we know, and creates the schema.
-    fn schema(conn: &Connection, cfg: &Config) -> Result<()> {
-        let (app, version): (i32, i32) = conn.query_row(
-            "SELECT * FROM pragma_application_id, pragma_user_version",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )?;
-        if version > SCHEMA_VERSION {
-            return Err(Error::Io(format!(
-                "{} has schema version {version}, newer than this library's {SCHEMA_VERSION}",
-                cfg.path.display()
-            )));
-        }
-        if app != APPLICATION_ID && app != 0 {
-            return Err(Error::Io(format!(
-                "{} is not an nmq-outbox file (application_id 0x{app:08x})",
-                cfg.path.display()
-            )));
-        }
-        // A file of version 0.1 of this library has no application_id but only our tables.
-        let foreign: i64 = conn.query_row(
-            "SELECT count(*) FROM sqlite_master
-             WHERE name NOT IN ('bridge', 'msg', 'dead', 'sqlite_autoindex_bridge_1')",
-            [],
-            |r| r.get(0),
-        )?;
-        if app == 0 && foreign > 0 {
-            return Err(Error::Io(format!(
-                "{} is a SQLite file of another program, not an nmq-outbox file",
-                cfg.path.display()
-            )));
-        }
-        conn.execute_batch(SCHEMA)?;
-        migrate(conn)?;
-        if app == 0 || version < SCHEMA_VERSION {
-            conn.execute_batch(&format!(
-                "PRAGMA application_id = {APPLICATION_ID}; PRAGMA user_version = {SCHEMA_VERSION};"
-            ))?;
-        }
-        Ok(())
-    }
-}
-
-/// Brings a file of an older schema to this one, in the caller's transaction (idempotent):
-/// version 1 to 2 adds `msg.attempts` (0 for every row) and the `dead` table.
-pub fn migrate(conn: &Connection) -> Result<()> {
-    let has_attempts: bool = conn.query_row(
-        "SELECT count(*) FROM pragma_table_info('msg') WHERE name = 'attempts'",
-        [],
-        |r| r.get::<_, i64>(0).map(|n| n > 0),
-    )?;
-    if !has_attempts {
-        conn.execute_batch("ALTER TABLE msg ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0")?;
-    }
-    conn.execute_batch(crate::dead::SCHEMA)?;
-    Ok(())
-}
-
-/// Counts, bytes and the seq range of one bridge's rows (queue and dead letters): what a
-/// reopen resumes from.
-fn query_resume(conn: &Connection, bridge_id: i64) -> Result<Resume> {
-    let mut res = conn.query_row(
-        "SELECT count(*), coalesce(sum(length(data)), 0), min(seq), max(seq)
-         FROM msg WHERE bridge_id = ?1",
-        params![bridge_id],
-        |r| {
-            Ok(Resume {
-                messages: r.get::<_, i64>(0)?.max(0) as u64,
-                bytes: r.get::<_, i64>(1)?.max(0) as u64,
-                min_seq: r.get(2)?,
-                max_seq: r.get(3)?,
-                dead: 0,
-            })
-        },
-    )?;
-    res.dead = crate::dead::count(conn, bridge_id)?;
-    let (lo, hi) = crate::dead::seq_range(conn, bridge_id)?;
-    res.min_seq = match (res.min_seq, lo) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    };
-    res.max_seq = res.max_seq.max(hi);
-    Ok(res)
-}
-
 /// A copy of `b` whose memory is reserved fallibly (an allocation failure is an error, not an
 /// abort of the host).
 pub fn copy_bytes(b: &[u8]) -> Result<Vec<u8>> {
@@ -723,49 +614,4 @@ fn quarantine(path: &Path) -> Result<PathBuf> {
 }
 
 #[cfg(test)]
-mod batch_tests {
-    use super::*;
-
-    fn row(seq: i64, packet_id: u16, released: bool) -> Row {
-        Row {
-            seq,
-            qos: 2,
-            expires_at: 0,
-            enqueued_at: 0,
-            packet_id,
-            released,
-            attempts: 0,
-            data: vec![1],
-        }
-    }
-
-    /// A batch that failed to commit goes back before the newer writes; when those hold a
-    /// session reset, the older packet ids and PUBRECs belong to the session that ended.
-    #[test]
-    fn a_session_reset_wins_over_the_older_writes_it_is_merged_with() {
-        let older = Batch {
-            inserts: vec![row(1, 5, true)],
-            binds: vec![(2, 6)],
-            releases: vec![3],
-            ..Batch::default()
-        };
-        let mut newer = Batch::default();
-        newer.reset_session();
-        newer.binds.push((4, 9)); // new session
-        newer.releases.push(4);
-        older.prepend_to(&mut newer);
-        assert!(newer.reset_all);
-        assert_eq!(newer.inserts, vec![row(1, 0, false)]);
-        assert_eq!((newer.binds, newer.releases), (vec![(4, 9)], vec![4]));
-        // An older reset stays with the newer writes after it.
-        let mut older = Batch::default();
-        older.reset_session();
-        let mut newer = Batch {
-            binds: vec![(7, 1)],
-            ..Batch::default()
-        };
-        older.prepend_to(&mut newer);
-        assert!(newer.reset_all && newer.binds == vec![(7, 1)]);
-        assert_eq!((newer.len(), newer.acks(), newer.messages()), (2, 2, 0));
-    }
-}
+mod batch_tests;
