@@ -858,6 +858,18 @@ static void test_events_and_registry(void)
     nmq_outbox_close_all(); /* again: harmless */
     nmq_outbox_free(a);
     nmq_outbox_free(b);
+    /* at the host's exit: an append while it exits is accepted and committed at return */
+    nmq_outbox *e = NULL;
+    int64_t seq = 0;
+    CHECK_RC(nmq_outbox_open(&c1, &e), NMQ_OUTBOX_OK);
+    before = log_count();
+    nmq_outbox_exit_all();
+    CHECK(log_count() >= before + 1);
+    CHECK_RC(nmq_outbox_append(e, 1, 0, u8("late"), 4, &seq), NMQ_OUTBOX_OK);
+    CHECK_RC(nmq_outbox_get_stats(e, &st), NMQ_OUTBOX_OK);
+    CHECK(st.committed_seq >= seq && st.messages == 1);
+    nmq_outbox_exit_all(); /* again (atexit after the signal thread): harmless */
+    nmq_outbox_free(e);
     /* freed handles leave the registry */
     CHECK_RC(nmq_outbox_stats_prometheus_all(buf, sizeof buf, &need), NMQ_OUTBOX_OK);
     CHECK(strstr(buf, "ev-a") == NULL && strstr(buf, "ev-b") == NULL);

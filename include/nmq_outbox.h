@@ -554,6 +554,15 @@ nmq_outbox_result nmq_outbox_stats_prometheus_all(char *buf, size_t cap, size_t 
  * again (a handle closed before is neither closed nor logged again). Handles stay allocated and owned by
  * their callers. Thread-safe. */
 void nmq_outbox_close_all(void);
+
+/* For the host's exit (signal thread, atexit()), instead of nmq_outbox_close_all(): commits
+ * every open handle and, from then on, has each append (and requeue) commit before it returns,
+ * so that a message the host accepts while it exits is on disk when the host has it accepted;
+ * the handles stay open (the writer and the replay go on until the process ends; SQLite's WAL
+ * keeps what was committed). Logs each one's counters at INFO on its own log callback ("outbox
+ * at exit: {...}") at every call: a second call gives the last counters. Not from a signal
+ * handler (it takes locks). Handles stay owned by their callers. Thread-safe. */
+void nmq_outbox_exit_all(void);
 nmq_outbox_result nmq_outbox_stats_prometheus(nmq_outbox *const *obs, size_t n, char *buf,
                                               size_t cap, size_t *len);
 

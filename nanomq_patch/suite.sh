@@ -288,6 +288,11 @@ if [ -z "$only" ] && [ -z "$quic_only" ]; then
 		python3 "$repo/nanomq_patch/scenarios/sigstress.py" --nanomq "${l#*=}" \
 			--out "$work/results/sigstress-${l%%=*}" --remote-bin "$remote" --runs 4 \
 			--target writer --prefix "${NMQ_SUITE_PREFIX:-nmqsc}s" | tail -n 5 || failed=1
+		# MQTT 3.1.1 publishers: no reason code to refuse with, so nothing may be refused at
+		# the exit (issue 21: the exit keeps the outboxes open, appends committed at once)
+		python3 "$repo/nanomq_patch/scenarios/sigstress.py" --nanomq "${l#*=}" \
+			--out "$work/results/sigstress311-${l%%=*}" --remote-bin "$remote" --runs 2 \
+			--target writer --proto 4 --prefix "${NMQ_SUITE_PREFIX:-nmqsc}t" | tail -n 3 || failed=1
 	done
 fi
 if [ ${#asan_line[@]} -gt 0 ]; then

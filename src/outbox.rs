@@ -36,7 +36,7 @@ mod writer;
 mod writer_tests;
 
 pub use packet_ids::RowKind;
-pub use registry::{close_all, stats_all};
+pub use registry::{close_all, exit_all, stats_all};
 use state::{Flight, State};
 pub use types::*;
 pub use watch::{CommitHook, Committer};
@@ -136,6 +136,7 @@ impl Outbox {
         let next_seq = resume.max_seq.map_or(1, |m| m.max(0) + 1);
         let state = State {
             closed: false,
+            exiting: false,
             link_up: false,
             window: cfg.window,
             next_seq,

@@ -85,9 +85,10 @@ def role_flood(args):
     # close of a NanoMQ still taking traffic, with the old handler as with this one)
     try:
         c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"flood{os.getpid()}",
-                        protocol=mqtt.MQTTv5)
+                        protocol=mqtt.MQTTv5 if args.proto == 5 else mqtt.MQTTv311)
     except AttributeError:  # paho < 2
-        c = mqtt.Client(client_id=f"flood{os.getpid()}", protocol=mqtt.MQTTv5)
+        c = mqtt.Client(client_id=f"flood{os.getpid()}",
+                        protocol=mqtt.MQTTv5 if args.proto == 5 else mqtt.MQTTv311)
     c.max_inflight_messages_set(100)
     c.max_queued_messages_set(200)
     acked = [0]
@@ -155,7 +156,7 @@ def one_run(args, i, ns):
         for p in range(args.publishers):
             procs.append(subprocess.Popen(
                 ex + [sys.executable, os.path.abspath(__file__), "flood", "--count",
-                      os.path.join(out, f"count{p}")],
+                      os.path.join(out, f"count{p}"), "--proto", str(args.proto)],
                 stdout=subprocess.DEVNULL, stderr=open(os.path.join(out, f"flood{p}.err"), "w")))
         # under way: the publishers have been acked a load's worth (first: 1 s of it)
         first = [None]
@@ -229,6 +230,7 @@ def main():
     sub = ap.add_subparsers(dest="cmd")
     fl = sub.add_parser("flood")
     fl.add_argument("--count", required=True)
+    fl.add_argument("--proto", type=int, choices=(4, 5), default=5)
     ap.add_argument("--nanomq")
     ap.add_argument("--out")
     ap.add_argument("--remote-bin", default="mosquitto")
@@ -241,6 +243,9 @@ def main():
                     "the main one), to one of its other threads at random, or to the outbox's "
                     "writer thread")
     ap.add_argument("--seed", type=int, help="--target thread: the choice's seed")
+    ap.add_argument("--proto", type=int, choices=(4, 5), default=5,
+                    help="the publishers' MQTT version: 4 (3.1.1) has no reason codes, so a "
+                    "message refused at exit would take the stock path and be lost there")
     args = ap.parse_args()
     if args.cmd == "flood":
         return role_flood(args)

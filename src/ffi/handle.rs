@@ -196,3 +196,14 @@ pub unsafe extern "C" fn nmq_outbox_close_all() {
         Ok(NMQ_OUTBOX_OK)
     });
 }
+
+/// For the host's exit: commits every open handle and makes each later append commit before
+/// it returns; logs each one's counters. Handles stay open and owned by their callers.
+/// Thread-safe; may be called again.
+#[no_mangle]
+pub unsafe extern "C" fn nmq_outbox_exit_all() {
+    let _ = guard("nmq_outbox_exit_all", None, || {
+        crate::outbox::exit_all();
+        Ok(NMQ_OUTBOX_OK)
+    });
+}

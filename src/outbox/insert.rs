@@ -49,7 +49,8 @@ impl Shared {
                 return Err(Error::NoSpace);
             }
         }
-        let inline = st.write_failed;
+        // (and while the process exits: nothing accepted may wait for a group commit)
+        let inline = st.write_failed || st.exiting;
         let p = &st.pending;
         if !inline
             && (p.messages() >= limit

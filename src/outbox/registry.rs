@@ -53,6 +53,38 @@ pub fn close_all() -> usize {
     closed
 }
 
+/// For the host's exit: commits every open outbox and from then on has each append commit
+/// before it returns, so that what the host accepts while it exits is on disk when it has it
+/// accepted; the outboxes stay open (the writer and the replay go on until the process ends).
+/// Logs each one's counters (`outbox at exit: {...}`) at INFO on its own logger, at every call
+/// (a second call, from `atexit` after the signal thread's, gives the last counters). A failed
+/// commit is logged as an error (its rows stay pending; appends then commit inline, as after
+/// any failed commit). Returns how many open outboxes it saw.
+pub fn exit_all() -> usize {
+    let mut seen = 0;
+    for sh in live() {
+        {
+            let mut st = lock(&sh.state);
+            if st.closed {
+                continue;
+            }
+            st.exiting = true;
+        }
+        if let Err(e) = sh.flush_inner() {
+            sh.log.error(&format!("commit at exit failed: {e}"));
+        }
+        match sh.stats() {
+            Ok(s) => sh.log.info(&format!(
+                "outbox at exit: {}",
+                crate::metrics::json(&sh.cfg.bridge, &sh.cfg.path.display().to_string(), &s)
+            )),
+            Err(e) => sh.log.warn(&format!("counters at exit: {e}")),
+        }
+        seen += 1;
+    }
+    seen
+}
+
 /// The bridge name and counters of every outbox not yet dropped (open or closed), in the
 /// order they were opened. An outbox whose counters cannot be read is left out (logged).
 pub fn stats_all() -> Vec<(String, Stats)> {

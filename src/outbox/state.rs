@@ -24,6 +24,8 @@ pub(super) struct Flight {
 /// Everything behind the state lock. Never held while SQLite works or while logging.
 pub(super) struct State {
     pub(super) closed: bool,
+    /// The process exits (`exit_all`): every append commits before it returns.
+    pub(super) exiting: bool,
     pub(super) link_up: bool,
     pub(super) window: u32,
     pub(super) next_seq: i64,

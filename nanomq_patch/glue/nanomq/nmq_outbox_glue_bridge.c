@@ -243,7 +243,7 @@ bridge_outbox_attach(nng_socket *sock, conf_bridge_node *node, bridge_param *arg
 		// B5: at exit every outbox commits and closes (the library knows them all)
 		static int closes_at_exit = 0;
 		if (__atomic_exchange_n(&closes_at_exit, 1, __ATOMIC_SEQ_CST) == 0) {
-			atexit(nmq_outbox_close_all);
+			atexit(nmq_outbox_exit_all);
 		}
 		log_info("bridge [%s]: durable outbox %s, window %u%s, dead letters kept %u%s, "
 		         "max attempts %u%s, backoff %u ms%s", node->name, path,

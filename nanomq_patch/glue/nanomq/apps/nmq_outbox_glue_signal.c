@@ -39,7 +39,7 @@ nmq_sig_thread(void *arg)
 	log_error("signal signumber: %d received!\n", signum);
 	// alarm() bounds a close blocked by a lock a crashed (SIGSEGV, SIGABRT) thread holds
 	alarm(5);
-	nmq_outbox_close_all();
+	nmq_outbox_exit_all();
 	if (signum == SIGINT || signum == SIGABRT || signum == SIGSEGV) {
 		exit(EXIT_FAILURE);
 	}
