@@ -136,18 +136,16 @@ SCENARIOS = {
                     "retain_available false", "--retain-topic", "test4", "--retain-every", "5"],
                    {"probe": True, "retained": True, "remote_ok": True}),
 }
-# Issue 22: MQTT over QUIC bridges (suite.py --quic, a QUIC build of NanoMQ). The outbox has no
-# call sites in NanoNNG's QUIC client yet (mqtt_quic_client.c): a patched build's QUIC bridge
-# takes the stock path and loses what the outage catches. Known failures until then (xfail),
-# same assertions as TCP; take them off the xfail list when the call sites land.
-QUIC_XFAIL = "issue 22: no outbox on QUIC bridges yet (the stock path loses the outage's messages)"
+# Issue 22: MQTT over QUIC bridges (suite.py --quic, a QUIC build of NanoMQ). NanoNNG's QUIC
+# client has the outbox's call sites (mqtt_quic_client.c): every QoS 1/2 forward is stored and
+# replayed in order on the connection's main stream. Same assertions as TCP.
 SCENARIOS.update({
     # the reported outage through the QUIC relay: the link to it down
     "quic-linkdown": (["--scenario", "linkdown", "--quic"],
-                      {"xfail": QUIC_XFAIL, "drain_bound": 30}),
+                      {"drain_bound": 30}),
     # a silent drop (iptables DROP both ways, UDP included)
     "quic-drop": (["--scenario", "blackhole", "--quic"],
-                  {"xfail": QUIC_XFAIL, "drain_bound": 30}),
+                  {"drain_bound": 30}),
     # two QUIC bridges with a subscription each, healthy link: both subscribe at the remote
     # and forward (issue 22 item 4: a global `execone` in bridge.c made the second one's
     # CONNACK callback return at once: no subscription, and in 0.25 never marked connected, so
