@@ -138,14 +138,16 @@ SCENARIOS = {
 }
 # Issue 22: MQTT over QUIC bridges (suite.py --quic, a QUIC build of NanoMQ). NanoNNG's QUIC
 # client has the outbox's call sites (mqtt_quic_client.c): every QoS 1/2 forward is stored and
-# replayed in order on the connection's main stream. Same assertions as TCP.
+# replayed in order on the connection's main stream. Same assertions as TCP; reported, not yet
+# counted (xfail), until repeated runs in CI have shown them stable: the call sites are new.
+QUIC_XFAIL = "issue 22: QUIC call sites new, asserted once stable across CI runs"
 SCENARIOS.update({
     # the reported outage through the QUIC relay: the link to it down
     "quic-linkdown": (["--scenario", "linkdown", "--quic"],
-                      {"drain_bound": 30}),
+                      {"xfail": QUIC_XFAIL, "drain_bound": 30}),
     # a silent drop (iptables DROP both ways, UDP included)
     "quic-drop": (["--scenario", "blackhole", "--quic"],
-                  {"drain_bound": 30}),
+                  {"xfail": QUIC_XFAIL, "drain_bound": 30}),
     # two QUIC bridges with a subscription each, healthy link: both subscribe at the remote
     # and forward (issue 22 item 4: a global `execone` in bridge.c made the second one's
     # CONNACK callback return at once: no subscription, and in 0.25 never marked connected, so
