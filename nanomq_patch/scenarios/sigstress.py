@@ -139,7 +139,6 @@ def one_run(args, i, ns):
         f.write(MOSQUITTO_CONF.format(dir=out))
     ex = ["ip", "netns", "exec", ns]
     procs = []
-    log = os.path.join(out, "nanomq.log")
     try:
         mosq = subprocess.Popen(ex + [args.remote_bin, "-c", os.path.join(out, "mosquitto.conf")],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -150,8 +149,10 @@ def one_run(args, i, ns):
                                stderr=subprocess.STDOUT,
                                env=dict(os.environ, NANOMQ_PID_FILE=os.path.join(out, "pid")))
         procs.append(nmq)
-        if not wait_for(lambda: "connected!" in open(log, errors="replace").read()
-                        if os.path.exists(log) else False, 15):
+        # stdout, not nanomq.log: the log rotates at 10 KB and the line can be in nanomq.log.1
+        # by the time it is read (a CI run failed "never connected" on a bridge that was)
+        stdout = os.path.join(out, "nanomq.out")
+        if not wait_for(lambda: "connected!" in open(stdout, errors="replace").read(), 15):
             return False, "the bridge never connected"
         for p in range(args.publishers):
             procs.append(subprocess.Popen(
