@@ -148,6 +148,32 @@ bridge_outbox_kick(conf_bridge_node *node, nmq_outbox *ob)
 	}
 }
 
+// B2 on an MQTT over QUIC bridge (mqtt-quic://): NanoNNG's QUIC client sends a direct PUBLISH
+// on one of two streams at random and drops it at cancel_timeout, so every QoS 1/2 forward is
+// stored instead, and the client's replay sends the rows in order on the connection's main
+// stream (issue 22). QoS 0 takes the B2 path of the other transports.
+static bool
+bridge_outbox_store_only(conf_bridge_node *node)
+{
+	return (node->address != NULL && strncmp(node->address, "mqtt-quic://", 12) == 0);
+}
+
+// Stores a forward at the tail of the outbox (bridge_outbox_store_only) and frees it; the
+// replay sends it. 0 when the outbox took it; -1: the stock path takes it (counted).
+static int
+bridge_outbox_append(conf_bridge_node *node, nmq_outbox *ob, nng_msg *msg)
+{
+	nmq_outbox_result rv;
+
+	rv = nmq_outbox_nng_append(ob, node->proto_ver, msg, NULL);
+	if (rv == NMQ_OUTBOX_OK) {
+		bridge_outbox_kick(node, ob);
+		return (0);
+	}
+	bridge_outbox_refused(node, ob, rv);
+	return (-1);
+}
+
 // B2 in this mode: stores the forward in the outbox and notes it in the gate. 0 when the
 // outbox took it (or refused it for an MQTT 5 client, which then gets the reason code);
 // -1: the stock path takes it.

@@ -9,6 +9,19 @@
  * the library chooses their packet ids and keeps their map (PACKET IDS in nmq_outbox.h), and
  * their acks go to it (nmq_outbox_nng_ack).
  */
+// The including client may adapt it (NanoNNG's QUIC client, mqtt_quic_client.c, does):
+// NMQ_OB_NNI_PIPE(p)   its pipe's nni_pipe (default p->pipe)
+// NMQ_OB_SOCK_PIPE(s)  the socket's current pipe (default s->mqtt_pipe)
+// NMQ_OB_STORE_ONLY    its bridge sends no QoS 1/2 PUBLISH directly (every one is stored and
+//                      replayed): nothing of the outbox is ever in sent_unack, whose values
+//                      need not be aios; requeueing direct sends (N2/N3) compiles to nothing
+#ifndef NMQ_OB_NNI_PIPE
+#define NMQ_OB_NNI_PIPE(p) ((p)->pipe)
+#endif
+#ifndef NMQ_OB_SOCK_PIPE
+#define NMQ_OB_SOCK_PIPE(s) ((s)->mqtt_pipe)
+#endif
+
 // Asked by the library before it gives a row an id: whether the socket has it in flight.
 static int
 nmq_ob_pid_busy(void *arg, uint16_t pid)
@@ -43,12 +56,14 @@ nmq_ob_lost(mqtt_sock_t *s, nni_msg *msg)
 	}
 }
 
+#ifndef NMQ_OB_STORE_ONLY
 static void
 nmq_ob_lost_unack(void *key, void *val, void *arg)
 {
 	NNI_ARG_UNUSED(key);
 	nmq_ob_lost(arg, nni_aio_get_msg(val));
 }
+#endif
 
 // A forward sent on a closed socket: stored in the outbox it had (N1's way: the aio finishes
 // with 0). False when it is not the outbox's to keep (no outbox, not a PUBLISH it takes, or the
@@ -100,7 +115,7 @@ nmq_ob_send(mqtt_sock_t *s, mqtt_pipe_t *p, nni_msg *msg)
 	if (!p->busy) {
 		p->busy = true;
 		nni_aio_set_msg(&p->send_aio, msg);
-		nni_pipe_send(p->pipe, &p->send_aio);
+		nni_pipe_send(NMQ_OB_NNI_PIPE(p), &p->send_aio);
 		return (0);
 	}
 	return (nmq_ob_lmq_put(s, p, msg));
@@ -190,6 +205,7 @@ nmq_ob_ack(mqtt_sock_t *s, nni_msg *msg, uint8_t *rc)
 	        NMQ_OUTBOX_OK);
 }
 
+#ifndef NMQ_OB_STORE_ONLY
 // A direct send the remote refused (MQTT 5 PUBACK or PUBREC with a reason code >= 0x80) goes
 // back to the head of the outbox instead of being freed by the stock path: the replay sends
 // it once more, and the outbox keeps it as a dead letter when the remote refuses it again (or
@@ -295,6 +311,17 @@ nmq_ob_requeue_unacked(mqtt_sock_t *s, int err, bool live)
 	nni_free(l.aio, sz);
 }
 
+#else
+// NMQ_OB_STORE_ONLY: no direct send is ever the outbox's
+static void
+nmq_ob_requeue_unacked(mqtt_sock_t *s, int err, bool live)
+{
+	NNI_ARG_UNUSED(s);
+	NNI_ARG_UNUSED(err);
+	NNI_ARG_UNUSED(live);
+}
+#endif
+
 // The link is gone: rows in flight return to the head of the outbox (nmq_outbox_link_down),
 // and so do the direct sends still unacknowledged.
 #define NMQ_OB_CLOSE_UNKNOWN 0    // the transport closed (EOF, error): the library judges
@@ -353,6 +380,7 @@ nmq_ob_link_up(mqtt_sock_t *s, mqtt_pipe_t *p, nni_msg *connack)
 	nmq_ob_replay(s, p);
 }
 
+#ifndef NMQ_OB_STORE_ONLY // (the QUIC transport answers PUBRECs itself, or the client does)
 // MQTT 5 4.3.3: a PUBREC with a reason code >= 0x80 ends the QoS 2 exchange, no PUBREL
 // follows it. The transport builds a PUBREL for every PUBREC; a remote answers one for an
 // exchange it refused as a protocol error and closes the connection (mosquitto 2.0.20), so
@@ -369,6 +397,7 @@ nmq_ob_pubrel_filter(mqtt_sock_t *s, nni_msg *msg, nni_msg *ack_msg)
 	nni_msg_free(ack_msg);
 	return (NULL);
 }
+#endif
 
 // N7: sets the outbox handle. NULL detaches: what this socket holds goes back to the outbox
 // first (nmq_outbox_link_down: only while no other socket drives the same handle). A bridge
@@ -404,8 +433,8 @@ mqtt_sock_set_outbox_kick(void *arg, const void *v, size_t sz, nni_opt_type t)
 	NNI_ARG_UNUSED(sz);
 	NNI_ARG_UNUSED(t);
 	nni_mtx_lock(&s->mtx);
-	if (s->outbox != NULL && s->mqtt_pipe != NULL) {
-		nmq_ob_replay(s, s->mqtt_pipe);
+	if (s->outbox != NULL && NMQ_OB_SOCK_PIPE(s) != NULL) {
+		nmq_ob_replay(s, NMQ_OB_SOCK_PIPE(s));
 	}
 	nni_mtx_unlock(&s->mtx);
 	return (0);
