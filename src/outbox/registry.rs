@@ -26,6 +26,18 @@ fn live() -> Vec<Arc<Shared>> {
     lock(&OPEN).iter().filter_map(Weak::upgrade).collect()
 }
 
+/// Logs an outbox's counters at exit (`outbox at exit: {...}`, the JSON of
+/// [`crate::metrics::json`]) at INFO on its own logger; no lock of ours is held.
+fn log_at_exit(sh: &Shared) {
+    match sh.stats() {
+        Ok(s) => sh.log.info(&format!(
+            "outbox at exit: {}",
+            crate::metrics::json(&sh.cfg.bridge, &sh.cfg.path.display().to_string(), &s)
+        )),
+        Err(e) => sh.log.warn(&format!("counters at exit: {e}")),
+    }
+}
+
 /// Commits and closes every outbox of this process that is still open, and logs each one's
 /// counters (`outbox at exit: {...}`, the JSON of [`crate::metrics::json`]) at INFO on its
 /// own logger. Idempotent: an outbox closed before is left as it is, not logged again. A failed
@@ -41,13 +53,7 @@ pub fn close_all() -> usize {
             sh.log
                 .error(&format!("close at exit: final commit failed: {e}"));
         }
-        match sh.stats() {
-            Ok(s) => sh.log.info(&format!(
-                "outbox at exit: {}",
-                crate::metrics::json(&sh.cfg.bridge, &sh.cfg.path.display().to_string(), &s)
-            )),
-            Err(e) => sh.log.warn(&format!("counters at exit: {e}")),
-        }
+        log_at_exit(&sh);
         closed += 1;
     }
     closed
@@ -73,13 +79,7 @@ pub fn exit_all() -> usize {
         if let Err(e) = sh.flush_inner() {
             sh.log.error(&format!("commit at exit failed: {e}"));
         }
-        match sh.stats() {
-            Ok(s) => sh.log.info(&format!(
-                "outbox at exit: {}",
-                crate::metrics::json(&sh.cfg.bridge, &sh.cfg.path.display().to_string(), &s)
-            )),
-            Err(e) => sh.log.warn(&format!("counters at exit: {e}")),
-        }
+        log_at_exit(&sh);
         seen += 1;
     }
     seen
