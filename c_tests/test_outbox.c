@@ -119,6 +119,9 @@ static void test_null_handle(void)
     CHECK_RC(nmq_outbox_unlease(NULL, 1), NMQ_OUTBOX_EINVAL);
     CHECK_RC(nmq_outbox_ack(NULL, 1, NMQ_OUTBOX_PUBACK, 0, &o), NMQ_OUTBOX_EINVAL);
     CHECK_RC(nmq_outbox_get_stats(NULL, &st), NMQ_OUTBOX_EINVAL);
+    int up = -1;
+    CHECK_RC(nmq_outbox_link_is_up(NULL, &up), NMQ_OUTBOX_EINVAL);
+    CHECK(up == -1);
     nmq_outbox_free(NULL);
     nmq_outbox_item_free(NULL);
 }
@@ -167,7 +170,13 @@ static void test_flow(void)
     CHECK(it.data == NULL);
     CHECK_RC(nmq_outbox_lease(ob, NULL), NMQ_OUTBOX_EINVAL);
 
+    int up = -1;
+    CHECK_RC(nmq_outbox_link_is_up(ob, &up), NMQ_OUTBOX_OK);
+    CHECK(up == 0);
+    CHECK_RC(nmq_outbox_link_is_up(ob, NULL), NMQ_OUTBOX_EINVAL);
     CHECK_RC(nmq_outbox_link_up(ob, 0), NMQ_OUTBOX_OK);
+    CHECK_RC(nmq_outbox_link_is_up(ob, &up), NMQ_OUTBOX_OK);
+    CHECK(up == 1);
     CHECK_RC(nmq_outbox_decide(ob, 1, &d), NMQ_OUTBOX_OK);
     CHECK(d == NMQ_OUTBOX_STORE); /* backlog first */
 
@@ -227,6 +236,8 @@ static void test_flow(void)
 
     /* Link down: "direct" goes back, and comes again with its packet id and DUP. */
     CHECK_RC(nmq_outbox_link_down(ob), NMQ_OUTBOX_OK);
+    CHECK_RC(nmq_outbox_link_is_up(ob, &up), NMQ_OUTBOX_OK);
+    CHECK(up == 0);
     CHECK_RC(nmq_outbox_lease(ob, &it), NMQ_OUTBOX_EMPTY);
     CHECK_RC(nmq_outbox_link_up(ob, 1), NMQ_OUTBOX_OK);
     CHECK_RC(nmq_outbox_lease(ob, &it), NMQ_OUTBOX_OK);
@@ -246,6 +257,7 @@ static void test_flow(void)
     CHECK_RC(nmq_outbox_drop(ob, s4, NMQ_OUTBOX_DROP_MALFORMED), NMQ_OUTBOX_ECLOSED);
     CHECK_RC(nmq_outbox_flush(ob), NMQ_OUTBOX_ECLOSED);
     CHECK_RC(nmq_outbox_link_up(ob, 0), NMQ_OUTBOX_ECLOSED);
+    CHECK_RC(nmq_outbox_link_is_up(ob, &up), NMQ_OUTBOX_ECLOSED);
     CHECK_RC(nmq_outbox_ack(ob, 1, NMQ_OUTBOX_PUBACK, 0, &o), NMQ_OUTBOX_ECLOSED);
     CHECK_RC(nmq_outbox_link_down(ob), NMQ_OUTBOX_ECLOSED);
     CHECK_RC(nmq_outbox_requeue_front(ob, 1, 0, 7, u8("late"), 4, NULL), NMQ_OUTBOX_ECLOSED);

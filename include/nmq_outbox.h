@@ -476,6 +476,13 @@ nmq_outbox_result nmq_outbox_pong(nmq_outbox *ob, uint64_t *confirmed);
  * sends a stored message at once instead of at the next timer tick. Thread-safe. */
 nmq_outbox_result nmq_outbox_replay_due(nmq_outbox *ob, int *due);
 
+/* *up (not NULL) gets 1 while the link is up (from nmq_outbox_link_up*() to
+ * nmq_outbox_link_down*()), else 0. Reads the outbox's state alone and never waits for a commit
+ * (nmq_outbox_get_stats() reads the file: it waits behind the writer's transaction): for a
+ * question asked per message, e.g. whether to forward a QoS 0 message without retry_qos_0.
+ * `ob` is borrowed. Thread-safe. */
+nmq_outbox_result nmq_outbox_link_is_up(nmq_outbox *ob, int *up);
+
 /* Leased row `seq` cannot be sent as it is stored (it does not decode as a PUBLISH, or cannot be
  * encoded): deleted, counted in stats.dropped_malformed and logged; the replay goes on with
  * the next row. EINVAL for a row that is not leased. */

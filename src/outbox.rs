@@ -269,6 +269,13 @@ impl Outbox {
         Ok(())
     }
 
+    /// Whether the link is up (from `link_up` to `link_down`). Reads the state alone: never
+    /// waits for a commit (which holds the store), unlike [`Outbox::stats`]. The host asks it
+    /// for every QoS 0 forward without `retry_qos_0`.
+    pub fn link_is_up(&self) -> Result<bool> {
+        Ok(self.shared.lock_open()?.link_up)
+    }
+
     /// Send now only when the link is up, nothing is held and the window has room.
     pub fn decide(&self, qos: u8) -> Result<Decision> {
         check_qos(qos)?;

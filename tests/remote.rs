@@ -174,8 +174,7 @@ async fn session_present_1_resumes_released_rows_with_pubrel() {
     }
     let bridge = Bridge::start(Arc::clone(&ob), remote.addr, 5);
     assert!(bridge.wait_empty(WAIT).await, "{:?}", ob.stats());
-    let drove = bridge.drove();
-    bridge.stop().await;
+    let drove = bridge.stop().await;
     let seen = remote.seen();
     assert_eq!(seen.publishes.len(), 6, "each published once");
     assert_eq!(drove.pubrels, 3, "three resumed with PUBREL: {drove:?}");
@@ -280,8 +279,7 @@ async fn a_refusal_by_close_dead_letters_the_culprit_after_max_attempts() {
         }
         let bridge = Bridge::start(Arc::clone(&ob), remote.addr, ver);
         assert!(bridge.wait_empty(WAIT).await, "v{ver}: {:?}", ob.stats());
-        let drove = bridge.drove();
-        bridge.stop().await;
+        let drove = bridge.stop().await;
         let t = tally(&remote.delivered());
         let lost: Vec<u32> = (0..40).filter(|i| *i != 10 && !t.contains_key(i)).collect();
         assert!(lost.is_empty(), "v{ver}: lost {lost:?}");
@@ -381,8 +379,7 @@ async fn a_misbehaving_remote_crashes_nothing_and_loses_nothing() {
     }
     let bridge = Bridge::start(Arc::clone(&ob), remote.addr, 5);
     assert!(bridge.wait_empty(WAIT).await, "{:?}", ob.stats());
-    let drove = bridge.drove();
-    bridge.stop().await;
+    let drove = bridge.stop().await;
     let t = tally(&remote.delivered());
     // QoS 2 is delivered at the first PUBREL (the PUBCOMP says 0x92 anyway: complete).
     assert_eq!(t.len(), 49, "{t:?}");
@@ -461,8 +458,7 @@ async fn mosquitto_max_qos_1_gets_every_qos2_row() {
     }
     let bridge = Bridge::start(Arc::clone(&ob), broker.addr(), 5);
     assert!(bridge.wait_empty(WAIT).await, "{:?}", ob.stats());
-    let drove = bridge.drove();
-    bridge.stop().await;
+    let drove = bridge.stop().await;
     assert!(
         sub.wait_for(WAIT, |a| a.len() >= 200).await,
         "{} of 200 arrived",

@@ -158,7 +158,7 @@ unsafe fn yes_no(
     ask: impl FnOnce(&Outbox) -> Result<bool>,
 ) -> nmq_outbox_result {
     with_handle(what, ob, |h| {
-        non_null(out, "due")?;
+        non_null(out, "the answer")?;
         *out = ask(h)? as std::os::raw::c_int;
         Ok(NMQ_OUTBOX_OK)
     })
@@ -196,6 +196,16 @@ pub unsafe extern "C" fn nmq_outbox_replay_due(
     due: *mut std::os::raw::c_int,
 ) -> nmq_outbox_result {
     yes_no("nmq_outbox_replay_due", ob, due, Outbox::replay_due)
+}
+
+/// Whether the link is up, without waiting for a commit. `ob` and `up` are borrowed (NULL
+/// gives EINVAL). Thread-safe.
+#[no_mangle]
+pub unsafe extern "C" fn nmq_outbox_link_is_up(
+    ob: *mut nmq_outbox,
+    up: *mut std::os::raw::c_int,
+) -> nmq_outbox_result {
+    yes_no("nmq_outbox_link_is_up", ob, up, Outbox::link_is_up)
 }
 
 /// Drops a leased row that cannot be sent. `ob` is borrowed (NULL gives EINVAL). Thread-safe.

@@ -341,4 +341,27 @@ mod tests {
         ob.pong().unwrap();
         assert!(ob.replay_due().unwrap());
     }
+
+    /// The host asks whether the link is up for every QoS 0 forward (retry_qos_0 false): the
+    /// answer must not wait for a commit, which holds the store for a whole transaction
+    /// (`stats` reads the store and did wait: NanoMQ's publish path behind the writer).
+    #[test]
+    fn link_is_up_answers_while_a_commit_holds_the_store() {
+        let dir = TempDir::new().unwrap();
+        let ob = std::sync::Arc::new(open(&dir, false));
+        assert!(!ob.link_is_up().unwrap());
+        ob.link_up(0).unwrap();
+        let store = crate::outbox::lock(&ob.shared.db); // as a commit holds it
+        let (tx, rx) = std::sync::mpsc::channel();
+        let ob2 = ob.clone();
+        let t = std::thread::spawn(move || tx.send(ob2.link_is_up().unwrap()).unwrap());
+        let up = rx.recv_timeout(std::time::Duration::from_secs(30));
+        drop(store);
+        t.join().unwrap();
+        assert_eq!(up, Ok(true), "link_is_up waited for the store");
+        ob.link_down().unwrap();
+        assert!(!ob.link_is_up().unwrap());
+        ob.close().unwrap();
+        assert!(ob.link_is_up().is_err(), "closed");
+    }
 }

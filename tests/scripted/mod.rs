@@ -508,11 +508,14 @@ impl Bridge {
         f(&self.outbox)
     }
 
-    pub async fn stop(mut self) {
+    /// Stops the driver and returns what it did, complete: an ack read after a `drove()`
+    /// snapshot is in it.
+    pub async fn stop(mut self) -> Drove {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.task.take() {
             let _ = t.await;
         }
+        self.drove()
     }
 }
 

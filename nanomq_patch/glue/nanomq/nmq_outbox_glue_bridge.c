@@ -18,12 +18,13 @@ bridge_outbox_event(nmq_outbox *ob, nmq_outbox_event what, uint64_t n)
 	return ((unsigned long long) total);
 }
 
-// The outbox's view of the link (up from CONNACK to the pipe's close).
+// The outbox's view of the link (up from CONNACK to the pipe's close), asked per QoS 0
+// forward: it never waits for the writer's commit (nmq_outbox_get_stats would read the file).
 static bool
 bridge_outbox_link_up(nmq_outbox *ob)
 {
-	nmq_outbox_stats st;
-	return (nmq_outbox_get_stats(ob, &st) == NMQ_OUTBOX_OK && st.link_up);
+	int up = 0;
+	return (nmq_outbox_link_is_up(ob, &up) == NMQ_OUTBOX_OK && up);
 }
 
 // Set while this thread closes a bridge's old socket in bridge_reload(): the REST API holds
