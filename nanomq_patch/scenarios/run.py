@@ -918,7 +918,7 @@ def cmd_run(args):
         os.environ["NMQSC_PUB_V5"] = "1"
     if args.topics:
         names = args.topics.split(",")
-        if not names or any(t not in TOPICS for t in names):
+        if any(t not in TOPICS for t in names):
             sys.exit(f"--topics: a comma-separated subset of {', '.join(TOPICS)}")
         os.environ["NMQSC_TOPICS"] = args.topics
         for t in [t for t in TOPICS if t not in names]:
@@ -1113,7 +1113,9 @@ def cmd_run(args):
     pub_dur = normal + outage + after
     lab.start("pub", lab.a, [py, me, "pub", "--host", "127.0.0.1", "--port", "1883",
                              "--out", os.path.join(out, "pub.log"), "--duration", str(pub_dur),
-                             "--linger", "2" if args.timeline else str(max(2.0, 5 * k)), "--rate-scale", str(args.rate_scale)]
+                             # --timeline: 2 s for late acks, part of the count's time
+                             "--linger", "2" if args.timeline else str(max(2.0, 5 * k)),
+                             "--rate-scale", str(args.rate_scale)]
               + (["--big-topic", args.big_topic, "--big-every", str(args.big_every),
                   "--big-size", str(args.big_size)] if args.big_topic else [])
               + (["--retain-topic", args.retain_topic, "--retain-every",
