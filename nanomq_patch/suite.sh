@@ -31,8 +31,8 @@
 # QUIC (issue 22): when msquic-2.5.9.tar.gz is there (NMQ_MSQUIC_TARBALL, else in NMQ_UPSTREAM_DIR),
 # the 0.25.5 line is also built with --quic (build.sh: msquic and quictls, about 2 1/4 minutes
 # of one core the first time) and suite.py --quic runs its QUIC scenarios (quic-*: the bridge
-# through scenarios/quic_relay.py, aioquic, installed with pip when missing) on it; the ones on
-# suite.py's xfail list are reported, not counted as failures. Without msquic: one line
+# through scenarios/quic_relay.py, aioquic, installed with pip when missing) on it, asserted as
+# the TCP ones (a scenario on suite.py's xfail list, none at present, is reported, not counted). Without msquic: one line
 # "nanomq suite QUIC: SKIPPED (...)". --no-quic leaves it out; --only runs the quic-* names
 # given on the QUIC line and the others on the TCP lines.
 # NMQ_SUITE_PREFIX (default nmqsc): the network namespaces' name prefix, for two suites at once.

@@ -93,6 +93,9 @@ Scenarios:
 
     healthy    no fault at all: the publisher's timeline on a healthy link (with --quic
                --two-bridges: both QUIC bridges forward; issue 22 item 4)
+    relay-stop  --quic only: the QUIC relay (the bridge's remote end) is killed (SIGKILL) for
+               the outage and started again at the restore (issue 22's table: "the relay gone
+               for 15 s"); the link itself stays up
 
     session-lost  linkdown, the bridge going through the proxy of slow-pubcomp, which drops
                the PUBRELs of NanoMQ in the last 3 s (at most) before the cut: rows whose
@@ -132,6 +135,14 @@ rest_outage/rest_after). big_sent and retained_sent count the flagged messages N
 remote_disconnects counts, by mosquitto's wording, the ends of the bridge's connections that
 mosquitto logged before the drain was over, but for the keepalive timeout of a cut.
 
+--topics T1,T2 publishes only these of test1..test5 (the others stay forwarded by the bridge);
+--timeline N,O,A,D sets the seconds before the cut, of the outage, after the restore until the
+publisher stops, and the drain (without --drain-bound: a fixed wait), instead of --scale's
+10,100,20,60 x scale. Issue 22's configuration (QoS 1 at 10 msg/s, 400 messages, the relay gone
+15 s, counted 20 s after the restore): --scenario relay-stop --quic --topics test1
+--rate-scale 2 --timeline 7,15,18,0 (with --timeline the publisher lingers 2 s for late acks
+after its last message: counted 18 + 2 s after the restore).
+
 "sent" counts the messages NanoMQ acknowledged to the publisher (PUBACK / PUBCOMP): from then
 on they are NanoMQ's responsibility. With --pub-v5 the publisher speaks MQTT 5: "refused"
 counts the messages acknowledged with an error reason code (PUBACK/PUBREC >= 0x80, e.g. 0x97
@@ -156,10 +167,14 @@ TOPICS = {"test1": (1, 0.2), "test2": (1, 1.0), "test3": (2, 1.0), "test4": (2, 
           "test5": (2, 1.0)}  # topic: (QoS, interval)
 if os.environ.get("NMQSC_QOS0") == "1":  # run --qos0 (the roles inherit it)
     TOPICS["test0"] = (0, 1.0)
+if os.environ.get("NMQSC_TOPICS"):  # run --topics (the roles inherit it)
+    for _t in [t for t in TOPICS if t not in os.environ["NMQSC_TOPICS"].split(",")]:
+        del TOPICS[_t]
 A_ADDR, B_ADDR = "10.99.1.1", "10.99.1.2"
 SCENARIOS = ("linkdown", "blackhole", "drain-cut", "kill", "slow-pubcomp", "reload", "disk-full",
              "wrong-ack", "drain-reload", "reload-slow", "kill-released", "takeover",
-             "slow-link", "reload-disk-full", "chaos", "session-lost", "reload-fail", "healthy")
+             "slow-link", "reload-disk-full", "chaos", "session-lost", "reload-fail", "healthy",
+             "relay-stop")
 CHAOS_KINDS = ("linkdown", "blackhole", "flap", "kill", "remote-restart")
 INFLIGHT = 32  # the bridge's max_parallel_processes: the in-flight limit (chaos: dup_bound)
 PROXY_PORT = 1884  # slow-pubcomp: the proxy's port on NanoMQ's namespace loopback
@@ -630,6 +645,7 @@ class Lab:
         self.containers = {}  # process name: (engine, container name)
         self.events = open(os.path.join(out, "events.log"), "a", buffering=1)
         self.cut_kind = None
+        self.relay_cmd = None  # --quic: how the relay was started (relay-stop starts it again)
 
     def event(self, what):
         self.events.write(f"{time.time():.3f} {what}\n")
@@ -693,6 +709,8 @@ class Lab:
         if kind == "blackhole":
             sh("ip", "netns", "exec", self.a, "iptables", "-I", "INPUT", "-s", B_ADDR, "-j", "DROP")
             sh("ip", "netns", "exec", self.a, "iptables", "-I", "OUTPUT", "-d", B_ADDR, "-j", "DROP")
+        elif kind == "relay-stop":  # the QUIC relay gone; started again by restore()
+            self.stop("relay", signal.SIGKILL)
         else:
             sh("ip", "-n", self.a, "link", "set", "nmqsc0", "down")
         self.event(f"cut {kind}{note}")
@@ -702,6 +720,8 @@ class Lab:
         if self.cut_kind == "blackhole":
             sh("ip", "netns", "exec", self.a, "iptables", "-D", "INPUT", "-s", B_ADDR, "-j", "DROP")
             sh("ip", "netns", "exec", self.a, "iptables", "-D", "OUTPUT", "-d", B_ADDR, "-j", "DROP")
+        elif self.cut_kind == "relay-stop":
+            self.start("relay", self.b, self.relay_cmd)
         else:
             sh("ip", "-n", self.a, "link", "set", "nmqsc0", "up")
         self.cut_kind = None
@@ -896,6 +916,15 @@ def cmd_run(args):
         TOPICS["test0"] = (0, 1.0)
     if args.pub_v5:
         os.environ["NMQSC_PUB_V5"] = "1"
+    if args.topics:
+        names = args.topics.split(",")
+        if any(t not in TOPICS for t in names):
+            sys.exit(f"--topics: a comma-separated subset of {', '.join(TOPICS)}")
+        os.environ["NMQSC_TOPICS"] = args.topics
+        for t in [t for t in TOPICS if t not in names]:
+            del TOPICS[t]
+    if args.scenario == "relay-stop" and not args.quic:
+        sys.exit("relay-stop needs --quic (it stops the QUIC relay)")
     out = os.path.abspath(os.path.join(args.out, f"{args.label}-{args.scenario}"))
     os.makedirs(os.path.join(out, "cache"), exist_ok=True)
     for f in os.listdir(out):
@@ -904,6 +933,11 @@ def cmd_run(args):
             os.remove(os.path.join(out, f))
     k = args.scale
     normal, outage, after, drain = 10 * k, 100 * k, 20 * k, 60 * k
+    if args.timeline:  # seconds, not scaled
+        try:
+            normal, outage, after, drain = (float(x) for x in args.timeline.split(","))
+        except ValueError:
+            sys.exit("--timeline: NORMAL,OUTAGE,AFTER,DRAIN (seconds)")
     chaos = args.scenario == "chaos"
     if chaos:  # the publisher runs the schedule's length; the faults start from its start
         if args.seed is None:
@@ -1049,11 +1083,12 @@ def cmd_run(args):
     lab.start("mosquitto", lab.b, mosq_cmd)
     time.sleep(0.5)
     if args.quic:
-        lab.start("relay", lab.b, [py, os.path.join(os.path.dirname(me), "quic_relay.py"),
-                                   "--listen", f"{B_ADDR}:{QUIC_PORT}", "--to", "127.0.0.1:1883",
-                                   "--duration", str(total + 60),
-                                   "--log", os.path.join(out, "relay.log"),
-                                   "--trace", os.path.join(out, "relay-trace.log")])
+        lab.relay_cmd = [py, os.path.join(os.path.dirname(me), "quic_relay.py"),
+                         "--listen", f"{B_ADDR}:{QUIC_PORT}", "--to", "127.0.0.1:1883",
+                         "--duration", str(total + 60),
+                         "--log", os.path.join(out, "relay.log"),
+                         "--trace", os.path.join(out, "relay-trace.log")]
+        lab.start("relay", lab.b, lab.relay_cmd)
         if not wait_for(lambda: os.path.exists(os.path.join(out, "relay.log")) and
                         "listening" in open(os.path.join(out, "relay.log")).read(), 15):
             sys.exit("quic_relay.py did not start (relay.out)")
@@ -1078,7 +1113,9 @@ def cmd_run(args):
     pub_dur = normal + outage + after
     lab.start("pub", lab.a, [py, me, "pub", "--host", "127.0.0.1", "--port", "1883",
                              "--out", os.path.join(out, "pub.log"), "--duration", str(pub_dur),
-                             "--linger", str(max(2.0, 5 * k)), "--rate-scale", str(args.rate_scale)]
+                             # --timeline: 2 s for late acks, part of the count's time
+                             "--linger", "2" if args.timeline else str(max(2.0, 5 * k)),
+                             "--rate-scale", str(args.rate_scale)]
               + (["--big-topic", args.big_topic, "--big-every", str(args.big_every),
                   "--big-size", str(args.big_size)] if args.big_topic else [])
               + (["--retain-topic", args.retain_topic, "--retain-every",
@@ -1152,7 +1189,7 @@ def cmd_run(args):
                                stderr=subprocess.STDOUT, text=True)
             lab.event("reload (failing): " + " ".join(r.stdout.split())[-200:])
             until(normal)
-        lab.cut("blackhole" if args.scenario == "blackhole" else "linkdown")
+        lab.cut(args.scenario if args.scenario in ("blackhole", "relay-stop") else "linkdown")
     if args.scenario in ("kill", "takeover"):
         # --kill-at: seconds into the (unscaled) 100 s outage; default its middle
         until(normal + (outage / 2 if args.kill_at is None else args.kill_at * k))
@@ -1555,6 +1592,9 @@ def main():
     r.add_argument("--acl-deny", action="append", default=[],
                    help="mosquitto denies the bridge (username nmqbridge, acl_file) this topic: "
                    "PUBACK/PUBREC 0x87 (refused-topic; repeatable)")
+    r.add_argument("--topics", help="publish only these topics (comma-separated, of test1..test5)")
+    r.add_argument("--timeline", help="NORMAL,OUTAGE,AFTER,DRAIN seconds (instead of --scale's "
+                   "10,100,20,60 x scale)")
     r.add_argument("--probe-rest", action="store_true",
                    help="GET the bridge's REST object and Prometheus text late in the outage "
                    "and after the drain (implies --http)")

@@ -380,7 +380,6 @@ nmq_ob_link_up(mqtt_sock_t *s, mqtt_pipe_t *p, nni_msg *connack)
 	nmq_ob_replay(s, p);
 }
 
-#ifndef NMQ_OB_STORE_ONLY // (the QUIC transport answers PUBRECs itself, or the client does)
 // MQTT 5 4.3.3: a PUBREC with a reason code >= 0x80 ends the QoS 2 exchange, no PUBREL
 // follows it. The transport builds a PUBREL for every PUBREC; a remote answers one for an
 // exchange it refused as a protocol error and closes the connection (mosquitto 2.0.20), so
@@ -397,7 +396,38 @@ nmq_ob_pubrel_filter(mqtt_sock_t *s, nni_msg *msg, nni_msg *ack_msg)
 	nni_msg_free(ack_msg);
 	return (NULL);
 }
-#endif
+
+// The ack to a received packet `msg` (its raw bytes: header and body as received), sent on
+// the pipe or queued behind what it is sending (in order with the replayed rows). `ack` is
+// the transport's (TCP, TLS: one for each PUBLISH, PUBREC and PUBREL received), or NULL for
+// a PUBREC: its PUBREL is built here (NanoNNG's QUIC transport leaves them to a client with
+// an outbox, mqtt_quic.c nmq_pubrel). No PUBREL for a PUBREC that refuses
+// (nmq_ob_pubrel_filter). Takes `ack`. False when the ack was dropped (not built, or the
+// pipe's queue could not take it).
+static bool
+nmq_ob_send_ack(mqtt_sock_t *s, mqtt_pipe_t *p, nni_msg *msg, nni_msg *ack)
+{
+	if (ack == NULL && msg != NULL && nni_msg_header_len(msg) >= 1 &&
+	    (*(uint8_t *) nni_msg_header(msg) & 0xf0) == 0x50 && nni_msg_len(msg) >= 2) {
+		uint8_t hdr[2] = { 0x62, 0x02 }; // PUBREL, remaining length 2: the packet id
+
+		if (nni_msg_alloc(&ack, 0) != 0) {
+			log_warn("outbox: no memory for a PUBREL");
+			return (false);
+		}
+		nni_msg_header_append(ack, hdr, 2);
+		nni_msg_append(ack, nni_msg_body(msg), 2);
+	}
+	if ((ack = nmq_ob_pubrel_filter(s, msg, ack)) == NULL) {
+		return (true);
+	}
+	if (nmq_ob_send(s, p, ack) != 0) {
+		log_warn("Warning! ack msg lost due to busy socket");
+		nni_msg_free(ack);
+		return (false);
+	}
+	return (true);
+}
 
 // N7: sets the outbox handle. NULL detaches: what this socket holds goes back to the outbox
 // first (nmq_outbox_link_down: only while no other socket drives the same handle). A bridge
