@@ -182,7 +182,7 @@ SCENARIOS.update({
                     {"hybrid": True, "xfail": QUIC_XFAIL, "drain_bound": 30}),
 })
 QUIC_DEFAULT = ["quic-linkdown", "quic-drop", "quic-two-bridges", "quic-hybrid-tcp",
-                "quic-hybrid"]
+                "quic-hybrid-drop", "quic-hybrid"]
 DEFAULT = ["linkdown", "blackhole", "drain-cut", "kill", "two-bridges", "mqtt311", "qos0",
            "reload", "reload-fail", "max-qos1", "mqtt311-qos1", "session-lost", "oversized",
            "refused-topic", "retain-off",
