@@ -113,6 +113,14 @@ relay.log). The cuts (linkdown, blackhole) then hit the QUIC path. The bridge ke
 QUIC defaults (conf.c: quic_keepalive 120 s, quic_idle_timeout 120 s, quic_discon_timeout
 20 s); its MQTT keepalive (3 s) is the one that notices a cut.
 
+--hybrid: a hybrid bridge (hybrid_bridging = true, issue 22 item 3): at every disconnect
+NanoMQ's switch thread opens a new socket for the next address (server, then hybrid_servers)
+and closes the old one. Without --quic the addresses are mosquitto's listeners 1883 and 1885
+(a second listener), with --quic the QUIC relay then mosquitto's 1883. NanoMQ runs a hybrid
+bridge only when built with -DNNG_ENABLE_QUIC=ON (a TCP-only build bridges to server alone).
+result.json: hybrid_switches (NanoMQ's "Bridge has switched to" lines, the first connect
+included) and cache_files (the .db files of the cache directory).
+
 The remote's limits (issue 20), options that go with any scenario (e.g. linkdown):
     --mosquitto 'max_qos 1'      CONNACK Maximum QoS 1 (mosquitto disconnects, 0x9B, a client
                                  that publishes at QoS 2)
@@ -179,6 +187,7 @@ CHAOS_KINDS = ("linkdown", "blackhole", "flap", "kill", "remote-restart")
 INFLIGHT = 32  # the bridge's max_parallel_processes: the in-flight limit (chaos: dup_bound)
 PROXY_PORT = 1884  # slow-pubcomp: the proxy's port on NanoMQ's namespace loopback
 QUIC_PORT = 14567  # --quic: quic_relay.py's UDP port on mosquitto's side (B_ADDR)
+HYBRID_PORT = 1885  # --hybrid without --quic: mosquitto's second listener (B_ADDR)
 
 NANOMQ_CONF = """\
 mqtt {{
@@ -980,6 +989,16 @@ def cmd_run(args):
             sys.exit("--quic goes with neither the proxied nor the reload scenarios, --tls "
                      "or --image")
         remote, scheme = f"{B_ADDR}:{QUIC_PORT}", "mqtt-quic"
+    if args.hybrid:  # issue 22 item 3: the bridge switches address at every disconnect
+        if proxied or args.tls or "reload" in args.scenario or args.image:
+            sys.exit("--hybrid goes with neither the proxied nor the reload scenarios (NanoMQ "
+                     "does not reload a hybrid bridge), --tls or --image")
+        if args.quic:  # the QUIC relay first, mosquitto's TCP listener second
+            second = f"mqtt-tcp://{B_ADDR}:1883"
+        else:  # two TCP listeners of mosquitto
+            second = f"mqtt-tcp://{B_ADDR}:{HYBRID_PORT}"
+            args.mosquitto += [f"listener {HYBRID_PORT} 0.0.0.0"]
+        args.bridge += ["hybrid_bridging = true", f'hybrid_servers = ["{second}"]']
     if args.tls:  # mosquitto gets a TLS listener on 8883 with a self-signed certificate
         if proxied:
             sys.exit("--tls does not go with the proxied scenarios")
@@ -1359,6 +1378,12 @@ def analyse(out, label, scenario):
     text = open(log, errors="replace").read() if os.path.exists(log) else ""
     tot["ctx_msgs_lost_lines"] = text.count("Cached Message in ctx_msgs is lost")
     tot["outbox_refused_lines"] = text.count("outbox refused a m")
+    # --hybrid: each (re)start of the bridge on the next address (the first connect included)
+    # and the files of the cache directory (one outbox, no stock cache per transport)
+    tot["hybrid_switches"] = text.count("Bridge has switched to")
+    cdir = os.path.join(out, "cache")
+    tot["cache_files"] = sorted(f for f in os.listdir(cdir) if f.endswith(".db")) if \
+        os.path.isdir(cdir) else []
     # publish() to PUBACK/PUBCOMP at the publisher, for the messages acked before the first cut
     # (a healthy link: ack after commit adds the group-commit wait here)
     acks = {(r[2], int(r[3])): float(r[1]) for r in read_lines(os.path.join(out, "pub.log"), "A")}
@@ -1569,6 +1594,12 @@ def main():
     r.add_argument("--quic", action="store_true",
                    help="the bridge speaks MQTT over QUIC (mqtt-quic://) to quic_relay.py in "
                    "front of mosquitto (a nanomq built with -DNNG_ENABLE_QUIC=ON)")
+    r.add_argument("--hybrid", action="store_true",
+                   help="a hybrid bridge (hybrid_bridging = true): server, then hybrid_servers "
+                   "in turn at every disconnect: mosquitto's TCP listeners 1883 and "
+                   f"{HYBRID_PORT}, or with --quic the QUIC relay then mosquitto's 1883. NanoMQ "
+                   "runs hybrid bridges only in a QUIC build (-DNNG_ENABLE_QUIC=ON); a TCP-only "
+                   "build bridges to server alone")
     r.add_argument("--http", action="store_true",
                    help="enable NanoMQ's HTTP API on 127.0.0.1:8081 of its namespace")
     r.add_argument("--proto-ver", type=int, default=5, choices=(4, 5),

@@ -164,7 +164,27 @@ SCENARIOS.update({
                           "exchanges that stall, two streams): issue 22",
                           "drain_bound": 20}),
 })
-QUIC_DEFAULT = ["quic-linkdown", "quic-drop", "quic-kill", "quic-two-bridges"]
+# Issue 22 item 3: hybrid bridges (hybrid_bridging). NanoMQ runs them only in a QUIC build
+# (a TCP-only build bridges to `server` alone), so they belong to the QUIC set (quic-*: suite.sh
+# runs those names on its QUIC line), even with two TCP addresses. The reported
+# outage on a bridge that switches address at the cut's disconnect (a new socket, the old one
+# closed): one outbox across the switches, every message delivered or counted. Also asserted:
+# the bridge switched (more than one "Bridge has switched to" line), the outbox opened once
+# and the cache directory holds nmq_outbox-remote.db alone (no stock cache per transport).
+SCENARIOS.update({
+    # two TCP listeners of mosquitto (1883, 1885)
+    "quic-hybrid-tcp": (["--scenario", "linkdown", "--hybrid"],
+                        {"hybrid": True, "drain_bound": 30}),
+    # a silent drop (no RST) on the same bridge: each dial of a switch ends at the connect
+    # timeout (B6, 1.5 x keepalive, at least 5 s), not on the kernel's SYN retries
+    "quic-hybrid-drop": (["--scenario", "blackhole", "--hybrid"],
+                         {"hybrid": True, "drain_bound": 30}),
+    # the QUIC relay first, mosquitto's TCP listener second
+    "quic-hybrid": (["--scenario", "linkdown", "--quic", "--hybrid"],
+                    {"hybrid": True, "drain_bound": 30}),
+})
+QUIC_DEFAULT = ["quic-linkdown", "quic-drop", "quic-kill", "quic-two-bridges", "quic-hybrid-tcp",
+                "quic-hybrid-drop", "quic-hybrid"]
 DEFAULT = ["linkdown", "blackhole", "drain-cut", "kill", "two-bridges", "mqtt311", "qos0",
            "reload", "reload-fail", "max-qos1", "mqtt311-qos1", "session-lost", "oversized",
            "refused-topic", "retain-off",
@@ -222,6 +242,15 @@ def check(res, extra, order):
             bad.append(f"second bridge: {sb['lost']} lost")
     if t["ctx_msgs_lost_lines"]:
         bad.append(f"{t['ctx_msgs_lost_lines']} 'ctx_msgs is lost' log lines")
+    if extra.get("hybrid"):
+        if (t.get("hybrid_switches") or 0) < 2:
+            bad.append(f"{t.get('hybrid_switches')} 'Bridge has switched to' lines: the bridge "
+                       "never switched (a hybrid bridge runs only in a QUIC build)")
+        if extra.get("outbox", True) and t.get("cache_files") != ["nmq_outbox-remote.db"]:
+            bad.append(f"cache directory {t.get('cache_files')}: want nmq_outbox-remote.db "
+                       "alone (one outbox across the switches)")
+        if extra.get("outbox", True) and len(t.get("outbox_open_waiting") or []) > 1:
+            bad.append(f"the outbox opened {len(t['outbox_open_waiting'])} times")
     if not extra.get("outbox", True):
         return bad, known
     if not t.get("outbox_attached_lines"):

@@ -152,11 +152,16 @@ bridge_outbox_kick(conf_bridge_node *node, nmq_outbox *ob)
 // B2 on an MQTT over QUIC bridge (mqtt-quic://): NanoNNG's QUIC client sends a direct PUBLISH
 // on one of two streams at random and drops it at cancel_timeout, so every QoS 1/2 forward is
 // stored instead, and the client's replay sends the rows in order on the connection's main
-// stream (issue 22). QoS 0 takes the B2 path of the other transports.
+// stream (issue 22). A hybrid bridge too, whatever its current transport: its socket is
+// replaced at every switch under the publish path, and its lanes (bridge_aio) have no
+// callback that would drain ctx_msgs. QoS 0 takes the B2 path of the other transports.
 static bool
 bridge_outbox_store_only(conf_bridge_node *node)
 {
-	return (node->address != NULL && strncmp(node->address, "mqtt-quic://", 12) == 0);
+	bridge_param *bp = node->bridge_arg;
+
+	return ((bp != NULL && bp->nmq_hybrid) ||
+	    (node->address != NULL && strncmp(node->address, "mqtt-quic://", 12) == 0));
 }
 
 // Stores a forward at the tail of the outbox (bridge_outbox_store_only) and frees it; the
@@ -203,14 +208,12 @@ bridge_ack_end(nano_work *work)
 
 static int bridge_outbox_handover(nng_socket *sock, conf_bridge_node *node, bridge_param *arg);
 
-// B1: opens the outbox of this bridge once (it outlives socket reloads) as
-// <cache.mounted_file_path or cwd>/nmq_outbox-<bridge>.db and hands it to the client socket
-// (in a reload: later, bridge_outbox_handover, once nothing of the reload can fail).
-// Returns 0 when the socket uses the outbox; otherwise the stock cache stays in use (a bridge
-// without a cache block, or an outbox that cannot be opened).
-
+// B1: opens the outbox of this bridge once (it outlives socket reloads and hybrid switches) as
+// <cache.mounted_file_path or cwd>/nmq_outbox-<bridge>.db. Returns 0 when arg->outbox is
+// open; -1: the stock cache stays in use (a bridge without a cache block, or an outbox that
+// cannot be opened).
 static int
-bridge_outbox_attach(nng_socket *sock, conf_bridge_node *node, bridge_param *arg)
+bridge_outbox_open(conf_bridge_node *node, bridge_param *arg)
 {
 	nmq_outbox_config cfg;
 	nmq_outbox_result rv;
@@ -298,6 +301,18 @@ bridge_outbox_attach(nng_socket *sock, conf_bridge_node *node, bridge_param *arg
 			         "outbox", node->name, (unsigned long long) imported, stock);
 		}
 	}
+	return (0);
+}
+
+// B1: opens the outbox of this bridge once (bridge_outbox_open) and hands it to the client
+// socket (in a reload: later, bridge_outbox_handover, once nothing of the reload can fail).
+// Returns 0 when the socket uses the outbox; otherwise the stock cache stays in use.
+static int
+bridge_outbox_attach(nng_socket *sock, conf_bridge_node *node, bridge_param *arg)
+{
+	if (bridge_outbox_open(node, arg) != 0) {
+		return (-1);
+	}
 	if (arg->sock != NULL && arg->sock != sock) {
 		// reload: the old socket keeps the outbox until the new one cannot fail any
 		// more (bridge_outbox_handover, from bridge_tcp_reload)
@@ -328,6 +343,54 @@ bridge_outbox_handover(nng_socket *sock, conf_bridge_node *node, bridge_param *a
 	return (0);
 }
 
+// B1 of a hybrid bridge (hybrid_bridging), before its switch thread (bridge.c hybrid_cb)
+// starts: at every disconnect that thread opens a new socket for the next address of its list
+// (mqtt-tcp, tls or mqtt-quic) and closes the old one. The bridge keeps one outbox across
+// them (opened with its first socket, bridge_outbox_open, handed over at each switch,
+// bridge_outbox_hybrid_switch), stores every QoS 1/2 forward in it (bridge_outbox_store_only)
+// and the replay of whichever socket is up sends them.
+static void
+bridge_outbox_hybrid_init(conf_bridge_node *node, bridge_param *arg)
+{
+	arg->nmq_hybrid = 1;
+	// the socket broker.c allocated for the bridge is never opened (each switch opens its
+	// own): no old socket to give the outbox back nor to close at the first switch (stock
+	// closes the uninitialised id it holds)
+	arg->sock = NULL;
+	// the publish path and the REST API find the bridge's outbox
+	node->bridge_arg = arg;
+}
+
+// B1 at a hybrid switch, once the new socket `sock` is ready to dial and before the old one
+// (arg->sock; NULL the first time) is replaced and closed: the old socket gives back what it
+// holds (rows in flight return to the head of the outbox, resent by the new connection), the
+// new one takes the outbox; then node->sock and arg->sock become `sock` under node->mtx, which
+// the publish path holds while it reads node->sock (the kick of the replay): it never uses the
+// old socket once that is closed and freed. Runs on the switch thread, no lock held.
+static void
+bridge_outbox_hybrid_switch(nng_socket *sock, conf_bridge_node *node, bridge_param *arg)
+{
+	if (arg->outbox != NULL) {
+		if (arg->sock != NULL && arg->sock != sock) {
+			nng_socket_set_ptr(*arg->sock, NNG_OPT_MQTT_OUTBOX, NULL);
+		}
+		nng_socket_set_bool(*sock, NNG_OPT_MQTT_RETRY_QOS_0, node->retry_qos_0);
+		if (nng_socket_set_ptr(*sock, NNG_OPT_MQTT_OUTBOX, arg->outbox) != 0) {
+			// not on NanoNNG's MQTT clients (TCP/TLS and QUIC take it): stored
+			// messages wait in the outbox for the next switch
+			log_error("bridge [%s]: the new socket takes no outbox", node->name);
+		} else {
+			// debug: a dial that fails at once (the link down) switches again at once
+			log_debug("bridge [%s]: outbox handed to the socket of %s", node->name,
+			    node->address);
+		}
+	}
+	nng_mtx_lock(node->mtx);
+	node->sock = (void *) sock;
+	arg->sock  = sock;
+	nng_mtx_unlock(node->mtx);
+}
+
 // A reload that failed after the handover (the new dialer did not start): the new socket is
 // closed, the outbox goes back to the old socket, which the bridge keeps. The old connection
 // then replays from its next CONNACK on (the outbox took the handover as a link down).
@@ -344,16 +407,18 @@ bridge_outbox_handback(conf_bridge_node *node, bridge_param *arg)
 // connect into a silent path is aborted after it and retried after the backoff, instead of
 // waiting on the kernel's SYN retries (minutes, with gaps of up to 64 s). The library's rule:
 // 1.5 x keepalive within 5 s..30 s by default, 0 switches it off (stock behaviour).
+// A hybrid bridge sets it on the socket of every switch (B12): logged with its first socket only.
 static void
 bridge_set_connect_timeout(nng_dialer *dialer, conf_bridge_node *node)
 {
-	int32_t ms = nmq_outbox_connect_timeout_ms(node->connect_timeout, node->keepalive);
+	int32_t       ms = nmq_outbox_connect_timeout_ms(node->connect_timeout, node->keepalive);
+	bridge_param *bp = node->bridge_arg;
 
 	if (nng_dialer_set_ms(*dialer, NNG_OPT_MQTT_CONNECT_TIMEOUT, (nng_duration) ms) != 0) {
 		log_warn("bridge [%s]: its transport takes no connect timeout", node->name);
 		return;
 	}
-	if (ms > 0) {
+	if (ms > 0 && (bp == NULL || !bp->nmq_hybrid || bp->sock == NULL)) {
 		log_info("bridge [%s]: connect timeout %lld ms%s", node->name, (long long) ms,
 		    node->connect_timeout < 0 ? " (from keepalive)" : "");
 	}

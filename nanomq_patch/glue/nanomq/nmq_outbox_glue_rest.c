@@ -3,8 +3,8 @@
 // Written once for every NanoMQ line: nanomq_patch/apply.sh copies it next to the file, which
 // includes it where its file-local types and functions are known. Not compiled on its own.
 
-// R1: the outbox of a bridge node of the global configuration, or NULL (no cache block, QUIC,
-// hybrid, not started). The handle lives until exit (it survives reloads).
+// R1: the outbox of a bridge node of the global configuration, or NULL (no cache block, not
+// started). The handle lives until exit (it survives reloads and hybrid switches).
 static nmq_outbox *
 rest_bridge_outbox(conf_bridge_node *node)
 {
