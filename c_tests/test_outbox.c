@@ -1209,6 +1209,19 @@ static void test_parse_duration(void)
     CHECK_RC(nmq_outbox_parse_duration_ms("5s", hour, NULL), NMQ_OUTBOX_EINVAL);
 }
 
+/* The pure rules of the dialers: connect timeout and the wait between failed dials. */
+static void test_dial_rules(void)
+{
+    CHECK(nmq_outbox_connect_timeout_ms(-1, 10) == 15000);
+    CHECK(nmq_outbox_connect_timeout_ms(0, 10) == 0);
+    CHECK(nmq_outbox_connect_timeout_ms(INT64_MAX, 10) == INT32_MAX);
+    CHECK(nmq_outbox_retry_backoff_ms(0, 5000) == 100);
+    CHECK(nmq_outbox_retry_backoff_ms(2, 5000) == 400);
+    CHECK(nmq_outbox_retry_backoff_ms(UINT32_MAX, 5000) == 5000);
+    CHECK(nmq_outbox_retry_backoff_ms(40, UINT32_MAX) == UINT32_MAX);
+    CHECK(nmq_outbox_retry_backoff_ms(10, 0) == 5000);
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -1236,5 +1249,6 @@ int main(int argc, char **argv)
     test_ack_refusals();
     test_link_down_reason();
     test_parse_duration();
+    test_dial_rules();
     return report(argv[0]);
 }

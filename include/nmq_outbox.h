@@ -640,6 +640,12 @@ nmq_outbox_result nmq_outbox_parse_duration_ms(const char *text, uint64_t max_ms
  * INT32_MAX (nng_duration). Never negative. Pure: no handle, no log. Thread-safe. */
 int32_t nmq_outbox_connect_timeout_ms(int64_t configured_ms, uint32_t keepalive_s);
 
+/* The wait in ms before a bridge dials again after `failures` dials in a row that failed at
+ * once (0 for the first failure): 100 ms, doubled per failure, capped at max_ms (the bridge's
+ * backoff_max in ms; 0: 5000). Never 0. For a hybrid bridge, whose switch thread otherwise goes
+ * round its addresses without a pause during an outage. Pure: no handle, no log. Thread-safe. */
+uint32_t nmq_outbox_retry_backoff_ms(uint32_t failures, uint32_t max_ms);
+
 /* ACK ORDER (issue 13): MQTT (3.1.1 and 5, section 4.6) wants a client's PUBACKs/PUBRECs in
  * the order of its PUBLISHes, but deferred acks become ready in any order (two outboxes commit
  * independently, a message no bridge forwards is ready at once, worker threads finish one

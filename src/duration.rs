@@ -93,8 +93,45 @@ pub fn connect_timeout_ms(configured_ms: i64, keepalive_s: u32) -> i32 {
     ms.min(i32::MAX as i64) as i32
 }
 
+/// The wait in ms before a bridge dials again after `failures` dials in a row that failed at
+/// once (a hybrid bridge's switch to its next address, issue 22): 100 ms, doubled per failure,
+/// capped at `max_ms` (the bridge's `backoff_max`; 0: 5 s). Never 0, never overflows.
+pub fn retry_backoff_ms(failures: u32, max_ms: u32) -> u32 {
+    let cap = if max_ms == 0 { 5_000 } else { max_ms.max(100) };
+    // 100 << 40 fits a u64 and is above any u32 cap
+    (100u64 << failures.min(40)).min(cap as u64) as u32
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn retry_backoff_doubles_from_100_ms_up_to_the_cap() {
+        assert_eq!(retry_backoff_ms(0, 5_000), 100);
+        assert_eq!(retry_backoff_ms(1, 5_000), 200);
+        assert_eq!(retry_backoff_ms(5, 5_000), 3_200);
+        assert_eq!(retry_backoff_ms(6, 5_000), 5_000);
+        assert_eq!(retry_backoff_ms(u32::MAX, 5_000), 5_000);
+        assert_eq!(
+            retry_backoff_ms(25, 5_000),
+            5_000,
+            "100 << 25 is beyond a u32"
+        );
+        assert_eq!(retry_backoff_ms(30, u32::MAX), u32::MAX);
+        assert_eq!(retry_backoff_ms(3, 0), 800, "0: the default cap, 5 s");
+        assert_eq!(retry_backoff_ms(10, 0), 5_000);
+        assert_eq!(retry_backoff_ms(0, 1), 100, "never below the first wait");
+        for cap in [60_000, u32::MAX] {
+            for f in 0..64 {
+                let ms = retry_backoff_ms(f, cap);
+                assert!((100..=cap).contains(&ms), "{f}: {ms}");
+                assert!(
+                    ms >= retry_backoff_ms(f.saturating_sub(1), cap),
+                    "{f}: not monotonic"
+                );
+            }
+        }
+    }
+
     #[test]
     fn connect_timeout_follows_keepalive_within_5_and_30_s_unless_set() {
         assert_eq!(connect_timeout_ms(-1, 0), 5_000);

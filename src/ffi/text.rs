@@ -47,6 +47,12 @@ pub extern "C" fn nmq_outbox_connect_timeout_ms(configured_ms: i64, keepalive_s:
     crate::duration::connect_timeout_ms(configured_ms, keepalive_s)
 }
 
+/// The wait before a bridge dials again after failed dials (see the header). Pure; thread-safe.
+#[no_mangle]
+pub extern "C" fn nmq_outbox_retry_backoff_ms(failures: u32, max_ms: u32) -> u32 {
+    crate::duration::retry_backoff_ms(failures, max_ms)
+}
+
 /// A static string for any code. Never NULL; the caller must not free it. Thread-safe.
 #[no_mangle]
 pub extern "C" fn nmq_outbox_strerror(result: nmq_outbox_result) -> *const c_char {

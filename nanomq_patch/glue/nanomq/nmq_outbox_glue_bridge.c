@@ -361,6 +361,32 @@ bridge_outbox_hybrid_init(conf_bridge_node *node, bridge_param *arg)
 	node->bridge_arg = arg;
 }
 
+// A hybrid bridge's dial that failed at once (the client did not start: connection refused,
+// no route): stock's switch thread goes straight to the next address, round the list without
+// a pause for as long as the outage lasts (12 000 to 61 000 sockets in 25 s, a core busy), and
+// each such turn leaves its MQTT client allocated (about 1.3 KB: RSS 8 -> 79 MB in 25 s).
+// Frees that client and waits the library's backoff before the next address: 100 ms doubled
+// per failure in a row (`failures`, reset by the caller when a client starts), up to the
+// bridge's backoff_max. Runs on the switch thread, no lock held.
+static void
+bridge_hybrid_dial_failed(bridge_param *arg, uint32_t *failures)
+{
+	conf_bridge_node *node = arg->config;
+	uint32_t          ms;
+
+	ms = nmq_outbox_retry_backoff_ms(*failures, (uint32_t) node->backoff_max * 1000);
+	if (*failures < UINT32_MAX) {
+		(*failures)++;
+	}
+	if (arg->client != NULL) {
+		nng_mqtt_client_free(arg->client, true);
+		arg->client = NULL;
+	}
+	log_warn("bridge [%s]: %s not reached (%u in a row); next address in %u ms",
+	    node->name, node->address != NULL ? node->address : "?", *failures, ms);
+	nng_msleep(ms);
+}
+
 // B1 at a hybrid switch, once the new socket `sock` is ready to dial and before the old one
 // (arg->sock; NULL the first time) is replaced and closed: the old socket gives back what it
 // holds (rows in flight return to the head of the outbox, resent by the new connection), the
