@@ -9,6 +9,7 @@ forward at QoS 1, cache on). Two measurements per run:
     allows; PUBACKs per second at the publisher.
 
     ackbench.py --nanomq <patched nanomq> [-n 5000] [--runs 2] [--rate 200] [--window 32]
+                [--native target/release/examples/pubwindow [--v311]]
 Needs: mosquitto, paho-mqtt (pip).
 """
 import argparse
@@ -93,6 +94,18 @@ def publisher(local, window):
     return pub, publish, wait_all, lat
 
 
+def native_window(a, local, size):
+    """The window-bound run with examples/pubwindow.rs: (acked, seconds)."""
+    cmd = [a.native, f"127.0.0.1:{local}", str(a.n), str(a.window), str(size)]
+    if a.v311:
+        cmd.append("--v311")
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    words = out.stdout.split()
+    if out.returncode != 0 or len(words) < 4:
+        sys.exit(f"pubwindow failed ({out.returncode}): {out.stdout} {out.stderr}")
+    return int(words[1]), float(words[3])
+
+
 def one_run(nanomq, mode, remote, a):
     d = tempfile.mkdtemp(prefix="nmq-ab-")
     os.chmod(d, 0o777)
@@ -124,16 +137,20 @@ def one_run(nanomq, mode, remote, a):
         pub.disconnect()
         lat_ms = [x * 1000 for x in lat]
         # throughput, window-bound
-        pub, publish, wait_all, lat2 = publisher(local, a.window)
         c0, x0 = cpu_secs(proc.pid), ctx_switches(proc.pid)
-        t0 = time.perf_counter()
-        for i in range(a.n):
-            publish(payload)
-        got2 = wait_all(a.n, 120)
-        secs = time.perf_counter() - t0
+        if a.native:
+            got2, secs = native_window(a, local, len(payload))
+        else:
+            pub, publish, wait_all, lat2 = publisher(local, a.window)
+            t0 = time.perf_counter()
+            for i in range(a.n):
+                publish(payload)
+            got2 = wait_all(a.n, 120)
+            secs = time.perf_counter() - t0
         cpu, xs = cpu_secs(proc.pid) - c0, ctx_switches(proc.pid) - x0
-        pub.loop_stop()
-        pub.disconnect()
+        if not a.native:
+            pub.loop_stop()
+            pub.disconnect()
         return dict(acked=got, of=n, p50=pct(lat_ms, 50) if lat_ms else None,
                     p99=pct(lat_ms, 99) if lat_ms else None, tp=got2 / secs, tp_acked=got2,
                     tp_of=a.n, cpu_us=cpu * 1e6 / max(got2, 1), cs=xs / max(got2, 1))
@@ -150,6 +167,12 @@ def main():
     ap.add_argument("--rate", type=float, default=200, help="paced msg/s of the latency run")
     ap.add_argument("--seconds", type=float, default=10, help="length of the latency run")
     ap.add_argument("--window", type=int, default=32, help="publisher in-flight window")
+    ap.add_argument("--native", metavar="PUBWINDOW",
+                    help="the window-bound run with this native publisher (cargo build "
+                         "--release --example pubwindow: target/release/examples/pubwindow) "
+                         "instead of paho, whose own CPU (about 100 us per message) bounds it")
+    ap.add_argument("--v311", action="store_true",
+                    help="the native publisher speaks MQTT 3.1.1 (default 5)")
     a = ap.parse_args()
     remote, mosq = remote_mosquitto("nmq-ab-mosq-")
     try:
