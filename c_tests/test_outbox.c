@@ -542,17 +542,20 @@ static pthread_cond_t gate_cv = PTHREAD_COND_INITIALIZER;
 static uint32_t gate_got[16][3];
 static int gate_n;
 
-static void gate_send(void *ctx, uint32_t pipe, uint8_t qos, uint16_t packet_id, uint8_t reason)
+static void gate_send(void *ctx, const nmq_outbox_gate_reply *acks, size_t n)
 {
     CHECK(ctx == (void *) &gate_n);
-    CHECK(qos == 1 || qos == 2);
+    CHECK(acks != NULL && n >= 1);
     pthread_mutex_lock(&gate_mtx);
-    if (gate_n < 16) {
-        gate_got[gate_n][0] = pipe;
-        gate_got[gate_n][1] = packet_id;
-        gate_got[gate_n][2] = reason;
+    for (size_t i = 0; i < n; i++) {
+        CHECK(acks[i].qos == 1 || acks[i].qos == 2);
+        if (gate_n < 16) {
+            gate_got[gate_n][0] = acks[i].pipe;
+            gate_got[gate_n][1] = acks[i].packet_id;
+            gate_got[gate_n][2] = acks[i].reason;
+        }
+        gate_n++;
     }
-    gate_n++;
     pthread_cond_broadcast(&gate_cv);
     pthread_mutex_unlock(&gate_mtx);
 }

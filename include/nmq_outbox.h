@@ -59,7 +59,7 @@ extern "C" {
 #endif
 
 /* Bumped whenever a struct of this header changes. Set config.abi_version to it. */
-#define NMQ_OUTBOX_ABI_VERSION 7
+#define NMQ_OUTBOX_ABI_VERSION 8
 
 /* Opaque handle: one bridge in one database file. */
 typedef struct nmq_outbox nmq_outbox;
@@ -703,17 +703,21 @@ nmq_outbox_result nmq_outbox_ack_order_pop(nmq_outbox_ack_order *q, nmq_outbox_p
  * (nmq_outbox_commit) instead: no hand-over to the writer, but a commit per caller (more CPU
  * per message under load). No thread and no descriptor of the host's is needed.
  *
- * Acks are sent by the host's callback `send`: PUBACK (qos 1) or PUBREC (qos 2) for packet_id
- * to the client `pipe`, with the MQTT 5 reason code `reason` (0: success). It runs on the
- * thread of nmq_outbox_gate_end() / nmq_outbox_gate_ack_now(), or on the thread of a commit
- * that released it (an outbox's writer thread, or a host thread inside nmq_outbox_commit(),
- * nmq_outbox_flush(), nmq_outbox_close(), nmq_outbox_free(), or an append that commits itself
- * because the writer fell far behind or a commit failed: then under whatever lock the host
- * holds around its append, so the callback must not take a lock the host holds there), never
- * with a lock of the library held, and one call at a time per gate (one thread sends what is ready, in order,
- * while the others only queue it: each ack is passed exactly once). It may call any function
- * of the library; it must not block for long (other acks wait behind it). A panic-free Rust
- * or C function with `ctx` usable from any thread.
+ * Acks are sent by the host's callback `send`, given acks[0..n) (n >= 1) to send in that order:
+ * each a PUBACK (qos 1) or PUBREC (qos 2) for packet_id to the client `pipe`, with the MQTT 5
+ * reason code `reason` (0: success); the array is borrowed for the call. Acks that follow each
+ * other for one client may go in one socket write. It runs on the gate's own thread
+ * (nmq-outbox-acks, started by nmq_outbox_gate_new) for what an outbox's writer thread
+ * committed, so that the writer goes on committing while they go out; otherwise on the thread
+ * that released them: nmq_outbox_gate_end() / nmq_outbox_gate_ack_now(), or a commit on a host
+ * thread inside nmq_outbox_commit(), nmq_outbox_flush(), nmq_outbox_close(),
+ * nmq_outbox_free(), or an append that commits itself because the writer fell far behind or a
+ * commit failed: then under whatever lock the host holds around its append, so the callback
+ * must not take a lock the host holds there. Never with a lock of the library held, and one
+ * call at a time per gate (one thread sends what is ready, in order, while the others only
+ * queue it: each ack is passed exactly once). It may call any function of the library but
+ * nmq_outbox_gate_free(); it must not block for long (other acks wait behind it). A panic-free
+ * Rust or C function with `ctx` usable from any thread.
  *
  * Rules: an ack is never sent before every outbox that took the message committed it; a
  * refusal answers an MQTT 5 publisher with nmq_outbox_mqtt_reason() of it (the message is not
@@ -726,18 +730,26 @@ nmq_outbox_result nmq_outbox_ack_order_pop(nmq_outbox_ack_order *q, nmq_outbox_p
  * (nmq_outbox_gate_pipe_gone) forgets what it was owed. */
 typedef struct nmq_outbox_gate nmq_outbox_gate;
 typedef struct nmq_outbox_gate_ack nmq_outbox_gate_ack;
-typedef void (*nmq_outbox_gate_send_fn)(void *ctx, uint32_t pipe, uint8_t qos,
-                                        uint16_t packet_id, uint8_t reason);
+/* One ack for the host to send. */
+typedef struct nmq_outbox_gate_reply {
+    uint32_t pipe;      /* the client */
+    uint16_t packet_id;
+    uint8_t  qos;       /* 1: PUBACK, 2: PUBREC */
+    uint8_t  reason;    /* MQTT 5 reason code, 0: success */
+} nmq_outbox_gate_reply;
+typedef void (*nmq_outbox_gate_send_fn)(void *ctx, const nmq_outbox_gate_reply *acks,
+                                        size_t n);
 
-/* A new gate whose acks go to send(ctx, ...) (see above); *out gets it, owned by the caller
- * (nmq_outbox_gate_free), or NULL on error (EINVAL for a NULL send or out). `ctx` is kept until
- * the gate is freed. Thread-safe. */
+/* A new gate whose acks go to send(ctx, acks, n) (see above), with its thread; *out gets it,
+ * owned by the caller (nmq_outbox_gate_free), or NULL on error (EINVAL for a NULL send or out,
+ * EIO when the thread cannot be started). `ctx` is kept until the gate is freed. Thread-safe. */
 nmq_outbox_result nmq_outbox_gate_new(nmq_outbox_gate_send_fn send, void *ctx,
                                       nmq_outbox_gate **out);
 
-/* Frees the gate (taken); acks still waiting are never sent. Outboxes it watches stay usable
- * (their commits then release nothing). NULL is a no-op. Must be the last call on g, and no
- * nmq_outbox_gate_ack of it may be live. */
+/* Frees the gate (taken); acks still waiting are never sent. Stops the gate's thread and waits
+ * for a callback it is running: once it returns, `send` is never called again. Outboxes it
+ * watches stay usable (their commits then release nothing). NULL is a no-op. Must be the last
+ * call on g, and no nmq_outbox_gate_ack of it may be live. */
 void nmq_outbox_gate_free(nmq_outbox_gate *g);
 
 /* ob's commits release g's acks (both borrowed). Idempotent; EBUSY when another gate watches

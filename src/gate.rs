@@ -8,13 +8,16 @@
 //!    appended it (with the seq it got), or [`Pending::refused`] for one that refused it;
 //! 3. [`Gate::end`]: the ack goes now (no outbox took it, one refused it, or all have
 //!    committed it) or once the outboxes' commits reach its seqs ([`Gate::watch`] sets their
-//!    commit hook: the commit that writes it releases it, on the thread that committed, the
-//!    outbox's writer thread with `group_commit_ms` 0). Outboxes with `caller_commits` are
+//!    commit hook: the commit that writes it releases it). Outboxes with `caller_commits` are
 //!    committed by `end` on its own thread first.
 //!
-//! Acks are sent by the host's callback, never with a lock of the gate (or of an outbox)
-//! held, and one at a time: one thread sends what is ready, in order, while the others only
-//! queue (each ack is sent exactly once, in per-client order).
+//! Acks are sent by the host's callback, a batch of ready acks per call, never with a lock of
+//! the gate (or of an outbox) held, and one batch at a time: one thread sends what is ready,
+//! in order, while the others only queue (each ack is sent exactly once, in per-client order).
+//! What an outbox's writer thread releases is sent by the gate's own thread
+//! (`nmq-outbox-acks`), so that the writer goes on committing while the acks go out (issue 21
+//! item 4: sending them itself, a socket write each, doubled the writer's time per commit, and
+//! the publishers, waiting for those acks, sent less). Elsewhere the releasing thread sends.
 //!
 //! Rules:
 //! * an ack is never sent before every outbox that took the message committed it;
@@ -35,9 +38,12 @@ use crate::error::Error;
 use crate::outbox::{Committer, Outbox};
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+use std::thread::JoinHandle;
 
 /// An acknowledgement to send: PUBACK (`qos` 1) or PUBREC (`qos` 2) to client `pipe`.
+/// The C struct `nmq_outbox_gate_reply`, field for field.
+#[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GateAck {
     pub pipe: u32,
@@ -47,8 +53,8 @@ pub struct GateAck {
     pub reason: u8,
 }
 
-/// The host's sender of acks.
-pub type SendFn = Box<dyn Fn(GateAck) + Send + Sync>;
+/// The host's sender of acks: ready acks, in the order they are to be sent.
+pub type SendFn = Box<dyn Fn(&[GateAck]) + Send + Sync>;
 
 /// Reason code of an ack whose outbox closed without committing the message.
 pub const REASON_CLOSED: u8 = 0x80;
@@ -100,6 +106,10 @@ struct St {
     out: Vec<GateAck>,
     /// A thread is sending `out`: the others only queue.
     sending: bool,
+    /// `sending` is the gate's thread's, told to send `out`.
+    handed: bool,
+    /// The gate is gone: its thread ends.
+    stop: bool,
     /// Acks dropped by the closed-outbox rule (3.1.1 publishers), and acks sent.
     dropped: u64,
     sent: u64,
@@ -108,6 +118,8 @@ struct St {
 struct Inner {
     send: SendFn,
     st: Mutex<St>,
+    /// Wakes the gate's thread (`handed`, `stop`).
+    wake: Condvar,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -165,27 +177,58 @@ impl Inner {
         }
     }
 
-    /// Sends what is ready, unless another thread is sending (it sends ours too). The loop
-    /// sends only what became ready while it sent: it ends once a round finds nothing.
-    fn deliver<'a>(&'a self, mut st: MutexGuard<'a, St>) {
+    /// Sends what is ready, unless another thread is sending (it sends ours too): on this
+    /// thread, or (`hand_off`) by the gate's thread. The loop sends only what became ready
+    /// while it sent: it ends once a round finds nothing.
+    fn deliver<'a>(&'a self, mut st: MutexGuard<'a, St>, hand_off: bool) {
         if st.sending || st.out.is_empty() {
             return;
         }
         st.sending = true;
+        if hand_off {
+            st.handed = true;
+            drop(st);
+            self.wake.notify_one();
+            return;
+        }
         loop {
-            let batch = std::mem::take(&mut st.out);
-            if batch.is_empty() {
-                st.sending = false;
+            st = match self.send_out(st) {
+                Some(st) => st,
+                None => return,
+            };
+        }
+    }
+
+    /// One round of the sender (`sending` is this thread's): what is in `out` goes. None when
+    /// `out` was empty (`sending` and `handed` are then cleared).
+    fn send_out<'a>(&'a self, mut st: MutexGuard<'a, St>) -> Option<MutexGuard<'a, St>> {
+        let batch = std::mem::take(&mut st.out);
+        if batch.is_empty() {
+            st.sending = false;
+            st.handed = false;
+            return None;
+        }
+        st.sent = st.sent.saturating_add(batch.len() as u64);
+        drop(st);
+        // a panicking callback loses that batch only (the clients resend after a reconnect);
+        // the next ones still go
+        let _ = catch_unwind(AssertUnwindSafe(|| (self.send)(&batch)));
+        Some(lock(&self.st))
+    }
+
+    /// The gate's thread: sends what a writer thread's commit released (`handed`), until the
+    /// gate is gone.
+    fn ack_thread(&self) {
+        let mut st = lock(&self.st);
+        loop {
+            if st.stop {
                 return;
             }
-            st.sent = st.sent.saturating_add(batch.len() as u64);
-            drop(st);
-            for a in batch {
-                // a panicking callback loses that ack only (the client resends after a
-                // reconnect); the others still go
-                let _ = catch_unwind(AssertUnwindSafe(|| (self.send)(a)));
+            if !st.handed {
+                st = self.wake.wait(st).unwrap_or_else(|p| p.into_inner());
+                continue;
             }
-            st = lock(&self.st);
+            st = self.send_out(st).unwrap_or_else(|| lock(&self.st));
         }
     }
 
@@ -196,7 +239,7 @@ impl Inner {
         e.0 = e.0.max(seq);
         e.1 |= closed;
         Self::release(&mut st);
-        self.deliver(st);
+        self.deliver(st, crate::outbox::on_writer_thread());
     }
 }
 
@@ -204,6 +247,33 @@ impl Inner {
 #[derive(Clone)]
 pub struct Gate {
     inner: Arc<Inner>,
+    _thread: Arc<AckThread>,
+}
+
+thread_local! {
+    /// On a gate's thread: that gate (`Arc::as_ptr` of its `Inner`), else 0.
+    static ACK_THREAD_OF: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// The gate's thread, stopped (and joined) when the last clone of the gate is dropped.
+struct AckThread {
+    inner: Arc<Inner>,
+    handle: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Drop for AckThread {
+    fn drop(&mut self) {
+        lock(&self.inner.st).stop = true;
+        self.inner.wake.notify_all();
+        // joined: the host may free the callback's context once the gate is freed (not from
+        // the callback itself, which must not free the gate anyway)
+        let me = Arc::as_ptr(&self.inner) as usize;
+        if ACK_THREAD_OF.with(|t| t.get()) != me {
+            if let Some(h) = lock(&self.handle).take() {
+                let _ = h.join();
+            }
+        }
+    }
 }
 
 /// The ack one PUBLISH is owed while the host handles it ([`Gate::begin`] .. [`Gate::end`]).
@@ -223,14 +293,29 @@ pub enum Refusal {
 }
 
 impl Gate {
-    /// A gate whose acks go to `send`.
-    pub fn new(send: impl Fn(GateAck) + Send + Sync + 'static) -> Self {
-        Gate {
-            inner: Arc::new(Inner {
-                send: Box::new(send),
-                st: Mutex::new(St::default()),
-            }),
-        }
+    /// A gate whose acks go to `send`, with its thread. Err when the thread cannot be made.
+    pub fn new(send: impl Fn(&[GateAck]) + Send + Sync + 'static) -> crate::Result<Self> {
+        let inner = Arc::new(Inner {
+            send: Box::new(send),
+            st: Mutex::new(St::default()),
+            wake: Condvar::new(),
+        });
+        let worker = inner.clone();
+        let handle = std::thread::Builder::new()
+            .name("nmq-outbox-acks".into())
+            .spawn(move || {
+                ACK_THREAD_OF.with(|t| t.set(Arc::as_ptr(&worker) as usize));
+                worker.ack_thread()
+            })
+            .map_err(|e| Error::Io(format!("cannot start the gate's thread: {e}")))?;
+        let thread = Arc::new(AckThread {
+            inner: inner.clone(),
+            handle: Mutex::new(Some(handle)),
+        });
+        Ok(Gate {
+            inner,
+            _thread: thread,
+        })
     }
 
     fn id(&self) -> usize {
@@ -292,7 +377,7 @@ impl Gate {
     pub fn ack_now(&self, ack: GateAck) {
         let mut st = lock(&self.inner.st);
         Inner::ready(&mut st, ack);
-        self.inner.deliver(st);
+        self.inner.deliver(st, false);
     }
 
     /// Handled: commits the outboxes that took the message and have `caller_commits` (on this
@@ -331,7 +416,7 @@ impl Gate {
                 Inner::release(&mut st);
             }
         }
-        self.inner.deliver(st);
+        self.inner.deliver(st, false);
     }
 
     /// Acks waiting for commits, and clients with owed acks.

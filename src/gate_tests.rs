@@ -25,20 +25,25 @@ fn outbox(dir: &tempfile::TempDir, name: &str, caller_commits: bool) -> Outbox {
     Outbox::open(c).unwrap()
 }
 
-/// A gate whose acks (and the sending thread's name) go to a channel.
-fn gate() -> (Gate, Receiver<(GateAck, Option<String>)>) {
+/// What one call of the callback was given, and on which thread.
+type Call = (Vec<GateAck>, Option<String>);
+
+/// A gate whose callback calls (and the sending thread's name) go to a channel.
+fn gate() -> (Gate, Receiver<Call>) {
     let (tx, rx) = channel();
     let tx = Mutex::new(tx);
-    let g = Gate::new(move |a| {
+    let g = Gate::new(move |acks: &[GateAck]| {
         let name = std::thread::current().name().map(str::to_string);
-        let _ = lock(&tx).send((a, name));
-    });
+        let _ = lock(&tx).send((acks.to_vec(), name));
+    })
+    .unwrap();
     (g, rx)
 }
 
-fn ids(rx: &Receiver<(GateAck, Option<String>)>) -> Vec<(u32, u16, u8)> {
+fn ids(rx: &Receiver<Call>) -> Vec<(u32, u16, u8)> {
     rx.try_iter()
-        .map(|(a, _)| (a.pipe, a.packet_id, a.reason))
+        .flat_map(|(acks, _)| acks)
+        .map(|a| (a.pipe, a.packet_id, a.reason))
         .collect()
 }
 
@@ -94,10 +99,13 @@ fn an_ack_waits_for_every_outbox_and_the_writer_releases_it() {
     assert_eq!(ids(&rx), vec![], "never before every outbox committed it");
     assert_eq!(g.waiting().0, 1);
     assert_eq!(b.append(&msg()).unwrap(), next);
-    // b's writer commits it (group_commit_ms 5) and the hook releases the ack on that thread
-    let (ack, thread) = rx.recv_timeout(WAIT).expect("released by b's commit");
+    // b's writer commits it (group_commit_ms 5), its hook releases the ack, and the gate's
+    // thread sends it (the writer goes on committing)
+    let (acks, thread) = rx.recv_timeout(WAIT).expect("released by b's commit");
+    assert_eq!(acks.len(), 1);
+    let ack = acks[0];
     assert_eq!((ack.pipe, ack.packet_id, ack.qos), (1, 10, 1));
-    assert_eq!(thread.as_deref(), Some("nmq-outbox-writer"));
+    assert_eq!(thread.as_deref(), Some("nmq-outbox-acks"));
     assert!(b.committer().committed().0 >= next);
     assert_eq!(g.waiting().0, 0);
     assert_eq!(g.counts(), (1, 0));
@@ -170,13 +178,16 @@ fn the_callback_may_call_the_gate_and_acks_of_many_threads_keep_each_clients_ord
     let tx = Mutex::new(tx);
     let slot: Arc<Mutex<Option<Gate>>> = Arc::new(Mutex::new(None));
     let s2 = Arc::clone(&slot);
-    let g = Gate::new(move |a| {
+    let g = Gate::new(move |acks: &[GateAck]| {
         // no lock of the gate is held: the callback may use it
         if let Some(g) = lock(&s2).as_ref() {
             let _ = g.waiting();
         }
-        let _ = lock(&tx).send(a);
-    });
+        for a in acks {
+            let _ = lock(&tx).send(*a);
+        }
+    })
+    .unwrap();
     *lock(&slot) = Some(g.clone());
     g.watch(&ob).unwrap();
     const CLIENTS: u32 = 4;
@@ -214,4 +225,51 @@ fn the_callback_may_call_the_gate_and_acks_of_many_threads_keep_each_clients_ord
     }
     assert_eq!(g.waiting().0, 0);
     *lock(&slot) = None;
+}
+
+#[test]
+fn what_one_writer_commit_releases_goes_in_one_call_on_the_gates_thread() {
+    let dir = tempfile::tempdir().unwrap();
+    let ob = outbox(&dir, "a", false); // the writer commits 5 ms after the first append
+    let (g, rx) = gate();
+    g.watch(&ob).unwrap();
+    for pid in 1..=3 {
+        assert!(g.owe(9, pid, 1));
+    }
+    for pid in 1..=3 {
+        let mut p = g.begin(9, pid, 1, false);
+        p.took(&ob, ob.append(&msg()).unwrap());
+        g.end(p);
+    }
+    let mut calls = Vec::new();
+    let mut n = 0;
+    while n < 3 {
+        let (acks, thread) = rx
+            .recv_timeout(WAIT)
+            .expect("released by the writer's commit");
+        assert_eq!(thread.as_deref(), Some("nmq-outbox-acks"));
+        n += acks.len();
+        calls.push(acks.iter().map(|a| a.packet_id).collect::<Vec<_>>());
+    }
+    assert_eq!(calls.concat(), vec![1, 2, 3], "in the client's order");
+    // the three appends came within the writer's 5 ms: one commit released them, one call
+    // sent them (a slower machine may split them: never reorder them)
+    assert!(calls.len() <= 3);
+    assert_eq!(g.counts(), (3, 0));
+}
+
+#[test]
+fn the_gates_thread_ends_with_the_last_clone_and_the_callback_is_let_go() {
+    let alive = Arc::new(());
+    let held = Arc::clone(&alive);
+    let g = Gate::new(move |_: &[GateAck]| {
+        let _ = &held;
+    })
+    .unwrap();
+    let g2 = g.clone();
+    drop(g);
+    assert_eq!(Arc::strong_count(&alive), 2, "a clone keeps the gate");
+    drop(g2);
+    // the thread was joined and its reference to the gate dropped: the callback is gone
+    assert_eq!(Arc::strong_count(&alive), 1);
 }

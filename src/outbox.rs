@@ -40,6 +40,7 @@ pub use registry::{close_all, exit_all, stats_all};
 use state::{Flight, State};
 pub use types::*;
 pub use watch::{CommitHook, Committer};
+pub(crate) use writer::on_writer_thread;
 use writer::ACKS_DUE;
 
 /// Pending appends beyond `group_commit_count * BACKPRESSURE` (or pending acks beyond

@@ -10,7 +10,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 /// The host's callback and its context.
 struct CSend {
-    f: unsafe extern "C" fn(*mut c_void, u32, u8, u16, u8),
+    f: unsafe extern "C" fn(*mut c_void, *const nmq_outbox_gate_reply, usize),
     ctx: *mut c_void,
 }
 
@@ -20,9 +20,20 @@ unsafe impl Send for CSend {}
 unsafe impl Sync for CSend {}
 
 impl CSend {
-    fn call(&self, a: GateAck) {
-        // SAFETY: the host gave this callback and context for exactly this use.
-        unsafe { (self.f)(self.ctx, a.pipe, a.qos, a.packet_id, a.reason) }
+    fn call(&self, acks: &[GateAck]) {
+        if acks.is_empty() {
+            return;
+        }
+        // SAFETY: the host gave this callback and context for exactly this use; GateAck is
+        // repr(C) with the fields of nmq_outbox_gate_reply (checked in tests), and the slice
+        // outlives the call.
+        unsafe {
+            (self.f)(
+                self.ctx,
+                acks.as_ptr() as *const nmq_outbox_gate_reply,
+                acks.len(),
+            )
+        }
     }
 }
 
@@ -67,7 +78,7 @@ pub unsafe extern "C" fn nmq_outbox_gate_new(
         *out = std::ptr::null_mut();
         let f = send.ok_or_else(|| Error::Invalid("send is NULL".into()))?;
         let cs = CSend { f, ctx };
-        let g = Gate::new(move |a: GateAck| cs.call(a));
+        let g = Gate::new(move |acks: &[GateAck]| cs.call(acks))?;
         *out = Box::into_raw(Box::new(g)) as *mut nmq_outbox_gate;
         Ok(NMQ_OUTBOX_OK)
     })
@@ -257,4 +268,33 @@ pub unsafe extern "C" fn nmq_outbox_gate_end(a: *mut nmq_outbox_gate_ack) {
         gate.end(pending);
         Ok(NMQ_OUTBOX_OK)
     });
+}
+
+#[cfg(test)]
+mod layout {
+    use super::*;
+    use std::mem::{align_of, offset_of, size_of};
+
+    /// The callback is handed GateAck's slice as nmq_outbox_gate_reply's array.
+    #[test]
+    fn gate_ack_is_the_c_reply_field_for_field() {
+        assert_eq!(size_of::<GateAck>(), size_of::<nmq_outbox_gate_reply>());
+        assert_eq!(align_of::<GateAck>(), align_of::<nmq_outbox_gate_reply>());
+        assert_eq!(
+            offset_of!(GateAck, pipe),
+            offset_of!(nmq_outbox_gate_reply, pipe)
+        );
+        assert_eq!(
+            offset_of!(GateAck, packet_id),
+            offset_of!(nmq_outbox_gate_reply, packet_id)
+        );
+        assert_eq!(
+            offset_of!(GateAck, qos),
+            offset_of!(nmq_outbox_gate_reply, qos)
+        );
+        assert_eq!(
+            offset_of!(GateAck, reason),
+            offset_of!(nmq_outbox_gate_reply, reason)
+        );
+    }
 }

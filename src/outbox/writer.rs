@@ -22,6 +22,17 @@ pub(super) const RESERVE_RETRY: Duration = Duration::from_secs(1);
 /// autocheckpoint runs at 1000 pages; a commit of the mode writes one to three).
 pub(super) const CHECKPOINT_COMMITS: u32 = 300;
 
+thread_local! {
+    /// This thread is an outbox's writer thread.
+    static ON_WRITER: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether the calling thread is an outbox's writer thread (what its commits release is sent
+/// by another thread: `crate::gate`).
+pub(crate) fn on_writer_thread() -> bool {
+    ON_WRITER.with(|w| w.get())
+}
+
 /// What a commit did: written (with the rows SQLite refused), or failed with what is unwritten.
 pub(super) enum Commit {
     Done(Written),
@@ -428,6 +439,7 @@ impl Shared {
     /// `group_commit_ms` old (acks and packet ids alone: `State::commit_after`). Backs off after a failed commit. A panic
     /// in a commit is caught and logged; the thread goes on.
     pub(super) fn writer_loop(&self) {
+        ON_WRITER.with(|w| w.set(true));
         let mut failures = 0u64;
         loop {
             let mut st = lock(&self.state);

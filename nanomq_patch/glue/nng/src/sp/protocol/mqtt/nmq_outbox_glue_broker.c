@@ -8,13 +8,25 @@
 static int              nmq_ack_defer = 0;
 static nmq_outbox_gate *nmq_ack_gate  = NULL; // made once, never freed
 
+static int nmq_pub_acks_send(const nmq_outbox_gate_reply *acks, size_t n);
+
+// The gate's callback: acks[0..n) in their order, each client's run of them at once.
 static void
-nmq_pub_ack_gate_send(void *ctx, uint32_t pipe, uint8_t qos, uint16_t pid, uint8_t reason)
+nmq_pub_ack_gate_send(void *ctx, const nmq_outbox_gate_reply *acks, size_t n)
 {
 	(void) ctx;
-	int rv = nmq_pub_ack_send(pipe, qos, pid, reason);
-	if (rv != 0) {
-		log_debug("ack after commit: ack of %u to pipe %u not sent (%d)", pid, pipe, rv);
+	size_t i = 0;
+	while (i < n) {
+		size_t j = i + 1;
+		while (j < n && acks[j].pipe == acks[i].pipe) {
+			j++;
+		}
+		int rv = nmq_pub_acks_send(&acks[i], j - i);
+		if (rv != 0) {
+			log_debug("ack after commit: %zu ack(s) to pipe %u not sent (%d)", j - i,
+			    acks[i].pipe, rv);
+		}
+		i = j;
 	}
 }
 
@@ -46,6 +58,26 @@ nmq_pub_ack_deferred(void)
 	return (__atomic_load_n(&nmq_ack_defer, __ATOMIC_RELAXED));
 }
 
+// Sends ack on p now, or queues it behind what p sends. p->lk held.
+static int
+nmq_pub_ack_queue(nano_pipe *p, nni_msg *ack)
+{
+	if (!p->busy) {
+		p->busy = true;
+		nni_aio_set_msg(&p->aio_send, ack);
+		nni_pipe_send(p->pipe, &p->aio_send);
+	} else if (nni_lmq_full(&p->rlmq) &&
+	    nano_nni_lmq_resize(&p->rlmq, nni_lmq_cap(&p->rlmq) * 2) != 0) {
+		log_warn("ack after commit: ack lost (busy pipe %u)", p->id);
+		nni_msg_free(ack);
+		return (NNG_ENOMEM);
+	} else if (nni_lmq_put(&p->rlmq, ack) != 0) {
+		nni_msg_free(ack);
+		return (NNG_ENOMEM);
+	}
+	return (0);
+}
+
 // Builds a PUBACK/PUBREC as the transports do (broker_tcp.c, CMD_PUBLISH) and sends it on
 // p (or queues it behind what p sends). p->lk held.
 static int
@@ -62,21 +94,85 @@ nmq_pub_ack_put(nano_pipe *p, uint8_t qos, uint16_t packet_id, uint8_t reason_co
 	nni_mqtt_msgack_encode(
 	    ack, packet_id, reason_code, NULL, p->conn_param->pro_ver);
 	nni_mqtt_pubres_header_encode(ack, cmd);
-	if (!p->busy) {
-		p->busy = true;
-		nni_aio_set_msg(&p->aio_send, ack);
-		nni_pipe_send(p->pipe, &p->aio_send);
-	} else if (nni_lmq_full(&p->rlmq) &&
-	    nano_nni_lmq_resize(&p->rlmq, nni_lmq_cap(&p->rlmq) * 2) != 0) {
-		log_warn("ack after commit: ack of %u lost (busy pipe %u)",
-		    packet_id, p->id);
-		nni_msg_free(ack);
-		return (NNG_ENOMEM);
-	} else if (nni_lmq_put(&p->rlmq, ack) != 0) {
-		nni_msg_free(ack);
-		return (NNG_ENOMEM);
+	return (nmq_pub_ack_queue(p, ack));
+}
+
+// An MQTT 3.1.1 client's acks[0..n) (n >= 2) in one message: one socket write. The first
+// packet's fixed header is the message's header, the rest follow its packet id in the body
+// (the transports send any message but a PUBLISH as header and body; MQTT 3.1.1 has no
+// receive quota to give back per PUBACK). p->lk held.
+static int
+nmq_pub_acks_put_v311(nano_pipe *p, const nmq_outbox_gate_reply *acks, size_t n)
+{
+	nni_msg *msg;
+	int      rv;
+
+	if ((rv = nni_msg_alloc(&msg, 0)) != 0) {
+		return (rv);
+	}
+	for (size_t i = 0; i < n && rv == 0; i++) {
+		uint8_t b[4] = { acks[i].qos == 2 ? CMD_PUBREC : CMD_PUBACK, 2,
+			(uint8_t) (acks[i].packet_id >> 8), (uint8_t) acks[i].packet_id };
+		if (i > 0) {
+			rv = nni_msg_append(msg, b, 4);
+		} else if ((rv = nni_msg_header_append(msg, b, 2)) == 0) {
+			rv = nni_msg_append(msg, b + 2, 2);
+		}
+	}
+	if (rv != 0) {
+		nni_msg_free(msg);
+		return (rv);
+	}
+	nni_msg_set_cmd_type(msg, acks[0].qos == 2 ? CMD_PUBREC : CMD_PUBACK);
+	return (nmq_pub_ack_queue(p, msg));
+}
+
+// Finds the broker pipe of a client (held: nni_pipe_rele).
+static int
+nmq_pub_ack_pipe(uint32_t pipe_id, nni_pipe **npipe, nano_pipe **p)
+{
+	if (nni_pipe_find(npipe, pipe_id) != 0) {
+		return (NNG_ECLOSED);
+	}
+	// a broker pipe only (the id comes from a PUBLISH of a broker client)
+	if ((*npipe)->p_proto_ops.pipe_init != nano_pipe_init ||
+	    (*p = (*npipe)->p_proto_data) == NULL) {
+		nni_pipe_rele(*npipe);
+		return (NNG_EINVAL);
 	}
 	return (0);
+}
+
+// acks[0..n) of one client, in order: an MQTT 3.1.1 client's in one message, an MQTT 5
+// client's one message each (its transport gives a receive quota back per PUBACK message).
+static int
+nmq_pub_acks_send(const nmq_outbox_gate_reply *acks, size_t n)
+{
+	nni_pipe  *npipe;
+	nano_pipe *p;
+	int        rv;
+
+	for (size_t i = 0; i < n; i++) {
+		if (acks[i].qos == 0 || acks[i].qos > 2) {
+			return (NNG_EINVAL);
+		}
+	}
+	if ((rv = nmq_pub_ack_pipe(acks[0].pipe, &npipe, &p)) != 0) {
+		return (rv);
+	}
+	nni_mtx_lock(&p->lk);
+	if (nni_atomic_get_bool(&p->closed) || p->conn_param == NULL) {
+		rv = NNG_ECLOSED;
+	} else if (n >= 2 && p->conn_param->pro_ver != MQTT_PROTOCOL_VERSION_v5) {
+		rv = nmq_pub_acks_put_v311(p, acks, n);
+	} else {
+		for (size_t i = 0; i < n && rv == 0; i++) {
+			rv = nmq_pub_ack_put(p, acks[i].qos, acks[i].packet_id, acks[i].reason);
+		}
+	}
+	nni_mtx_unlock(&p->lk);
+	nni_pipe_rele(npipe);
+	return (rv);
 }
 
 // Sends the ack now (the gate decided when, and keeps each client's order).
@@ -84,29 +180,7 @@ int
 nmq_pub_ack_send(uint32_t pipe_id, uint8_t qos, uint16_t packet_id,
     uint8_t reason_code)
 {
-	nni_pipe      *npipe;
-	nano_pipe     *p;
-	int            rv = 0;
-
-	if (qos == 0 || qos > 2) {
-		return (NNG_EINVAL);
-	}
-	if (nni_pipe_find(&npipe, pipe_id) != 0) {
-		return (NNG_ECLOSED);
-	}
-	// a broker pipe only (the id comes from a PUBLISH of a broker client)
-	if (npipe->p_proto_ops.pipe_init != nano_pipe_init ||
-	    (p = npipe->p_proto_data) == NULL) {
-		nni_pipe_rele(npipe);
-		return (NNG_EINVAL);
-	}
-	nni_mtx_lock(&p->lk);
-	if (nni_atomic_get_bool(&p->closed) || p->conn_param == NULL) {
-		rv = NNG_ECLOSED;
-	} else {
-		rv = nmq_pub_ack_put(p, qos, packet_id, reason_code);
-	}
-	nni_mtx_unlock(&p->lk);
-	nni_pipe_rele(npipe);
-	return (rv);
+	nmq_outbox_gate_reply a = { .pipe = pipe_id, .packet_id = packet_id, .qos = qos,
+		.reason = reason_code };
+	return (nmq_pub_acks_send(&a, 1));
 }
