@@ -119,7 +119,8 @@ and closes the old one. Without --quic the addresses are mosquitto's listeners 1
 (a second listener), with --quic the QUIC relay then mosquitto's 1883. NanoMQ runs a hybrid
 bridge only when built with -DNNG_ENABLE_QUIC=ON (a TCP-only build bridges to server alone).
 result.json: hybrid_switches (NanoMQ's "Bridge has switched to" lines, the first connect
-included) and cache_files (the .db files of the cache directory).
+included) and cache_files (the .db files of the cache directory). publisher_connects: the
+publisher's connections NanoMQ logged ("scenario_pub online").
 
 The remote's limits (issue 20), options that go with any scenario (e.g. linkdown):
     --mosquitto 'max_qos 1'      CONNACK Maximum QoS 1 (mosquitto disconnects, 0x9B, a client
@@ -1381,6 +1382,8 @@ def analyse(out, label, scenario):
     # --hybrid: each (re)start of the bridge on the next address (the first connect included)
     # and the files of the cache directory (one outbox, no stock cache per transport)
     tot["hybrid_switches"] = text.count("Bridge has switched to")
+    # the publisher's connections NanoMQ accepted (1 unless it was closed, or NanoMQ restarted)
+    tot["publisher_connects"] = text.count("scenario_pub online")
     cdir = os.path.join(out, "cache")
     tot["cache_files"] = sorted(f for f in os.listdir(cdir) if f.endswith(".db")) if \
         os.path.isdir(cdir) else []

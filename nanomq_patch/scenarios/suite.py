@@ -116,6 +116,12 @@ SCENARIOS = {
     "oversized": (["--scenario", "linkdown", "--probe-rest", "--mosquitto", "max_packet_size 1000",
                    "--big-topic", "test5", "--big-every", "5", "--big-size", "2000"],
                   {"probe": True, "dead": "packet_too_large", "remote_ok": True}),
+    # ack after commit with an MQTT 5 publisher, 2 360 QoS 1/2 messages (1 300 at QoS 1) on one
+    # connection: the acks the application sends must give the client's receive quota back
+    # (NanoMQ's 1 024), or the broker closes the publisher (0x93) after 1 024 of them (0.24.6
+    # before N11 covered those acks: 2 connections)
+    "ack-v5": (["--scenario", "linkdown", "--ack-after-commit", "--pub-v5", "--rate-scale", "8"],
+               {"one_connection": True}),
     # an acl_file denies test2 (QoS 1) and test5 (QoS 2) to the bridge: PUBACK / PUBREC 0x87
     # for each, each a dead letter (rejected, also counted in dropped.rejected), no PUBREL
     # after a PUBREC 0x87 (a PUBREL with a reason code other than 0 or 0x92 is a protocol
@@ -190,7 +196,7 @@ QUIC_DEFAULT = ["quic-linkdown", "quic-drop", "quic-kill", "quic-two-bridges", "
                 "quic-hybrid-drop", "quic-hybrid"]
 DEFAULT = ["linkdown", "blackhole", "drain-cut", "kill", "two-bridges", "mqtt311", "qos0",
            "reload", "reload-fail", "max-qos1", "mqtt311-qos1", "session-lost", "oversized",
-           "refused-topic", "retain-off",
+           "refused-topic", "retain-off", "ack-v5",
            "chaos"]
 
 
@@ -243,6 +249,9 @@ def check(res, extra, order):
             bad.append("the second bridge delivered nothing")
         elif sb["lost"]:
             bad.append(f"second bridge: {sb['lost']} lost")
+    if extra.get("one_connection") and t.get("publisher_connects") != 1:
+        bad.append(f"the publisher connected {t.get('publisher_connects')} times: NanoMQ closed "
+                   "it (an MQTT 5 client whose receive quota the acks did not give back: 0x93)")
     if t["ctx_msgs_lost_lines"]:
         bad.append(f"{t['ctx_msgs_lost_lines']} 'ctx_msgs is lost' log lines")
     if extra.get("hybrid"):
