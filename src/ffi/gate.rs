@@ -280,21 +280,15 @@ mod layout {
     fn gate_ack_is_the_c_reply_field_for_field() {
         assert_eq!(size_of::<GateAck>(), size_of::<nmq_outbox_gate_reply>());
         assert_eq!(align_of::<GateAck>(), align_of::<nmq_outbox_gate_reply>());
-        assert_eq!(
-            offset_of!(GateAck, pipe),
-            offset_of!(nmq_outbox_gate_reply, pipe)
-        );
-        assert_eq!(
-            offset_of!(GateAck, packet_id),
-            offset_of!(nmq_outbox_gate_reply, packet_id)
-        );
-        assert_eq!(
-            offset_of!(GateAck, qos),
-            offset_of!(nmq_outbox_gate_reply, qos)
-        );
-        assert_eq!(
-            offset_of!(GateAck, reason),
-            offset_of!(nmq_outbox_gate_reply, reason)
-        );
+        macro_rules! same_offset {
+            ($($f:ident),*) => {$(
+                assert_eq!(
+                    offset_of!(GateAck, $f),
+                    offset_of!(nmq_outbox_gate_reply, $f),
+                    stringify!($f)
+                );
+            )*};
+        }
+        same_offset!(pipe, packet_id, qos, reason);
     }
 }
