@@ -99,8 +99,9 @@ bridge_outbox_log(void *ctx, nmq_outbox_log_level level, const char *message)
 
 // Ack after commit (bridges.mqtt.cache.ack_after_commit = true): the broker no longer acks a
 // local client's QoS 1/2 PUBLISH on arrival; the library's gate (NanoNNG nmq_pub_ack_gate,
-// nmq_outbox_gate_*) decides when each ack goes and sends it (nmq_pub_ack_send): this file
-// only tells it which outbox took the message with which seq (bridge_ack_begin/append/end).
+// nmq_outbox_gate_*) decides when each ack goes and sends it (its callback,
+// nmq_pub_acks_send): this file only tells it which outbox took the message with which seq
+// (bridge_ack_begin/append/end).
 
 // B1 with ack_after_commit, right after the open: this outbox's commits release acks; the
 // first one switches the broker's own acks off. -1 when it cannot take part: the caller

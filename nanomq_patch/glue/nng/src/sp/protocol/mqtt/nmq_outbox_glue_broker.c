@@ -4,7 +4,7 @@
 // includes it where its file-local types and functions are known. Not compiled on its own.
 
 // Ack after commit: the library's gate decides when a QoS 1/2 PUBLISH is acked, in each
-// client's order (nmq_outbox_gate_*); its callback sends the ack (nmq_pub_ack_send).
+// client's order (nmq_outbox_gate_*); its callback sends the acks (nmq_pub_acks_send).
 static int              nmq_ack_defer = 0;
 static nmq_outbox_gate *nmq_ack_gate  = NULL; // made once, never freed
 
@@ -78,31 +78,14 @@ nmq_pub_ack_queue(nano_pipe *p, nni_msg *ack)
 	return (0);
 }
 
-// Builds a PUBACK/PUBREC as the transports do (broker_tcp.c, CMD_PUBLISH) and sends it on
-// p (or queues it behind what p sends). p->lk held.
+// A client's acks[0..n) (n >= 1) in one message: one socket write. The first packet's fixed
+// header is the message's header, the rest follow its packet id (and reason code) in the
+// body: the transports send any message but a PUBLISH as header and body, and give an MQTT 5
+// client one unit of receive quota back per PUBACK the message carries (nano_msg_quota_back,
+// N11). An MQTT 5 ack carries its reason code unless it is 0 (success): remaining length 2
+// or 3, no properties. p->lk held.
 static int
-nmq_pub_ack_put(nano_pipe *p, uint8_t qos, uint16_t packet_id, uint8_t reason_code)
-{
-	nni_msg *ack;
-	uint8_t  cmd = qos == 2 ? CMD_PUBREC : CMD_PUBACK;
-	int      rv;
-
-	if ((rv = nni_msg_alloc(&ack, 0)) != 0) {
-		return (rv);
-	}
-	nni_msg_set_cmd_type(ack, cmd);
-	nni_mqtt_msgack_encode(
-	    ack, packet_id, reason_code, NULL, p->conn_param->pro_ver);
-	nni_mqtt_pubres_header_encode(ack, cmd);
-	return (nmq_pub_ack_queue(p, ack));
-}
-
-// An MQTT 3.1.1 client's acks[0..n) (n >= 2) in one message: one socket write. The first
-// packet's fixed header is the message's header, the rest follow its packet id in the body
-// (the transports send any message but a PUBLISH as header and body; MQTT 3.1.1 has no
-// receive quota to give back per PUBACK). p->lk held.
-static int
-nmq_pub_acks_put_v311(nano_pipe *p, const nmq_outbox_gate_reply *acks, size_t n)
+nmq_pub_acks_put(nano_pipe *p, const nmq_outbox_gate_reply *acks, size_t n, bool v5)
 {
 	nni_msg *msg;
 	int      rv;
@@ -111,12 +94,15 @@ nmq_pub_acks_put_v311(nano_pipe *p, const nmq_outbox_gate_reply *acks, size_t n)
 		return (rv);
 	}
 	for (size_t i = 0; i < n && rv == 0; i++) {
-		uint8_t b[4] = { acks[i].qos == 2 ? CMD_PUBREC : CMD_PUBACK, 2,
-			(uint8_t) (acks[i].packet_id >> 8), (uint8_t) acks[i].packet_id };
+		bool    rc   = v5 && acks[i].reason != 0;
+		uint8_t b[5] = { acks[i].qos == 2 ? CMD_PUBREC : CMD_PUBACK, rc ? 3 : 2,
+			(uint8_t) (acks[i].packet_id >> 8), (uint8_t) acks[i].packet_id,
+			acks[i].reason };
+		size_t  len  = rc ? 5 : 4;
 		if (i > 0) {
-			rv = nni_msg_append(msg, b, 4);
+			rv = nni_msg_append(msg, b, len);
 		} else if ((rv = nni_msg_header_append(msg, b, 2)) == 0) {
-			rv = nni_msg_append(msg, b + 2, 2);
+			rv = nni_msg_append(msg, b + 2, len - 2);
 		}
 	}
 	if (rv != 0) {
@@ -143,8 +129,9 @@ nmq_pub_ack_pipe(uint32_t pipe_id, nni_pipe **npipe, nano_pipe **p)
 	return (0);
 }
 
-// acks[0..n) of one client, in order: an MQTT 3.1.1 client's in one message, an MQTT 5
-// client's one message each (its transport gives a receive quota back per PUBACK message).
+// acks[0..n) of one client, in order, in one message (the gate's callback; takes the pipe's
+// lock: called with no lock of the broker held). NNG_ECLOSED when that client is gone (it
+// resends after reconnecting, as for any unacknowledged message).
 static int
 nmq_pub_acks_send(const nmq_outbox_gate_reply *acks, size_t n)
 {
@@ -163,24 +150,11 @@ nmq_pub_acks_send(const nmq_outbox_gate_reply *acks, size_t n)
 	nni_mtx_lock(&p->lk);
 	if (nni_atomic_get_bool(&p->closed) || p->conn_param == NULL) {
 		rv = NNG_ECLOSED;
-	} else if (n >= 2 && p->conn_param->pro_ver != MQTT_PROTOCOL_VERSION_v5) {
-		rv = nmq_pub_acks_put_v311(p, acks, n);
 	} else {
-		for (size_t i = 0; i < n && rv == 0; i++) {
-			rv = nmq_pub_ack_put(p, acks[i].qos, acks[i].packet_id, acks[i].reason);
-		}
+		rv = nmq_pub_acks_put(
+		    p, acks, n, p->conn_param->pro_ver == MQTT_PROTOCOL_VERSION_v5);
 	}
 	nni_mtx_unlock(&p->lk);
 	nni_pipe_rele(npipe);
 	return (rv);
-}
-
-// Sends the ack now (the gate decided when, and keeps each client's order).
-int
-nmq_pub_ack_send(uint32_t pipe_id, uint8_t qos, uint16_t packet_id,
-    uint8_t reason_code)
-{
-	nmq_outbox_gate_reply a = { .pipe = pipe_id, .packet_id = packet_id, .qos = qos,
-		.reason = reason_code };
-	return (nmq_pub_acks_send(&a, 1));
 }
