@@ -19,7 +19,11 @@
  * THREADS
  *   - A handle is thread-safe: every call except nmq_outbox_free() may run concurrently with any
  *     other call on the same handle. nmq_outbox_free() must be the last call on a handle.
- *   - The library runs one writer thread per open handle (group commit); nothing else.
+ *   - The library runs one writer thread per open handle (group commit) and, from the first
+ *     WAL checkpoint the handle needs (1000 pages written), a checkpoint thread
+ *     (nmq-outbox-ckpt) with a SQLite connection of its own, so that a checkpoint's fsyncs do
+ *     not hold the commits behind it; with caller_commits = 1 the writer checkpoints instead.
+ *     A gate (nmq_outbox_gate_new) has one thread of its own. Nothing else.
  *   - The library never calls back into the host except through the log callback. That callback
  *     may run on any thread, inside any nmq_outbox_* call or on the writer thread, never with a
  *     library lock held. It must not call nmq_outbox_* and must not take a lock that the host

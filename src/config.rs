@@ -12,6 +12,16 @@ pub enum SyncMode {
     Full,
 }
 
+impl SyncMode {
+    /// The statement that sets it on a connection.
+    pub fn pragma(self) -> &'static str {
+        match self {
+            SyncMode::Normal => "PRAGMA synchronous=NORMAL;",
+            SyncMode::Full => "PRAGMA synchronous=FULL;",
+        }
+    }
+}
+
 /// What happens when a bridge reaches `max_messages` or `max_bytes`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum FullPolicy {

@@ -20,8 +20,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 mod batch;
+pub mod checkpoint;
 mod schema;
 pub use batch::*;
+use checkpoint::{Checkpointer, Step};
 use schema::query_resume;
 pub use schema::{migrate, APPLICATION_ID, SCHEMA, SCHEMA_VERSION};
 
@@ -38,14 +40,19 @@ pub struct Resume {
 }
 
 pub struct Store {
-    // Field order matters: the connection is closed before the claim releases the file.
+    // Field order matters: the connection is closed before the checkpointer (whose counter
+    // its WAL hook holds) and its thread's connection, and both before the claim releases
+    // the file.
     conn: Connection,
+    /// The WAL checkpoints off the commit path (`checkpoint`); None for `caller_commits`.
+    ckpt: Option<Checkpointer>,
     claim: Claim,
     path: PathBuf,
     bridge_id: i64,
     sync: SyncMode,
-    /// SQLite checkpoints the WAL inside the commit that fills it (its default, 1000 pages).
-    /// Off for `caller_commits`: the writer thread checkpoints (`checkpoint`), never a caller.
+    /// The WAL is checkpointed at 1000 pages (SQLite's default), by the checkpoint thread
+    /// (`ckpt`) while the writer goes on. Off for `caller_commits`: the writer thread
+    /// checkpoints (`checkpoint`), never a caller.
     autocheckpoint: bool,
     /// The largest row SQLite stores (SQLITE_LIMIT_LENGTH), less room for the other columns.
     max_row: usize,
@@ -64,6 +71,8 @@ pub struct Written {
     pub dead_dropped: Vec<(i64, String)>,
     /// Rows to bury that were no longer in the queue.
     pub unburied: u64,
+    /// A warning to log once no lock is held (the checkpoint thread could not start).
+    pub note: Option<String>,
 }
 
 /// Space kept beside the database (`<db>-reserve`) and given up when the disk is full, so that
@@ -82,7 +91,7 @@ impl Store {
         if !claim.shared() {
             repair_side_files(&cfg.path, log);
         }
-        let opened = match Self::try_open(cfg, claim) {
+        let opened = match Self::try_open(cfg, claim, log) {
             Err((Error::Corrupt(why), claim)) => {
                 if claim.shared() {
                     return Err(Error::Corrupt(format!(
@@ -102,7 +111,7 @@ impl Store {
                 // The claim is on the renamed file, which no connection has open any more.
                 drop(claim);
                 let claim = Claim::take(&cfg.path, &cfg.bridge)?;
-                Self::try_open(cfg, claim).map_err(|(e, _)| e)
+                Self::try_open(cfg, claim, log).map_err(|(e, _)| e)
             }
             other => other.map_err(|(e, _)| e),
         };
@@ -116,12 +125,18 @@ impl Store {
     fn try_open(
         cfg: &Config,
         claim: Claim,
+        log: &Logger,
     ) -> std::result::Result<(Store, Resume), (Error, Claim)> {
         let auto = !cfg.caller_commits;
         match Self::connect(&cfg.path, cfg.sync, auto).and_then(|conn| Self::setup(conn, cfg)) {
             Ok((conn, bridge_id, resume, max_row)) => {
+                let ckpt = auto.then(|| Checkpointer::new(&cfg.path, cfg.sync, log, &cfg.bridge));
+                if let Some(c) = &ckpt {
+                    c.install(&conn);
+                }
                 let mut store = Store {
                     conn,
+                    ckpt,
                     claim,
                     path: cfg.path.clone(),
                     bridge_id,
@@ -161,11 +176,7 @@ impl Store {
                 "cannot enable WAL (journal_mode={mode})"
             )));
         }
-        let sync = match sync {
-            SyncMode::Normal => "NORMAL",
-            SyncMode::Full => "FULL",
-        };
-        conn.execute_batch(&format!("PRAGMA synchronous={sync};"))?;
+        conn.execute_batch(sync.pragma())?;
         if !autocheckpoint {
             conn.execute_batch("PRAGMA wal_autocheckpoint=0;")?;
         }
@@ -372,7 +383,26 @@ impl Store {
             }
         }
         tx.commit()?;
+        out.note = self.after_commit();
         Ok(out)
+    }
+
+    /// The WAL checkpoint a commit may call for (`checkpoint` module): asked of the thread, or
+    /// run here when the thread left little or the WAL reached its bound. A failure here is
+    /// ignored, as SQLite ignores one of its autocheckpoint: the next commit tries again.
+    /// Returns what to log (the thread could not start).
+    fn after_commit(&mut self) -> Option<String> {
+        let (step, note) = self.ckpt.as_mut()?.after_commit();
+        if step == Step::Here {
+            let _ = self.checkpoint();
+        }
+        note
+    }
+
+    /// The checkpointer (tests: its frame count and the thread's runs).
+    #[cfg(test)]
+    pub fn checkpointer(&self) -> Option<&Checkpointer> {
+        self.ckpt.as_ref()
     }
 
     /// `PRAGMA wal_autocheckpoint` of the connection (pages; 0 = off).
@@ -521,10 +551,20 @@ impl Store {
             .map_err(|e| Error::Io(format!("cannot restore {}: {e}", self.path.display())))?;
         // The old connection closes before a new one opens: its close removes "<path>-wal"
         // and "-shm" by name (the old ones), which must not be the new connection's.
+        // The checkpoint thread's connection closes first: the old connection is then the
+        // last on the old file.
+        let fresh = self.ckpt.take().map(|old| {
+            Checkpointer::uninstall(&self.conn);
+            old.fresh()
+        });
         let placeholder = Connection::open_in_memory()?;
         drop(std::mem::replace(&mut self.conn, placeholder));
         let claim = Claim::take(&self.path, bridge)?;
         self.conn = Self::connect(&self.path, self.sync, self.autocheckpoint)?;
+        if let Some(c) = &fresh {
+            c.install(&self.conn);
+        }
+        self.ckpt = fresh;
         // The old claim (the deleted inode, no connection left on it) is released here.
         self.claim = claim;
         self.reserve = false;

@@ -372,6 +372,9 @@ impl Shared {
         notes: &mut Vec<(bool, String)>,
     ) {
         st.take_dead(&written, notes);
+        if let Some(n) = written.note {
+            notes.push((false, n));
+        }
         for (seq, bytes, why) in written.refused {
             st.vanish(seq, bytes);
             st.dropped_malformed = st.dropped_malformed.saturating_add(1);
