@@ -77,6 +77,10 @@ impl Plan {
     /// could be started); without it the writer checkpoints at [`START`], as SQLite would.
     pub fn after_commit(&mut self, frames: i64, thread_ok: bool) -> Step {
         let step = match self.thread {
+            // the bound holds even while the thread's checkpoint hangs (a disk that takes
+            // seconds per fsync, or a thread gone): the writer's try returns at once when the
+            // thread holds SQLite's checkpoint lock
+            Thread::Running if frames >= CAP => return Step::Here,
             Thread::Running => Step::Nothing,
             _ if frames >= CAP || (!thread_ok && frames >= START) => Step::Here,
             _ if !thread_ok => Step::Nothing,
@@ -139,13 +143,18 @@ pub struct Checkpointer {
 }
 
 /// SQLite's WAL hook (after every commit on the connection, with no SQLite mutex of ours held):
-/// notes the WAL's frame count. Replaces SQLite's autocheckpoint, which is that hook too.
+/// notes the frame count of the main database's WAL (an attached one, `adopt_legacy`'s, is
+/// not ours to count). Replaces SQLite's autocheckpoint, which is that hook too.
 unsafe extern "C" fn wal_frames(
     arg: *mut c_void,
     _db: *mut ffi::sqlite3,
-    _name: *const c_char,
+    name: *const c_char,
     frames: c_int,
 ) -> c_int {
+    // SAFETY: SQLite passes the schema's NUL-terminated name, valid during the call.
+    if name.is_null() || unsafe { std::ffi::CStr::from_ptr(name) }.to_bytes() != b"main" {
+        return ffi::SQLITE_OK;
+    }
     // SAFETY: `arg` is the address of a Checkpointer's boxed counter, set by `install` and
     // removed (`uninstall`) or its connection closed before the box is freed.
     unsafe { (*(arg as *const AtomicI64)).store(frames as i64, Ordering::Relaxed) };

@@ -12,8 +12,21 @@ fn below_start_nothing_at_start_the_thread_is_asked_and_while_it_runs_nothing_el
     assert_eq!(p.after_commit(START, true), Step::Ask);
     assert_eq!(p.thread, Thread::Running);
     assert_eq!(p.after_commit(START + 500, true), Step::Nothing);
-    // even at the bound: one checkpoint at a time (a second would find SQLite's lock taken)
-    assert_eq!(p.after_commit(CAP + 1, true), Step::Nothing);
+}
+
+#[test]
+fn at_the_bound_the_writer_tries_even_while_the_thread_runs_and_the_thread_still_reports() {
+    let mut p = Plan::default();
+    assert_eq!(p.after_commit(START, true), Step::Ask);
+    // a hanging checkpoint (or a thread gone) does not lift the bound
+    assert_eq!(p.after_commit(CAP, true), Step::Here);
+    assert_eq!(p.thread, Thread::Running);
+    assert_eq!(p.after_commit(CAP + 1, true), Step::Here);
+    // the writer's try restarted the WAL; the thread's result, when it comes, is of the old one
+    assert_eq!(p.after_commit(4, true), Step::Nothing);
+    p.thread = Thread::Done(START);
+    assert_eq!(p.after_commit(6, true), Step::Nothing);
+    assert_eq!(p.thread, Thread::Idle);
 }
 
 #[test]
@@ -207,4 +220,36 @@ fn a_file_restored_after_its_deletion_gets_a_new_checkpointer_on_the_new_file() 
         restarted
     });
     assert_eq!(store.resume().unwrap().messages, 1);
+}
+
+#[test]
+fn the_frames_counted_are_the_main_databases_not_an_attached_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = Config::new(dir.path().join("o.db"), "b");
+    let (mut store, _) = Store::open(&cfg, &Logger::default()).unwrap();
+    let mut seq = 0;
+    commit_until(&mut store, &mut seq, |s| {
+        s.checkpointer().unwrap().frames() >= 3
+    });
+    let main = store.checkpointer().unwrap().frames();
+    // an attached WAL database (as `adopt_legacy` attaches the old shared file)
+    let other = dir.path().join("other.db");
+    Connection::open(&other)
+        .unwrap()
+        .query_row("PRAGMA journal_mode=WAL", [], |_| Ok(()))
+        .unwrap();
+    store
+        .conn
+        .execute("ATTACH ?1 AS legacy", [other.to_string_lossy()])
+        .unwrap();
+    store
+        .conn
+        .execute_batch(
+            "CREATE TABLE legacy.t(x BLOB);
+             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 200)
+             INSERT INTO legacy.t SELECT zeroblob(4000) FROM n;",
+        )
+        .unwrap();
+    assert_eq!(store.checkpointer().unwrap().frames(), main);
+    store.conn.execute_batch("DETACH legacy").unwrap();
 }
