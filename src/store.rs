@@ -418,9 +418,7 @@ impl Store {
     /// A passive checkpoint of the WAL into the database file (what SQLite's autocheckpoint
     /// does after a commit): copies what no reader still needs, never waits for one.
     pub fn checkpoint(&mut self) -> Result<()> {
-        self.conn
-            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?;
-        Ok(())
+        checkpoint::checkpoint(&self.conn).map(|_| ())
     }
 
     /// (seq, data length) of up to `limit` rows with seq > `after`, oldest first: the

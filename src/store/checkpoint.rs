@@ -120,6 +120,16 @@ struct Shared {
     runs: u64,
 }
 
+impl Shared {
+    /// The thread cannot checkpoint (not started, or no connection): the writer does, as
+    /// SQLite would, and nothing is asked of the thread any more.
+    fn give_up(&mut self) {
+        self.broken = true;
+        self.asked = false;
+        self.plan.thread = Thread::Idle;
+    }
+}
+
 struct Inner {
     st: Mutex<Shared>,
     wake: Condvar,
@@ -236,10 +246,7 @@ impl Checkpointer {
                 (Step::Nothing, None)
             }
             Err(e) => {
-                let mut st = lock(&self.inner.st);
-                st.broken = true;
-                st.asked = false;
-                st.plan.thread = Thread::Idle;
+                lock(&self.inner.st).give_up();
                 let note = format!(
                     "cannot start the checkpoint thread ({e}); the writer checkpoints the WAL \
                      itself"
@@ -285,8 +292,9 @@ fn connect(path: &Path, sync: SyncMode) -> Result<Connection> {
     Ok(conn)
 }
 
-/// A passive checkpoint: the frames of the WAL now in the database (0 when busy).
-fn checkpoint(conn: &Connection) -> Result<i64> {
+/// A passive checkpoint (copies what no reader still needs, never waits for one): the frames
+/// of the WAL now in the database (0 when busy).
+pub(super) fn checkpoint(conn: &Connection) -> Result<i64> {
     let copied: i64 = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get(2))?;
     Ok(copied.max(0))
 }
@@ -295,23 +303,19 @@ fn checkpoint(conn: &Connection) -> Result<i64> {
 /// (and when checkpoints work again), with no lock held.
 fn run(inner: &Inner, path: &Path, sync: SyncMode, log: &Logger, bridge: &str) {
     let conn = match connect(path, sync) {
-        Ok(c) => Some(c),
+        Ok(c) => c,
         Err(e) => {
+            lock(&inner.st).give_up();
             log.warn(&format!(
                 "bridge {bridge:?}: the checkpoint thread cannot open the database ({e}); the \
                  writer checkpoints the WAL itself"
             ));
-            None
+            return;
         }
     };
     let mut failing = false;
     loop {
         let mut st = lock(&inner.st);
-        if conn.is_none() {
-            st.broken = true;
-            st.asked = false;
-            st.plan.thread = Thread::Idle;
-        }
         while !st.asked && !st.stop {
             st = inner.wake.wait(st).unwrap_or_else(|p| p.into_inner());
         }
@@ -320,8 +324,7 @@ fn run(inner: &Inner, path: &Path, sync: SyncMode, log: &Logger, bridge: &str) {
         }
         st.asked = false;
         drop(st);
-        let Some(conn) = conn.as_ref() else { continue };
-        let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| checkpoint(conn)))
+        let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| checkpoint(&conn)))
             .unwrap_or_else(|_| Err(Error::Io("a checkpoint panicked (a bug)".into())));
         let mut st = lock(&inner.st);
         st.runs = st.runs.saturating_add(1);
